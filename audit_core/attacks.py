@@ -1,0 +1,153 @@
+"""The attack interface.
+
+An attack plugin subclasses :class:`Attack`, declares ``name``, ``requires`` (the access levels it
+needs: ``targets.VARIATION`` for black-box, ``targets.NOISE`` for grey-box) and a pydantic
+``Params`` model, and implements :meth:`Attack.score` on a :class:`Batch`. Scores are "higher =
+more likely a member". Randomness comes only from ``batch.seeds(draw)`` so that results do not
+depend on batching, resumption or the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from . import seeding
+from .errors import ConfigError
+from .targets import ACCESS_NAMES, Target
+
+
+class AttackParams(BaseModel):
+    """Base for attack params: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class AttackContext:
+    """What the runner hands an attack."""
+
+    name: str  # the attack entry's name (results key)
+    seed_key: str  # what per-image seeds derive from (the name, minus any sweep suffix)
+    run_seed: int = 0
+    distances: dict[str, Any] = field(default_factory=dict)  # name -> fn(a, b) -> Tensor[B]
+
+
+@dataclass
+class Batch:
+    """A batch of images, already converted to the target's channels and size."""
+
+    images: torch.Tensor  # [B, C, H, W] in [-1, 1]
+    ids: list[str]
+    captions: list[str | None]
+    run_seed: int = 0
+    seed_key: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def seeds(self, draw: int = 0) -> list[int]:
+        """One seed per image for the given draw index (draw 0, 1, 2, ... are independent)."""
+        return [seeding.derive_seed(self.run_seed, self.seed_key, i, draw) for i in self.ids]
+
+    def seed_matrix(self, n: int, first_draw: int = 0) -> list[int]:
+        """Seeds for n draws of every image, image-major: rows i*n ... i*n+n-1 belong to image i.
+        The first m of n draws equal the seeds of an m-draw run (sweeps share queries)."""
+        return [
+            seeding.derive_seed(self.run_seed, self.seed_key, i, first_draw + d)
+            for i in self.ids
+            for d in range(n)
+        ]
+
+    def repeat(self, n: int) -> tuple[torch.Tensor, list[str | None]]:
+        """Images and captions repeated image-major n times (matching :meth:`seed_matrix`)."""
+        return self.images.repeat_interleave(n, dim=0), [c for c in self.captions for _ in range(n)]
+
+
+@dataclass
+class AttackOutput:
+    scores: torch.Tensor  # [B], higher = more likely a member
+    residuals: torch.Tensor | None = None  # [B, C, H, W] residual maps (for the learned scorer)
+    reconstructions: torch.Tensor | None = None  # [B, C, H, W] in [-1, 1] (for the gallery)
+    extras: dict[str, Any] = field(default_factory=dict)  # per-batch JSON-able notes
+
+
+class Attack:
+    name: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Params: ClassVar[type[BaseModel]] = AttackParams
+    #: True when ``score`` returns residual maps, so ``scorer: classifier`` can be used.
+    residual_maps: ClassVar[bool] = False
+    plugin_name: ClassVar[str] = ""
+
+    def __init__(self, params: BaseModel, target: Target, context: AttackContext):
+        self.params = params
+        self.target = target
+        self.context = context
+
+    @classmethod
+    def defaults_for(cls, target: Target) -> dict[str, Any]:
+        """Param defaults that depend on the target (e.g. t=500 for latent targets)."""
+        return {}
+
+    def check(self) -> None:
+        """Validate params against the target; raise ConfigError naming the param."""
+
+    def score(self, batch: Batch) -> AttackOutput:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Extra JSON-able facts for results.json (variant, distance, ...)."""
+        return {}
+
+    # helpers for subclasses -----------------------------------------------------------------
+    def check_t(self, t: int, label: str = "t") -> None:
+        T = self.target.num_train_timesteps
+        if not 0 < t < T:
+            raise ConfigError(f"attack {self.context.name!r}: {label}={t} must satisfy 0 < {label} < T={T}")
+
+    def check_divides(self, t: int, k: int, t_label: str = "t", k_label: str = "k") -> None:
+        if k <= 0 or t % k != 0:
+            raise ConfigError(
+                f"attack {self.context.name!r}: {k_label}={k} must be positive and divide {t_label}={t}"
+            )
+
+    def distance(self, name: str):
+        try:
+            return self.context.distances[name]
+        except KeyError:
+            avail = ", ".join(sorted(self.context.distances))
+            raise ConfigError(f"attack {self.context.name!r}: unknown distance {name!r} (available: {avail})") from None
+
+
+def check_access(attack_cls: type[Attack], target: Target, attack_name: str) -> None:
+    """Refuse an attack that needs access the target cannot serve, naming all three."""
+    missing = [a for a in sorted(attack_cls.requires) if a not in target.capabilities]
+    if missing:
+        from .errors import AccessError
+
+        need = ", ".join(ACCESS_NAMES.get(m, m) for m in missing)
+        has = ", ".join(ACCESS_NAMES.get(c, c) for c in sorted(target.capabilities)) or "nothing"
+        raise AccessError(
+            f"attack {attack_name!r} (plugin {attack_cls.name!r}) needs {need}, but target "
+            f"{target.name!r} only offers {has}. Use a target with that access or a black-box attack "
+            f"such as rediffuse."
+        )
+
+
+def mean_over(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Average image-major groups of n rows: [B*n, ...] -> [B, ...]."""
+    return x.reshape(x.shape[0] // n, n, *x.shape[1:]).mean(dim=1)
+
+
+def flat_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the first."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def seeds_for(ids: Sequence[str], run_seed: int, seed_key: str, draw: int = 0) -> list[int]:
+    return [seeding.derive_seed(run_seed, seed_key, i, draw) for i in ids]

@@ -1,0 +1,333 @@
+"""audit.yaml: loading (yaml.safe_load), validation (pydantic) with errors that name the key and
+the line, and ``--set dotted.key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+SECRET_HINTS = ("token", "secret", "password", "api_key", "apikey")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(BaseModel):
+    """``{plugin: NAME, ...plugin-specific keys}``; the plugin's own schema validates the rest."""
+
+    model_config = ConfigDict(extra="allow")
+    plugin: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ExecutorCfg(PluginRef):
+    plugin: str = "inprocess"
+
+
+class RunCfg(Strict):
+    name: str = "audit"
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = Field(64, ge=1, le=65536)
+    output: str | None = None
+    executor: ExecutorCfg = Field(default_factory=ExecutorCfg)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError("must be a non-empty name without path separators")
+        return v
+
+
+class TargetCfg(PluginRef):
+    pass
+
+
+class DataCfg(Strict):
+    members: str | None = None
+    nonmembers: str | None = None
+    suspects: str | None = None
+    reference: str | None = None
+    dataset: str | None = None  # a registered dataset with a split file (paper protocol)
+    root: str | None = None
+    split: str | None = None
+    limit: int | None = Field(None, ge=1)
+    on_error: Literal["fail", "skip"] = "fail"
+    max_pixels: int = Field(64_000_000, ge=1)
+    follow_symlinks: bool = True
+
+    @model_validator(mode="after")
+    def _mode(self) -> DataCfg:
+        evaluation = self.members is not None or self.nonmembers is not None
+        copyright_ = self.suspects is not None or self.reference is not None
+        if evaluation and copyright_:
+            raise ValueError("use either members/nonmembers (evaluation) or suspects/reference (copyright mode), not both")
+        if self.dataset is None:
+            if evaluation and (self.members is None or self.nonmembers is None):
+                raise ValueError("evaluation mode needs both `members` and `nonmembers`")
+            if copyright_ and (self.suspects is None or self.reference is None):
+                raise ValueError("copyright mode needs both `suspects` and `reference`")
+            if not evaluation and not copyright_:
+                raise ValueError("give `members` and `nonmembers`, or `suspects` and `reference`, or `dataset`")
+        return self
+
+    @property
+    def mode(self) -> str:
+        return "copyright" if self.suspects is not None else "evaluation"
+
+
+class AttackCfg(Strict):
+    plugin: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    scorer: Literal["threshold", "classifier"] = "threshold"
+    seed_key: str | None = None  # set by sweep expansion so a grid shares per-image draws
+
+    @property
+    def key(self) -> str:
+        return self.name or self.plugin
+
+
+class ReportCfg(Strict):
+    plugin: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CacheCfg(Strict):
+    enabled: bool = True
+    dir: str | None = None
+    max_bytes: int = Field(2_000_000_000, ge=0)
+
+
+class InferenceCfg(Strict):
+    """Copyright-holder mode and calibrated operating points."""
+
+    alpha: float = Field(0.01, gt=0, lt=1)
+    calibration_fraction: float = Field(0.2, gt=0, lt=1)
+    combine: Literal["bonferroni", "fisher", "none"] = "bonferroni"
+
+
+class MetricsCfg(Strict):
+    bootstrap: int = Field(1000, ge=0)
+
+
+class AuditConfig(Strict):
+    run: RunCfg = Field(default_factory=RunCfg)
+    target: TargetCfg
+    data: DataCfg
+    attacks: list[AttackCfg] = Field(min_length=1)
+    reports: list[ReportCfg] = Field(default_factory=list)
+    cache: CacheCfg = Field(default_factory=CacheCfg)
+    inference: InferenceCfg = Field(default_factory=InferenceCfg)
+    metrics: MetricsCfg = Field(default_factory=MetricsCfg)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AuditConfig:
+        seen: dict[str, int] = {}
+        for i, a in enumerate(self.attacks):
+            if a.key in seen:
+                raise ValueError(
+                    f"attacks[{seen[a.key]}] and attacks[{i}] are both named {a.key!r}: give one a distinct `name`"
+                )
+            seen[a.key] = i
+        return self
+
+
+# --- loading with line numbers ------------------------------------------------------------------
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each key path (tuple of str/int) to its 1-based line in the YAML text."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, path: tuple) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, k.value)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _where(path: tuple, lines: dict[tuple, int], source: str) -> str:
+    probe = tuple(path)
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    line = lines.get(probe)
+    return f"{source}, line {line}" if line else source
+
+
+def dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, lines: dict[tuple, int], source: str, prefix: tuple = ()) -> str:
+    msgs = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = (*prefix, *loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        msgs.append(f"{dotted(path)} ({_where(path, lines, source)}): {msg}")
+    return "invalid config: " + "; ".join(msgs)
+
+
+class LoadedConfig:
+    """The validated config plus what error messages need (source name, line map)."""
+
+    def __init__(self, cfg: AuditConfig, raw: dict, lines: dict[tuple, int], source: str, base_dir: Path):
+        self.cfg = cfg
+        self.raw = raw
+        self.lines = lines
+        self.source = source
+        self.base_dir = base_dir
+
+    def where(self, *path: Any) -> str:
+        return _where(tuple(path), self.lines, self.source)
+
+    def validate_params(self, model: type[BaseModel], values: dict, path: tuple) -> BaseModel:
+        """Validate a plugin's params with the plugin's own schema; errors name key and line."""
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, self.lines, self.source, path)) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    key, value = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(raw)
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(node, list):
+                try:
+                    node = node[int(part)]
+                except (ValueError, IndexError):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a valid list index") from None
+                continue
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+            del nxt
+        last = parts[-1]
+        if isinstance(node, list):
+            try:
+                node[int(last)] = value
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {item!r}: {last!r} is not a valid list index") from None
+        else:
+            node[last] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> LoadedConfig:
+    p = Path(path)
+    source = str(p)
+    if not p.exists():
+        raise ConfigError(f"config file {source} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"config {source} is a folder, not a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {source} cannot be read: {exc}") from None
+    return load_config_text(text, source, p.resolve().parent, overrides)
+
+
+def load_config_text(text: str, source: str, base_dir: Path, overrides: list[str] | None = None) -> LoadedConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}{where}: broken YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping (run, target, data, attacks, reports)")
+    lines = _line_map(text)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        cfg = AuditConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, lines, source)) from None
+    return LoadedConfig(cfg, raw, lines, source, base_dir)
+
+
+def redact(obj: Any, secret_keys: tuple[str, ...] = SECRET_HINTS) -> Any:
+    """Replace values of secret-looking keys (except names of env vars, ``*_env``) by '***'."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            lk = str(k).lower()
+            if any(h in lk for h in secret_keys) and not lk.endswith("_env") and v is not None:
+                out[k] = "***"
+            else:
+                out[k] = redact(v, secret_keys)
+        return out
+    if isinstance(obj, list):
+        return [redact(v, secret_keys) for v in obj]
+    return obj
+
+
+REPORT_ONLY_KEYS = ("reports",)
+
+
+def fingerprint(cfg: AuditConfig) -> str:
+    """Hash of everything that changes scores (report options and run.output excluded)."""
+    data = cfg.model_dump(mode="json")
+    for key in REPORT_ONLY_KEYS:
+        data.pop(key, None)
+    data["run"].pop("output", None)
+    data["run"].pop("batch_size", None)  # scores do not depend on batching
+    data["run"].pop("executor", None)  # nor on the executor
+    data.pop("cache", None)
+    data.pop("metrics", None)
+    data.pop("inference", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

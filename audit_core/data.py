@@ -1,0 +1,286 @@
+"""Data sources and image loading.
+
+A source in ``data:`` is one of
+- ``builtin:NAME/SUBSET``: a dataset registered through the ``register_datasets`` hook;
+- a folder of images (searched recursively, sorted, ids = relative paths);
+- a CSV or JSONL manifest with a ``path`` column (relative to the manifest) and optional
+  ``caption`` and ``id`` columns.
+
+Every file is checked before anything is written (readable, non-empty, a decodable image, within
+the pixel limit, no symlink loop). Bad files are all listed in one error, or skipped and recorded
+with ``data.on_error: skip``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DataError
+from .records import ImageRecord
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+MANIFEST_EXTS = {".csv", ".jsonl", ".ndjson"}
+
+
+@dataclass
+class LoadedData:
+    mode: str  # evaluation | copyright
+    records: list[ImageRecord]
+    skipped: list[dict] = field(default_factory=list)  # [{"path", "reason"}]
+    notes: list[str] = field(default_factory=list)
+
+
+def _walk_images(folder: Path, follow_symlinks: bool) -> list[Path]:
+    seen_dirs: set[str] = set()
+    out: list[Path] = []
+
+    def visit(d: Path, chain: tuple[str, ...]) -> None:
+        real = os.path.realpath(d)
+        if real in chain:
+            raise DataError(f"symlink loop under {folder}: {d} points back to {real}")
+        if real in seen_dirs:
+            return
+        seen_dirs.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"cannot list folder {d}: {exc.strerror or exc}") from None
+        for e in entries:
+            p = Path(e.path)
+            try:
+                is_dir = e.is_dir(follow_symlinks=follow_symlinks)
+            except OSError as exc:  # ELOOP on a self-referencing link
+                raise DataError(f"symlink loop or unreadable entry in {folder}: {p} ({exc.strerror or exc})") from None
+            if is_dir:
+                visit(p, (*chain, real))
+            elif e.name.startswith("."):
+                continue
+            elif e.is_symlink() and not os.path.exists(p):
+                if os.path.islink(p) and _is_link_loop(p):
+                    raise DataError(f"symlink loop in {folder}: {p}")
+                out.append(p)  # a dangling link: reported as unreadable later
+            else:
+                out.append(p)
+
+    visit(folder, ())
+    return out
+
+
+def _is_link_loop(p: Path) -> bool:
+    try:
+        os.stat(p)
+    except OSError as exc:
+        return exc.errno == 40  # ELOOP
+    return False
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    rows: list[dict] = []
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None or "path" not in reader.fieldnames:
+                    raise DataError(f"manifest {path}: needs a header with a `path` column (and optional `caption`)")
+                rows = [dict(r) for r in reader]
+        else:
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"manifest {path}, line {n}: not valid JSON ({exc.msg})") from None
+                    if not isinstance(row, dict) or "path" not in row:
+                        raise DataError(f"manifest {path}, line {n}: each line needs an object with a `path`")
+                    rows.append(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"manifest {path} cannot be read: {exc}") from None
+    return rows
+
+
+def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow_symlinks: bool = True) -> list[ImageRecord]:
+    """Records of one ``data:`` entry (without label)."""
+    if spec.startswith("builtin:"):
+        name, _, subset = spec[len("builtin:"):].partition("/")
+        if name not in datasets:
+            avail = ", ".join(sorted(datasets)) or "none"
+            raise DataError(f"data.{group}: unknown built-in dataset {name!r} (available: {avail})")
+        records = list(datasets[name](subset, {}))
+        for r in records:
+            r.group = group
+        return records
+    path = Path(spec).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.exists():
+        raise DataError(f"data.{group}: {path} does not exist")
+    if path.is_dir():
+        files = _walk_images(path, follow_symlinks)
+        return [
+            ImageRecord(id=f"{group}/{p.relative_to(path).as_posix()}", path=str(p), group=group)
+            for p in files
+        ]
+    if path.suffix.lower() in MANIFEST_EXTS:
+        records = []
+        ids: set[str] = set()
+        for i, row in enumerate(_read_manifest(path)):
+            img = Path(str(row["path"])).expanduser()
+            if not img.is_absolute():
+                img = path.parent / img
+            rid = f"{group}/{row.get('id') or row['path']}"
+            if rid in ids:
+                raise DataError(f"manifest {path}: row {i + 1} repeats the image id {rid!r}")
+            ids.add(rid)
+            caption = row.get("caption")
+            records.append(ImageRecord(id=rid, path=str(img), caption=None if caption in (None, "") else str(caption), group=group))
+        return records
+    raise DataError(f"data.{group}: {path} is neither a folder nor a .csv/.jsonl manifest")
+
+
+def check_file(path: str, max_pixels: int) -> str | None:
+    """Why the file cannot be used, or None. Reads only the header."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if size == 0:
+        return "zero-byte file"
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                return f"{w}x{h} = {w * h} pixels exceeds data.max_pixels={max_pixels}"
+            im.verify()
+    except UnidentifiedImageError:
+        return "not an image"
+    except Image.DecompressionBombError:
+        return f"exceeds the pixel limit (data.max_pixels={max_pixels})"
+    except OSError as exc:
+        return f"unreadable image ({exc})"
+    except Exception as exc:  # truncated or corrupt files raise many types
+        return f"corrupt image ({type(exc).__name__}: {exc})"
+    return None
+
+
+def load_records(cfg_data, base_dir: Path, datasets: dict) -> LoadedData:
+    """All records of the config's data section, labelled and checked."""
+    mode = cfg_data.mode
+    groups = ("members", "nonmembers") if mode == "evaluation" else ("suspects", "reference")
+    records: list[ImageRecord] = []
+    notes: list[str] = []
+    if cfg_data.dataset is not None and all(getattr(cfg_data, g) is None for g in groups):
+        if cfg_data.dataset not in datasets:
+            avail = ", ".join(sorted(datasets)) or "none"
+            raise DataError(f"data.dataset: unknown dataset {cfg_data.dataset!r} (available: {avail})")
+        opts = {"root": cfg_data.root, "split": cfg_data.split, "base_dir": str(base_dir)}
+        by_group = {g: list(datasets[cfg_data.dataset](g, opts)) for g in groups}
+    else:
+        by_group = {
+            g: resolve_source(getattr(cfg_data, g), g, base_dir, datasets, cfg_data.follow_symlinks) for g in groups
+        }
+    for label, g in zip((1, 0), groups):
+        recs = by_group[g]
+        if cfg_data.limit is not None and len(recs) > cfg_data.limit:
+            notes.append(f"data.limit: kept the first {cfg_data.limit} of {len(recs)} {g}")
+            recs = recs[: cfg_data.limit]
+        for r in recs:
+            r.label = label
+            r.group = g
+        records.extend(recs)
+    ids = set()
+    for r in records:
+        if r.id in ids:
+            raise DataError(f"image id {r.id!r} appears twice in the data")
+        ids.add(r.id)
+    bad = []
+    for r in records:
+        if r.path is not None:
+            why = check_file(r.path, cfg_data.max_pixels)
+            if why:
+                bad.append({"id": r.id, "path": r.path, "group": r.group, "reason": why})
+    skipped: list[dict] = []
+    if bad:
+        if cfg_data.on_error == "fail":
+            listing = "; ".join(f"{b['path']} ({b['reason']})" for b in bad[:50])
+            more = f" and {len(bad) - 50} more" if len(bad) > 50 else ""
+            raise DataError(
+                f"{len(bad)} bad image file(s): {listing}{more}. Fix or remove them, or set "
+                f"data.on_error: skip to skip them (they are then listed in results.json)."
+            )
+        bad_ids = {b["id"] for b in bad}
+        records = [r for r in records if r.id not in bad_ids]
+        skipped = [{"path": b["path"], "group": b["group"], "reason": b["reason"]} for b in bad]
+    for label, g in zip((1, 0), groups):
+        if not any(r.label == label for r in records):
+            raise DataError(f"data.{g} is empty: no usable images" + (" after skipping bad files" if skipped else ""))
+    return LoadedData(mode=mode, records=records, skipped=skipped, notes=notes)
+
+
+# --- pixels --------------------------------------------------------------------------------------
+
+
+def open_image(record: ImageRecord) -> Image.Image:
+    if record.array is not None:
+        arr = np.asarray(record.array)
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+        return Image.fromarray(arr)
+    try:
+        with Image.open(record.path) as im:
+            im.load()
+            return im.copy()
+    except Exception as exc:
+        raise DataError(f"image {record.path} cannot be decoded: {exc}") from None
+
+
+def to_tensor(img: Image.Image, channels: int, size: int, center_crop: bool = True) -> tuple[torch.Tensor, bool]:
+    """PIL image -> ``[C, size, size]`` float in [-1, 1]; also whether it was resized or converted.
+
+    Channels: 1 -> grayscale ("L"), 3 -> RGB, others -> repeated/truncated grayscale.
+    Size: resize the shorter side to ``size`` (bicubic) then centre crop (or a plain resize)."""
+    changed = False
+    want_mode = "L" if channels == 1 else "RGB"
+    if img.mode != want_mode:
+        changed = changed or not (img.mode in ("L", "RGB") and want_mode == img.mode)
+        img = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
+        img = img.convert(want_mode)
+        changed = True
+    if img.size != (size, size):
+        changed = True
+        if center_crop:
+            img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
+        else:
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if channels not in (1, 3):
+        arr = np.repeat(arr[:, :, :1], channels, axis=2)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), changed
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``[C, H, W]`` in [-1, 1] -> ``uint8 [H, W]`` or ``[H, W, 3]``."""
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3]
+
+
+def load_batch(records: Sequence[ImageRecord], target) -> tuple[torch.Tensor, int]:
+    """Decode and convert a batch for ``target``; also how many images were converted/resized."""
+    tensors, changed = [], 0
+    for r in records:
+        t, c = target.preprocess(open_image(r))
+        tensors.append(t)
+        changed += int(c)
+    return torch.stack(tensors), changed

@@ -1,0 +1,23 @@
+"""Image records: what data sources return and the runner loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ImageRecord:
+    """One image. Either ``path`` (read lazily) or ``array`` (in memory) is set.
+
+    ``array`` is ``uint8 [H, W]`` or ``[H, W, C]`` (or float in [0, 1]). ``id`` must be unique
+    and stable across runs: per-image seeds derive from it.
+    """
+
+    id: str
+    path: str | None = None
+    array: np.ndarray | None = None
+    caption: str | None = None
+    label: int | None = None  # 1 = member / suspect, 0 = non-member / reference
+    group: str = ""  # members | nonmembers | suspects | reference

@@ -1,0 +1,486 @@
+"""The runner: validate everything, then score every image with every attack, committing
+per-image results to the run store as they come, then compute metrics and write the run
+directory (config.resolved.yaml, results.json, scores.csv, artifacts/) and the reports."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import environment, metrics, plugins
+from .attacks import Attack, AttackContext, check_access
+from .cache import QueryCache
+from .config import AttackCfg, LoadedConfig, fingerprint, redact
+from .data import LoadedData, load_batch, load_records, open_image, tensor_to_uint8
+from .errors import AuditError, ConfigError, Interrupted, ResumeError
+from .executors import Executor, Job, WorkBatch
+from .records import ImageRecord
+from .reporting import Reporter, RunView
+from .store import STATE_FILE, RunStore, disk_error
+from .targets import Target, TargetContext
+
+GALLERY_SIZE = 3
+
+
+@dataclass
+class PreparedAttack:
+    cfg: AttackCfg
+    name: str
+    cls: type[Attack]
+    params: Any
+    attack: Attack
+    seed_key: str
+
+
+class Runner:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        output: str | Path | None = None,
+        resume: bool = False,
+        force: bool = False,
+        console: Console | None = None,
+    ):
+        self.loaded = loaded
+        self.cfg = loaded.cfg
+        self.output = output
+        self.resume = resume
+        self.force = force
+        self.console = console or Console(stderr=True)
+        self._stop = False
+
+    # ------------------------------------------------------------------ preparation (no writes)
+    def prepare(self) -> None:
+        cfg, loaded = self.cfg, self.loaded
+        tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
+        tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
+        self.cache = None
+        if cfg.cache.enabled:
+            self.cache = QueryCache(self._path(cfg.cache.dir) if cfg.cache.dir else None, cfg.cache.max_bytes)
+        self.target_context = {
+            "device": cfg.run.device,
+            "config_dir": str(loaded.base_dir),
+        }
+        self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
+        self.target_cls, self.target_params = tcls, tparams
+        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        distances = plugins.registry("distances")
+        self.attacks: list[PreparedAttack] = []
+        for i, acfg in enumerate(cfg.attacks):
+            acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
+            check_access(acls, self.target, acfg.key)
+            values = {**acls.defaults_for(self.target), **acfg.params}
+            params = loaded.validate_params(acls.Params, values, ("attacks", i, "params"))
+            if acfg.scorer == "classifier" and not acls.residual_maps:
+                raise ConfigError(
+                    f"attacks[{i}].scorer ({loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
+                    f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
+                )
+            seed_key = acfg.seed_key or acfg.key
+            ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
+            attack = acls(params, self.target, ctx)
+            attack.check()
+            self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
+        ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
+        eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
+        self.executor: Executor = ecls(eparams)
+        self.reporters: list[Reporter] = []
+        for i, rcfg in enumerate(cfg.reports):
+            rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
+            self.reporters.append(rcls(loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
+        self.run_dir = self._run_dir()
+        self._check_resume()
+
+    def _lookup(self, what: str, name: str, path: tuple) -> Any:
+        reg = plugins.registry(what)
+        if name not in reg:
+            avail = ", ".join(sorted(reg)) or "none installed"
+            raise ConfigError(
+                f"{'.'.join(str(p) if not isinstance(p, int) else f'[{p}]' for p in path).replace('.[', '[')} "
+                f"({self.loaded.where(*path)}): unknown {what[:-1]} plugin {name!r} (installed: {avail})"
+            )
+        return reg[name]
+
+    def _path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.loaded.base_dir / path
+
+    def _run_dir(self) -> Path:
+        if self.output is not None:
+            return Path(self.output)
+        if self.cfg.run.output:
+            return self._path(self.cfg.run.output)
+        return Path("reports") / self.cfg.run.name
+
+    def _check_resume(self) -> None:
+        state = self.run_dir / STATE_FILE
+        self.fingerprint = fingerprint(self.cfg)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise AuditError(f"output {self.run_dir} exists and is not a folder")
+        if not state.exists():
+            return
+        if not self.resume:
+            return  # a fresh run replaces the old state (the query cache still saves the queries)
+        store = RunStore(self.run_dir)
+        try:
+            old = store.get_meta("fingerprint")
+        finally:
+            store.close()
+        if old is not None and old != self.fingerprint and not self.force:
+            raise ResumeError(
+                f"cannot resume into {self.run_dir}: the config changed since that run started (target, "
+                f"data, attacks or seed differ). Use a new --output, drop --resume to start over, or pass "
+                f"--force to discard the old results."
+            )
+
+    # ------------------------------------------------------------------ execution
+    def run(self) -> Path:
+        self.prepare()
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        state = self.run_dir / STATE_FILE
+        try:
+            if state.exists() and (not self.resume or self.force):
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(state) + suffix).unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / "artifacts", ignore_errors=True)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.resolved.yaml", self.resolved_yaml())
+        except OSError as exc:
+            raise disk_error(exc, str(self.run_dir)) from None
+        store = RunStore(self.run_dir)
+        try:
+            store.set_meta("fingerprint", self.fingerprint)
+            if store.get_meta("started") is None:
+                store.set_meta("started", started)
+            self._score_all(store)
+            results = self.finalize(store)
+        finally:
+            store.close()
+            self.target.close()
+            self.executor.close()
+        self.render_reports()
+        return self.run_dir
+
+    def resolved_yaml(self) -> str:
+        data = redact(self.cfg.model_dump(mode="json", exclude_none=True))
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def _score_all(self, store: RunStore) -> None:
+        records = self.data.records
+        old_handler = None
+        try:
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            with self._progress() as progress:
+                for pa in self.attacks:
+                    done = store.done_ids(pa.name)
+                    todo = [r for r in records if r.id not in done]
+                    task = progress.add_task(
+                        pa.name, total=len(records), completed=len(records) - len(todo), nfe=0.0, rate=""
+                    )
+                    t_start, n_done = time.perf_counter(), 0
+                    if not todo:
+                        continue
+                    job = Job(
+                        target_plugin=self.target_cls.name,
+                        target_params=self.target_params.model_dump(),
+                        target_context={
+                            **self.target_context,
+                            "cache_dir": str(self.cache.dir) if self.cache else None,
+                            "cache_max_bytes": self.cache.max_bytes if self.cache else 0,
+                        },
+                        attack_plugin=pa.cls.name,
+                        attack_params=pa.params.model_dump(),
+                        attack_context={"name": pa.name, "seed_key": pa.seed_key, "run_seed": self.cfg.run.seed},
+                        keep_maps=True,
+                        local=(self.target, pa.attack),
+                    )
+                    for res in self.executor.run(job, self._batches(todo)):
+                        maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
+                        maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
+                        rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
+                        store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
+                        if res.extras:
+                            store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
+                        n_done += len(res.ids)
+                        rate = f"{n_done / max(time.perf_counter() - t_start, 1e-9):6.1f} img/s"
+                        progress.update(task, advance=len(res.ids), nfe=float(np.mean(res.nfe)), rate=rate)
+                        if self._stop:
+                            raise Interrupted()
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = True
+        self.console.print("[yellow]Ctrl-C: stopping after the current batch (press again to abort now)…[/]")
+
+    def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
+        bs = self.cfg.run.batch_size
+        for index, start in enumerate(range(0, len(todo), bs)):
+            chunk = todo[start : start + bs]
+            images, changed = load_batch(chunk, self.target)
+            self._converted = getattr(self, "_converted", 0) + changed
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=images)
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("NFE/img {task.fields[nfe]:.0f}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+            disable=not self.console.is_terminal and os.environ.get("AUDIT_PROGRESS") != "1",
+        )
+
+    # ------------------------------------------------------------------ results
+    def finalize(self, store: RunStore) -> dict[str, Any]:
+        cfg = self.cfg
+        records = self.data.records
+        by_id = {r.id: r for r in records}
+        results: dict[str, Any] = {
+            "run": {
+                "name": cfg.run.name,
+                "seed": cfg.run.seed,
+                "mode": self.data.mode,
+                "started": store.get_meta("started"),
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "config_fingerprint": self.fingerprint,
+                "n_members": sum(1 for r in records if r.label == 1),
+                "n_nonmembers": sum(1 for r in records if r.label == 0),
+                "skipped": self.data.skipped,
+                "notes": list(self.data.notes),
+                "executor": self.executor.describe(),
+            },
+            "environment": environment.collect(self.target),
+            "target": self.target.describe(),
+            "attacks": {},
+        }
+        if self.data.mode == "copyright":
+            results["run"]["n_suspects"] = results["run"].pop("n_members")
+            results["run"]["n_reference"] = results["run"].pop("n_nonmembers")
+        converted = getattr(self, "_converted", 0)
+        if converted:
+            results["run"]["notes"].append(
+                f"{converted} image(s) were converted to {self.target.channels} channel(s) and/or resized "
+                f"to {self.target.image_size}x{self.target.image_size} for the target"
+            )
+        csv_rows: list[list[Any]] = []
+        split_col = any(pa.cfg.scorer == "classifier" for pa in self.attacks)
+        for pa in self.attacks:
+            stored = store.scores(pa.name)
+            ids = [r.id for r in records if r.id in stored]
+            raw = np.array([stored[i][0] for i in ids])
+            labels = np.array([by_id[i].label for i in ids])
+            stats = store.attack_stats(pa.name)
+            entry: dict[str, Any] = {
+                "plugin": pa.cls.name,
+                "params": pa.params.model_dump(mode="json"),
+                "requires": sorted(pa.cls.requires),
+                **pa.attack.describe(),
+            }
+            splits = np.array(["all"] * len(ids), dtype=object)
+            scores = raw
+            eval_mask = np.ones(len(ids), dtype=bool)
+            if pa.cfg.scorer == "classifier":
+                from .scorer import train_classifier
+
+                maps = store.maps(pa.name)
+                stack = np.stack([maps[i][0] for i in ids])
+                sr = train_classifier(stack, labels, fraction=cfg.inference.calibration_fraction, seed=cfg.run.seed)
+                scores = sr.scores
+                eval_mask = ~sr.calibration
+                splits = np.where(sr.calibration, "calibration", "evaluation").astype(object)
+                entry["scorer"] = sr.info
+                entry["threshold_scorer_metrics"] = metrics.compute(
+                    raw[eval_mask], labels[eval_mask], cfg.metrics.bootstrap, cfg.run.seed
+                )
+            else:
+                entry["scorer"] = {"kind": "threshold", "note": "the attack's score, thresholded"}
+            s_eval, l_eval = scores[eval_mask], labels[eval_mask]
+            entry["metrics"] = metrics.compute(s_eval, l_eval, cfg.metrics.bootstrap, cfg.run.seed)
+            entry["roc"] = metrics.roc_points(s_eval, l_eval)
+            if self.data.mode == "evaluation":
+                entry["calibrated"] = metrics.calibrated_operating_point(
+                    s_eval, l_eval, cfg.inference.alpha, cfg.inference.calibration_fraction, cfg.run.seed
+                )
+            entry.update(
+                {
+                    "nfe_per_image": float(np.mean([stored[i][1] for i in ids])),
+                    "queries_per_image": float(np.mean([stored[i][2] for i in ids])),
+                    "cache_hits": int(stats["cache_hits"]),
+                    "spent": {
+                        "queries": int(round(sum(stored[i][2] for i in ids))) - int(stats["cache_hits"]),
+                        "nfe": int(round(sum(stored[i][1] for i in ids))) - int(stats["nfe_saved"]),
+                    },
+                    "seconds": round(float(stats["seconds"]), 3),
+                    "seconds_per_100_images": round(100 * float(stats["seconds"]) / max(len(ids), 1), 3),
+                    "n_members": int((l_eval == 1).sum()),
+                    "n_nonmembers": int((l_eval == 0).sum()),
+                }
+            )
+            if stats["extras"]:
+                entry["extras"] = stats["extras"]
+            entry["gallery"] = self._gallery(store, pa.name, ids, scores, labels)
+            results["attacks"][pa.name] = entry
+            label_names = ("nonmember", "member") if self.data.mode == "evaluation" else ("reference", "suspect")
+            for j, i in enumerate(ids):
+                r = by_id[i]
+                row = [pa.name, i, r.path or "", label_names[int(labels[j])], repr(float(scores[j]))]
+                if split_col:
+                    row.append(splits[j])
+                csv_rows.append(row)
+        self._post_results(results, csv_rows)
+        header = ["attack", "image_id", "path", "label", "score"] + (["split"] if split_col else [])
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header + self._extra_columns)
+        w.writerows(csv_rows)
+        try:
+            write_text(self.run_dir / "scores.csv", buf.getvalue())
+            write_text(self.run_dir / "results.json", json.dumps(results, indent=2, default=_json_default))
+        except OSError as exc:
+            raise disk_error(exc, str(self.run_dir)) from None
+        self.results = results
+        return results
+
+    _extra_columns: list[str] = []
+
+    def _post_results(self, results: dict, csv_rows: list[list[Any]]) -> None:
+        """Extension point for result blocks computed from all attacks (copyright mode...)."""
+        from . import inference
+
+        self._extra_columns = inference.extend_results(self, results, csv_rows)
+
+    def _gallery(self, store: RunStore, attack: str, ids: list[str], scores: np.ndarray, labels: np.ndarray) -> list[dict]:
+        """PNG triples (original, reconstruction, residual) of the most and least member-like images."""
+        order = np.argsort(-scores, kind="stable")
+        picks = [("most member-like", j) for j in order[:GALLERY_SIZE]] + [
+            ("least member-like", j) for j in order[::-1][:GALLERY_SIZE]
+        ]
+        maps = store.maps(attack, [ids[j] for _, j in picks])
+        folder = self.run_dir / "artifacts" / safe_name(attack)
+        by_id = {r.id: r for r in self.data.records}
+        out = []
+        for rank, (kind, j) in enumerate(picks):
+            image_id = ids[j]
+            residual, recon = maps.get(image_id, (None, None))
+            item: dict[str, Any] = {
+                "kind": kind,
+                "image_id": image_id,
+                "label": int(labels[j]),
+                "score": float(scores[j]),
+                "caption": by_id[image_id].caption,
+            }
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                original, _ = self.target.preprocess(open_image(by_id[image_id]))
+                item["original"] = save_png(folder / f"{rank:02d}_original.png", original.numpy(), self.run_dir)
+                if recon is not None:
+                    item["reconstruction"] = save_png(folder / f"{rank:02d}_reconstruction.png", recon, self.run_dir)
+                if residual is not None:
+                    item["residual"] = save_png(folder / f"{rank:02d}_residual.png", residual, self.run_dir, residual=True)
+            except AuditError:
+                continue
+            except OSError as exc:
+                raise disk_error(exc, str(folder)) from None
+            out.append(item)
+        return out
+
+    def render_reports(self) -> list[Path]:
+        return render_reports(self.run_dir, self.reporters)
+
+
+def render_reports(run_dir: Path, reporters: list[Reporter]) -> list[Path]:
+    if not reporters:
+        return []
+    view = RunView(run_dir)
+    paths: list[Path] = []
+    for rep in reporters:
+        paths.extend(rep.render(view))
+    return paths
+
+
+def reporters_from_config(run_dir: Path) -> list[Reporter]:
+    """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``)."""
+    from .config import ReportCfg
+
+    p = run_dir / "config.resolved.yaml"
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    reps = []
+    for item in raw.get("reports", []) or []:
+        rc = ReportCfg.model_validate(item)
+        reg = plugins.registry("reporters")
+        if rc.plugin not in reg:
+            raise ConfigError(f"{p}: unknown reporter plugin {rc.plugin!r} (installed: {', '.join(sorted(reg)) or 'none'})")
+        rcls = reg[rc.plugin]
+        reps.append(rcls(rcls.Params.model_validate(rc.params)))
+    return reps
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)[:80] or "attack"
+
+
+def save_png(path: Path, chw: np.ndarray, run_dir: Path, residual: bool = False) -> str:
+    import torch
+    from PIL import Image
+
+    x = torch.as_tensor(np.asarray(chw, dtype=np.float32))
+    if residual:
+        x = x.abs()
+        x = x / x.max().clamp_min(1e-8) * 2 - 1  # stretch to [-1, 1] for display
+    arr = tensor_to_uint8(x)
+    Image.fromarray(arr).save(path)
+    return path.relative_to(run_dir).as_posix()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic write: a temporary file in the same folder, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def run_audit(loaded: LoadedConfig, **kwargs: Any) -> Path:
+    return Runner(loaded, **kwargs).run()

@@ -1,0 +1,35 @@
+"""Per-image seeding: every random draw depends only on (run seed, attack key, image id, draw).
+
+So results do not depend on batching, resumption, ordering or the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+SEED_BITS = 63
+
+
+def derive_seed(run_seed: int, attack_key: str, image_id: str, draw: int = 0) -> int:
+    """A 63-bit seed from the run seed, the attack's seed key, the image id and the draw index."""
+    payload = f"{int(run_seed)}\x1f{attack_key}\x1f{image_id}\x1f{int(draw)}".encode()
+    digest = hashlib.blake2b(payload, digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - SEED_BITS)
+
+
+def randn(
+    shape: Sequence[int],
+    seeds: Sequence[int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Stack one standard-normal tensor of ``shape`` per seed, each drawn on the CPU from its own
+    generator (bit-identical whatever the device or batch), then move the stack to ``device``."""
+    out = torch.empty((len(seeds), *shape), dtype=torch.float32)
+    for i, seed in enumerate(seeds):
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        out[i] = torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
+    return out.to(device=device, dtype=dtype)

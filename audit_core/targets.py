@@ -1,0 +1,209 @@
+"""The target interface: a model adapter that serves a variation API and, where possible,
+noise-prediction (grey-box) access.
+
+A target plugin subclasses :class:`Target`, declares ``name``, ``kind``, ``capabilities`` and a
+pydantic ``Params`` model for its ``target:`` mapping in audit.yaml, and implements
+``_variation`` (black-box) and/or ``encode``/``eps`` (grey-box). The DDIM math lives in
+``audit_core.ddim``; a pixel target's ``_variation`` is usually one call to
+``ddim.variation(self.eps, ...)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from . import ddim, seeding
+from .errors import ConfigError
+
+VARIATION = "variation"  # black-box: V(x, t, k) only
+NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
+
+ACCESS_NAMES = {VARIATION: "variation API (black-box)", NOISE: "noise prediction (grey-box)"}
+
+
+class TargetParams(BaseModel):
+    """Base for target params: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TargetContext:
+    """What the runner hands a target: the device request, dtype, and the query cache (or None)."""
+
+    device: str = "auto"
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (half types only on GPU)
+    cache: Any = None
+    config_dir: Any = None  # folder of the audit.yaml, for relative model paths
+
+
+@dataclass
+class Stats:
+    nfe: int = 0  # U-Net evaluations, one per image per call
+    queries: int = 0  # variation calls actually served (cache hits excluded), one per image
+    cache_hits: int = 0  # variation rows served from the query cache
+    cached_nfe: int = 0  # NFEs those cached rows would have cost
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_device(request: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cpu``; ``cuda`` / ``cuda:N`` (checked)."""
+    request = (request or "auto").strip()
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if request == "cpu":
+        return torch.device("cpu")
+    if request.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"run.device: {request!r} was requested but no CUDA device is available")
+        dev = torch.device(request)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device: {request!r} does not exist ({torch.cuda.device_count()} GPUs)")
+        return dev
+    raise ConfigError(f"run.device: {request!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def resolve_dtype(request: str, device: torch.device) -> torch.dtype:
+    table = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if request not in table:
+        raise ConfigError(f"target dtype {request!r} is not one of {', '.join(table)}")
+    if device.type == "cpu" and request in ("fp16", "bf16"):
+        return torch.float32  # fp32 on the CPU, always
+    return table[request]
+
+
+class Target:
+    """Base class of every target. Images are float tensors ``[B, C, H, W]`` in [-1, 1]."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "pixel"  # "pixel" or "latent"
+    capabilities: ClassVar[frozenset[str]] = frozenset({VARIATION})
+    Params: ClassVar[type[BaseModel]] = TargetParams
+    plugin_name: ClassVar[str] = ""
+
+    #: set by subclasses in __init__
+    image_size: int = 0
+    channels: int = 0
+    num_train_timesteps: int = 1000
+    alphas_cumprod: torch.Tensor | None = None  # float64 on the CPU; None when unknown (remote)
+    device: torch.device = torch.device("cpu")
+
+    def __init__(self, params: BaseModel, context: TargetContext | None = None):
+        self.params = params
+        self.context = context or TargetContext()
+        self.stats = Stats()
+        self.cache = self.context.cache
+
+    # ----- description ---------------------------------------------------------------------
+    def identity(self) -> str:
+        """A stable identity for the query cache: changes when the model's weights change."""
+        return f"{self.name}:{self.params.model_dump_json()}"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for results.json and reports (never secrets)."""
+        return {
+            "plugin": self.name,
+            "kind": self.kind,
+            "capabilities": sorted(self.capabilities),
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "num_train_timesteps": self.num_train_timesteps,
+            "device": str(self.device),
+        }
+
+    def close(self) -> None:
+        """Release resources (connections, GPU memory)."""
+
+    # ----- black-box --------------------------------------------------------------------
+    def variation(
+        self,
+        x: torch.Tensor,
+        t: int,
+        k: int,
+        seeds: Sequence[int],
+        captions: Sequence[str | None] | None = None,
+    ) -> torch.Tensor:
+        """V(x, t, k): one variation per row of ``x``, its noise fixed by ``seeds[i]``.
+
+        Rows may repeat an image (n repetitions in one batch). Served from the query cache when
+        one is configured; only cache misses reach ``_variation`` and count as queries."""
+        if VARIATION not in self.capabilities:
+            raise NotImplementedError(f"target {self.name!r} has no variation API")
+        if len(seeds) != x.shape[0]:
+            raise ValueError("one seed per row is required")
+        captions = list(captions) if captions is not None else [None] * x.shape[0]
+        if self.cache is None:
+            out = self._variation(x, t, k, list(seeds), captions)
+            self.stats.queries += x.shape[0]
+            return out
+        keys = [self.cache_key(x[i], t, k, seeds[i], captions[i]) for i in range(x.shape[0])]
+        found = [self.cache.get(key) for key in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        hits = x.shape[0] - len(missing)
+        self.stats.cache_hits += hits
+        self.stats.cached_nfe += hits * self.nfe_per_query(t, k)
+        if missing:
+            fresh = self._variation(
+                x[missing], t, k, [seeds[i] for i in missing], [captions[i] for i in missing]
+            )
+            self.stats.queries += len(missing)
+            for j, i in enumerate(missing):
+                found[i] = fresh[j].detach().cpu()
+                self.cache.put(keys[i], found[i])
+        return torch.stack([f.to(x.device, torch.float32) for f in found])
+
+    def nfe_per_query(self, t: int, k: int) -> int:
+        """U-Net evaluations of one variation row (t/k for DDIM; 0 when unknown, e.g. remote)."""
+        return t // k if VARIATION in self.capabilities and NOISE in self.capabilities else 0
+
+    def cache_key(self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None) -> str:
+        h = hashlib.sha256()
+        h.update(self.identity().encode())
+        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(f"|{t}|{k}|{seed}|{caption or ''}".encode())
+        return h.hexdigest()
+
+    def _variation(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
+    ) -> torch.Tensor:
+        """Default for grey-box targets: noise with the per-row seeds in model space, DDIM back."""
+        z0 = self.encode(x, captions)
+        noise = seeding.randn(z0.shape[1:], seeds, device=z0.device, dtype=z0.dtype)
+        eps = lambda z, step: self.eps(z, step, captions)  # noqa: E731
+        assert self.alphas_cumprod is not None
+        z_hat = ddim.variation(eps, z0, noise, t, k, self.alphas_cumprod)
+        return self.decode(z_hat, captions)
+
+    # ----- grey-box -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        """Image -> model space (identity for pixel targets, scaled VAE latents for latent ones)."""
+        return x
+
+    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        """Model space -> image in [-1, 1]."""
+        return z
+
+    def eps(self, z_t: torch.Tensor, t: int, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        """The noise prediction at index ``t`` (counts one NFE per row)."""
+        raise NotImplementedError(f"target {self.name!r} has no noise-prediction access")
+
+    def eps_fn(self, captions: Sequence[str | None] | None = None):
+        """``eps`` bound to the captions, in the shape ``audit_core.ddim`` expects."""
+        return lambda z, t: self.eps(z, t, captions)
+
+    def preprocess(self, image) -> tuple[torch.Tensor, bool]:
+        """PIL image -> ``([C, H, W]`` in [-1, 1], whether it was converted or resized). The
+        default converts to the target's channels and centre-crops/resizes to its size."""
+        from .data import to_tensor
+
+        return to_tensor(image, self.channels, self.image_size)
+
+    def max_batch(self) -> int:
+        """How many rows one forward pass may hold (the runner splits larger work)."""
+        return 256

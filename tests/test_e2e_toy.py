@@ -1,0 +1,97 @@
+"""End-to-end runs of `audit run` on the toy target with the example attack plugin."""
+
+import csv
+import json
+
+import pytest
+
+from audit_core.testing import no_traceback
+
+
+@pytest.fixture
+def toy_config(toy_plugin, image_folder, write_config, tmp_path):
+    members = image_folder("members", n=6, seed=1)
+    nonmembers = image_folder("nonmembers", n=6, seed=2)
+
+    def make(**over):
+        cfg = {
+            "run": {"name": "toy", "seed": 3, "device": "cpu", "batch_size": 4},
+            "target": {"plugin": "toy"},
+            "data": {"members": str(members), "nonmembers": str(nonmembers)},
+            "attacks": [{"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 2}}],
+            "cache": {"enabled": False},
+            "metrics": {"bootstrap": 50},
+        }
+        for key, value in over.items():
+            cfg[key] = value
+        return write_config(cfg)
+
+    return make
+
+
+def test_run_writes_the_contract_run_directory(toy_config, audit_cli, tmp_path):
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy_config(), "--output", out)
+    assert code == 0, output
+    results = json.loads((out / "results.json").read_text())
+    a = results["attacks"]["variation-similarity"]
+    for key in ("auc", "asr", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr"):
+        assert set(a["metrics"][key]) >= {"value", "ci95"}
+        lo, hi = a["metrics"][key]["ci95"]
+        assert lo <= a["metrics"][key]["value"] <= hi
+    assert a["nfe_per_image"] == 4  # n=2 variations x t/k=2 steps
+    assert a["queries_per_image"] == 2
+    assert a["n_members"] == 6 and a["n_nonmembers"] == 6
+    assert a["metrics"]["tpr_at_0_1pct_fpr"]["supported"] is False
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == 12
+    assert set(rows[0]) == {"attack", "image_id", "path", "label", "score"}
+    assert {r["label"] for r in rows} == {"member", "nonmember"}
+    assert (out / "config.resolved.yaml").exists()
+    assert results["environment"]["packages"]["torch"]
+    assert len(a["gallery"]) == 6 and (out / a["gallery"][0]["reconstruction"]).exists()
+
+
+def test_scores_do_not_depend_on_batch_size(toy_config, audit_cli, tmp_path):
+    cfg = toy_config()
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert audit_cli("run", cfg, "--output", a, "--set", "run.batch_size=1")[0] == 0
+    assert audit_cli("run", cfg, "--output", b, "--set", "run.batch_size=64")[0] == 0
+    assert (a / "scores.csv").read_text() == (b / "scores.csv").read_text()
+
+
+def test_different_seed_changes_scores(toy_config, audit_cli, tmp_path):
+    cfg = toy_config()
+    assert audit_cli("run", cfg, "--output", tmp_path / "a")[0] == 0
+    assert audit_cli("run", cfg, "--output", tmp_path / "b", "--set", "run.seed=4")[0] == 0
+    assert (tmp_path / "a" / "scores.csv").read_text() != (tmp_path / "b" / "scores.csv").read_text()
+
+
+def test_grey_box_only_attack_refused_on_variation_only_target(toy_plugin, register_plugin, image_folder, write_config, audit_cli, tmp_path):
+    from audit_core import hookimpl
+    from audit_core.attacks import Attack, AttackOutput
+    from audit_core.targets import NOISE
+
+    class Grey(Attack):
+        name = "grey-probe"
+        requires = frozenset({NOISE})
+
+        def score(self, batch):
+            return AttackOutput(scores=self.target.eps(batch.images, 10).flatten(1).sum(1))
+
+    class P:
+        @hookimpl
+        def register_attacks(self, register):
+            register(Grey)
+
+    register_plugin(P(), name="grey-probe-plugin")
+    cfg = write_config({
+        "target": {"plugin": "toy-variation"},
+        "data": {"members": str(image_folder("m", n=2)), "nonmembers": str(image_folder("n", n=2))},
+        "attacks": [{"plugin": "grey-probe"}],
+    })
+    code, output = audit_cli("run", cfg, "--output", tmp_path / "out")
+    assert code == 2
+    assert "grey-probe" in output and "toy-variation" in output and "noise prediction" in output
+    assert no_traceback(output)
+    assert not (tmp_path / "out").exists()  # nothing half-written
