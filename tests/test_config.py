@@ -1,0 +1,101 @@
+"""Config loading: errors name the key and the line; --set overrides."""
+
+from pathlib import Path
+
+import pytest
+
+from audit_core.config import apply_overrides, fingerprint, load_config_text, redact
+from audit_core.errors import ConfigError
+
+GOOD = """run: {name: x, seed: 1}
+target: {plugin: toy}
+data:
+  members: m
+  nonmembers: n
+attacks:
+  - {plugin: a, params: {t: 100}}
+"""
+
+
+def load(text, overrides=None):
+    return load_config_text(text, "audit.yaml", Path("."), overrides)
+
+
+def test_good_config_and_defaults():
+    cfg = load(GOOD).cfg
+    assert cfg.run.device == "auto" and cfg.run.executor.plugin == "inprocess"
+    assert cfg.attacks[0].key == "a" and cfg.data.mode == "evaluation"
+
+
+def test_unknown_key_names_key_and_line():
+    text = GOOD.replace("  nonmembers: n\n", "  nonmembers: n\n  colour: red\n")
+    with pytest.raises(ConfigError, match=r"data\.colour \(audit\.yaml, line 6\): unknown key"):
+        load(text)
+
+
+def test_wrong_type_names_key_and_line():
+    with pytest.raises(ConfigError, match=r"run\.seed \(audit\.yaml, line 1\)"):
+        load(GOOD.replace("seed: 1", "seed: many"))
+
+
+def test_out_of_range_value():
+    with pytest.raises(ConfigError, match=r"run\.batch_size"):
+        load(GOOD.replace("seed: 1", "seed: 1, batch_size: 0"))
+
+
+def test_broken_yaml_names_line():
+    with pytest.raises(ConfigError, match=r"line \d+.*broken YAML"):
+        load("run: {name: x\ntarget: [\n")
+
+
+def test_missing_sections():
+    with pytest.raises(ConfigError, match="target.*required key is missing"):
+        load("data: {members: a, nonmembers: b}\nattacks: [{plugin: a}]\n")
+
+
+def test_mixed_modes_rejected():
+    with pytest.raises(ConfigError, match="either members/nonmembers"):
+        load(GOOD.replace("  members: m\n", "  members: m\n  suspects: s\n"))
+
+
+def test_duplicate_attack_names():
+    with pytest.raises(ConfigError, match="both named 'a'"):
+        load(GOOD + "  - {plugin: a}\n")
+
+
+def test_set_overrides():
+    loaded = load(GOOD, ["run.seed=7", "attacks.0.params.t=50", "data.limit=3", "run.name=y"])
+    assert loaded.cfg.run.seed == 7
+    assert loaded.cfg.attacks[0].params["t"] == 50
+    assert loaded.cfg.data.limit == 3
+
+
+def test_set_override_errors():
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        load(GOOD, ["run.seed"])
+    with pytest.raises(ConfigError, match="list index"):
+        apply_overrides({"attacks": []}, ["attacks.5.plugin=x"])
+
+
+def test_plugin_params_validated_with_line():
+    from pydantic import BaseModel, ConfigDict
+
+    class P(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        t: int = 1
+
+    loaded = load(GOOD)
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.params\.t \(audit\.yaml, line 7\)"):
+        loaded.validate_params(P, {"t": "x"}, ("attacks", 0, "params"))
+
+
+def test_fingerprint_ignores_reports_and_batching():
+    a = load(GOOD).cfg
+    b = load(GOOD + "reports: [{plugin: html-report}]\n", ["run.batch_size=3"]).cfg
+    c = load(GOOD, ["run.seed=9"]).cfg
+    assert fingerprint(a) == fingerprint(b) != fingerprint(c)
+
+
+def test_redact_hides_secrets_but_not_env_names():
+    out = redact({"target": {"token": "abc", "token_env": "MY_TOKEN", "url": "u"}})
+    assert out == {"target": {"token": "***", "token_env": "MY_TOKEN", "url": "u"}}
