@@ -146,4 +146,5 @@ def build_local(job: Job):
     distances = plugins.registry("distances")
     actx = AttackContext(distances=distances, **job.attack_context)
     attack = acls(acls.Params.model_validate(job.attack_params), target, actx)
+    attack.check()  # validates and prepares the attack, as the runner does
     return target, attack

@@ -1,0 +1,1 @@
+"""audit-ray: a Ray executor plugin for audit."""
