@@ -1,0 +1,2 @@
+"""audit-datasets: read standard data sets from local files (never downloading) and split them
+into members and non-members with the published split files."""
