@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -50,7 +51,15 @@ def run(
     config: Annotated[Path, typer.Argument(help="The audit.yaml to run.")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run in the same directory.")] = False,
+    resume: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue an interrupted run in the same directory (--no-resume: start it over). With neither, "
+            "an unfinished run in the way is an error.",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="With --resume: discard results of a changed config.")] = False,
 ) -> None:
     """Run the audit described by CONFIG and write a run directory."""
@@ -62,17 +71,74 @@ def run(
     runner._config_path = config  # for the resume hint
     try:
         run_dir = runner.run()
-    except Interrupted:
-        err_console.print(
-            f"[yellow]Interrupted.[/] Everything scored so far is saved in {runner.run_dir}. Resume with:\n"
-            f"  audit run {config} --resume" + (f" --output {output}" if output else "")
-        )
+    except (Interrupted, KeyboardInterrupt):
+        run_dir = getattr(runner, "run_dir", None)
+        if run_dir is None or not (run_dir / "state.sqlite").exists():
+            err_console.print("[yellow]Interrupted[/] before anything was scored.")
+        else:
+            err_console.print(
+                f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(run_dir))}. Resume with:\n"
+                f"  {escape(_resume_command(config, set_, run_dir))}",
+                highlight=False, soft_wrap=True,
+            )
         raise typer.Exit(130) from None
     _summary(runner.results)
     report = run_dir / "report.html"
     console.print(f"Run directory: {run_dir}")
     if report.exists():
         console.print(f"Report: {report.resolve()}")
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="The audit.yaml whose attacks to sweep.")],
+    param: Annotated[
+        list[str],
+        typer.Option("--param", "-p", help="ATTACK.param=v1,v2,... e.g. rediffuse.n=1,2,5,10 (repeatable: a grid)."),
+    ] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>-sweep).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted sweep in the same directory.")] = False,
+) -> None:
+    """Run a parameter sweep (ablation): only the attacks named in --param, one entry per value,
+    sharing queries between points (an n-sweep costs what its largest n costs)."""
+    from .config import load_config
+    from .runner import Runner
+    from .sweeps import apply_sweep_options, default_output
+
+    loaded = apply_sweep_options(load_config(config, set_), param)
+    output = output or default_output(loaded)
+    runner = Runner(loaded, output=output, resume=resume, console=err_console)
+    try:
+        run_dir = runner.run()
+    except Interrupted:
+        err_console.print(
+            f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(runner.run_dir))}. Resume with:\n  "
+            + escape(f"audit sweep {config} " + " ".join(f"--param {p}" for p in param) + f" --output {output} --resume")
+        )
+        raise typer.Exit(130) from None
+    _summary(runner.results)
+    console.print(f"Run directory: {run_dir}")
+    report = run_dir / "report.html"
+    if report.exists():
+        console.print(f"Report: {report.resolve()}")
+
+
+def _resume_command(config: Path, set_: list[str], run_dir: Path) -> str:
+    """The command line that resumes a run (values of secret-looking --set keys masked)."""
+    import shlex
+
+    from .secrets import is_secret_key
+
+    parts = ["audit", "run", str(config)]
+    for item in set_:
+        key = item.split("=", 1)[0].strip()
+        leaf = key.rsplit(".", 1)[-1]
+        if is_secret_key(leaf) and not leaf.lower().endswith("_env"):
+            item = f"{key}=***"
+        parts += ["--set", item]
+    parts += ["--output", str(run_dir), "--resume"]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _summary(results: dict) -> None:
@@ -83,10 +149,37 @@ def _summary(results: dict) -> None:
         m = a["metrics"]
         fmt = lambda k: f"{m[k]['value']:.3f} [{m[k]['ci95'][0]:.2f}, {m[k]['ci95'][1]:.2f}]"  # noqa: E731
         table.add_row(
-            name, fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
+            escape(name), fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
             f"{a['nfe_per_image']:g}", f"{a['queries_per_image']:g}", f"{a['seconds']:.1f}",
         )
     console.print(table)
+    if results.get("set_inference"):
+        _set_inference_summary(results["set_inference"])
+    if results.get("sweeps"):
+        from .sweeps import print_summary
+
+        print_summary(console, results["sweeps"])
+
+
+def _set_inference_summary(si: dict) -> None:
+    """Copyright mode: the set-level test per attack and the combined verdict."""
+    table = Table(title="Was the suspect set used?", caption="suspects vs reference, one-sided Mann-Whitney U; evidence: p <= alpha; flagged at FPR alpha")
+    for col in ("attack", "suspects", "reference", "flagged", "p-value", "AUC", "evidence"):
+        table.add_column(col, justify="left" if col == "attack" else "right")
+    for name, e in si.items():
+        if name == "combined" or e.get("p_value") is None:
+            continue
+        table.add_row(
+            name, str(e["n_suspects"]), str(e["n_reference"]), str(e["flagged"]), f"{e['p_value']:.3g}",
+            f"{e['effect_auc']:.3f}", "yes" if e["p_value"] <= e["alpha"] else "no",
+        )
+    console.print(table)
+    for name, e in si.items():
+        for note in e.get("notes", []) if name != "combined" else []:
+            console.print(f"[yellow]{name}:[/] {note}", highlight=False)
+    c = si.get("combined", {})
+    if c.get("p_value") is not None:
+        console.print(f"[bold]Combined ({c['method']}, p = {c['p_value']:.3g}):[/] {c['verdict']}", highlight=False)
 
 
 @app.command("plugins")
@@ -123,22 +216,77 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run director
         console.print(f"Wrote {p}")
 
 
-@cache_app.command("info")
-def cache_info(directory: Annotated[Optional[Path], typer.Option("--dir", help="Cache folder (default: the user cache).")] = None) -> None:
-    """Show where the query cache is and how big it is."""
+@app.command()
+def serve(
+    target: Annotated[str, typer.Option("--target", help="A registered target plugin, e.g. ddim.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="The target's model (its `model` param), e.g. builtin:digits-ddpm.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; the bound one is printed).")] = 8000,
+    token_env: Annotated[
+        Optional[str], typer.Option("--token-env", help="Name of the environment variable holding the bearer token every request must present.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Most images per request.")] = 64,
+    max_n: Annotated[int, typer.Option("--max-n", help="Most variations per image per request.")] = 64,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, in MiB.")] = 64.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting for the model before 503.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
+    param: Annotated[list[str], typer.Option("--param", help="Another target param: KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
+) -> None:
+    """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
+    from .serve import Limits, parse_params
+    from .serve import serve as run_server
+
+    limits = Limits(max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue)
+    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log)
+
+
+_CacheDir = Annotated[
+    Optional[Path], typer.Option("--dir", help="Cache folder (default: $AUDIT_CACHE_DIR, else the user cache dir).")
+]
+_CacheConfig = Annotated[Optional[Path], typer.Option("--config", help="Use the cache.dir of this audit.yaml.")]
+
+
+def _cache_at(directory: Optional[Path], config: Optional[Path]):
     from .cache import QueryCache
 
-    info = QueryCache(directory).info()
-    console.print(f"{info['dir']}: {info['entries']} entries, {info['bytes'] / 1e6:.1f} MB")
+    if directory is None and config is not None:
+        from .config import load_config
+
+        loaded = load_config(config)
+        if loaded.cfg.cache.dir:
+            directory = Path(loaded.cfg.cache.dir).expanduser()
+            if not directory.is_absolute():
+                directory = loaded.base_dir / directory
+        return QueryCache(directory, loaded.cfg.cache.max_bytes, create=False)
+    return QueryCache(directory, create=False)
+
+
+@cache_app.command("info")
+def cache_info(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
+    """Show where the query cache is and how big it is."""
+    info = _cache_at(directory, config).info()
+    console.print(
+        f"{info['dir']}: {info['entries']} entries, {_size(info['bytes'])}"
+        + (f" (cap {_size(info['max_bytes'])})" if config is not None and info["max_bytes"] else ""),
+        highlight=False,
+    )
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 @cache_app.command("clear")
-def cache_clear(directory: Annotated[Optional[Path], typer.Option("--dir", help="Cache folder (default: the user cache).")] = None) -> None:
+def cache_clear(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
     """Delete every cached variation."""
-    from .cache import QueryCache
-
-    n = QueryCache(directory).clear()
-    console.print(f"removed {n} cached entries")
+    cache = _cache_at(directory, config)
+    n = cache.clear()
+    console.print(f"removed {n} cached entries from {cache.dir}", highlight=False)
 
 
 _commands_loaded = False
@@ -155,7 +303,10 @@ def build_app() -> typer.Typer:
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    from .secrets import scrub
+
+    # escape: messages quote names like rediffuse[n=5], which rich would read as markup
+    err_console.print(f"[bold red]Error:[/] {escape(scrub(message))}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -169,7 +320,9 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # an internal failure: keep the traceback for a bug report
-        traceback.print_exc()
+        from .secrets import scrub
+
+        sys.stderr.write(scrub(traceback.format_exc()))
         _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
 
 

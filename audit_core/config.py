@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-SECRET_HINTS = ("token", "secret", "password", "api_key", "apikey")
 
 
 class Strict(BaseModel):
@@ -300,20 +299,12 @@ def load_config_text(text: str, source: str, base_dir: Path, overrides: list[str
     return LoadedConfig(cfg, raw, lines, source, base_dir)
 
 
-def redact(obj: Any, secret_keys: tuple[str, ...] = SECRET_HINTS) -> Any:
-    """Replace values of secret-looking keys (except names of env vars, ``*_env``) by '***'."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            lk = str(k).lower()
-            if any(h in lk for h in secret_keys) and not lk.endswith("_env") and v is not None:
-                out[k] = "***"
-            else:
-                out[k] = redact(v, secret_keys)
-        return out
-    if isinstance(obj, list):
-        return [redact(v, secret_keys) for v in obj]
-    return obj
+def redact(obj: Any) -> Any:
+    """Replace values of secret-looking keys (except names of env vars, ``*_env``) by '***'.
+    One rule for the whole project: :func:`audit_core.secrets.redact`."""
+    from .secrets import redact as _redact
+
+    return _redact(obj)
 
 
 REPORT_ONLY_KEYS = ("reports",)

@@ -13,9 +13,13 @@ with ``data.on_error: skip``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
+import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +50,10 @@ def _walk_images(folder: Path, follow_symlinks: bool) -> list[Path]:
     def visit(d: Path, chain: tuple[str, ...]) -> None:
         real = os.path.realpath(d)
         if real in chain:
-            raise DataError(f"symlink loop under {folder}: {d} points back to {real}")
+            raise DataError(
+                f"symlink loop under {folder}: {d} points back to its own parent folder {real}. Remove the "
+                f"link, or set data.follow_symlinks: false."
+            )
         if real in seen_dirs:
             return
         seen_dirs.add(real)
@@ -56,31 +63,23 @@ def _walk_images(folder: Path, follow_symlinks: bool) -> list[Path]:
             raise DataError(f"cannot list folder {d}: {exc.strerror or exc}") from None
         for e in entries:
             p = Path(e.path)
+            if e.name.startswith("."):
+                continue
             try:
                 is_dir = e.is_dir(follow_symlinks=follow_symlinks)
-            except OSError as exc:  # ELOOP on a self-referencing link
-                raise DataError(f"symlink loop or unreadable entry in {folder}: {p} ({exc.strerror or exc})") from None
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise DataError(f"unreadable entry in {folder}: {p} ({exc.strerror or exc})") from None
+                is_dir = False  # a link loop (a.png -> b.png -> a.png): listed as a bad file
             if is_dir:
                 visit(p, (*chain, real))
-            elif e.name.startswith("."):
-                continue
-            elif e.is_symlink() and not os.path.exists(p):
-                if os.path.islink(p) and _is_link_loop(p):
-                    raise DataError(f"symlink loop in {folder}: {p}")
-                out.append(p)  # a dangling link: reported as unreadable later
+            elif not follow_symlinks and e.is_symlink() and os.path.isdir(p):
+                continue  # data.follow_symlinks: false -> linked folders are not searched
             else:
-                out.append(p)
+                out.append(p)  # links that dangle or loop are reported by check_file
 
     visit(folder, ())
     return out
-
-
-def _is_link_loop(p: Path) -> bool:
-    try:
-        os.stat(p)
-    except OSError as exc:
-        return exc.errno == 40  # ELOOP
-    return False
 
 
 def _read_manifest(path: Path) -> list[dict]:
@@ -149,28 +148,57 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
 
 
 def check_file(path: str, max_pixels: int) -> str | None:
-    """Why the file cannot be used, or None. Reads only the header."""
+    """Why the file cannot be used, or None.
+
+    Checks, in order: it exists and is a regular file (never opens a FIFO or a device), it is not
+    empty, its header is an image format Pillow knows, its size is within ``max_pixels`` (read
+    from the header, before any pixel is decoded: decompression bombs are refused cheaply), and it
+    decodes completely (truncated or corrupt files are caught here, not in the middle of a run)."""
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"dangling symlink (its target {os.readlink(path)} does not exist)"
         return f"unreadable ({exc.strerror or exc})"
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size == 0:
         return "zero-byte file"
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                return f"{w}x{h} = {w * h} pixels exceeds data.max_pixels={max_pixels}"
-            im.verify()
+        with warnings.catch_warnings(), _pil_pixel_limit(max_pixels):
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    return f"{w}x{h} = {w * h} pixels exceeds data.max_pixels={max_pixels}"
+                im.verify()  # checksums and structure, without decoding
+            with Image.open(path) as im:
+                im.load()  # a full decode: truncated data fails here
     except UnidentifiedImageError:
         return "not an image"
     except Image.DecompressionBombError:
-        return f"exceeds the pixel limit (data.max_pixels={max_pixels})"
+        return f"exceeds the pixel limit data.max_pixels={max_pixels} (a possible decompression bomb)"
+    except PermissionError as exc:
+        return f"unreadable ({exc.strerror or exc})"
     except OSError as exc:
-        return f"unreadable image ({exc})"
+        return f"unreadable or corrupt image ({exc})"
     except Exception as exc:  # truncated or corrupt files raise many types
         return f"corrupt image ({type(exc).__name__}: {exc})"
     return None
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(max_pixels: int):
+    """Make ``data.max_pixels`` Pillow's decompression-bomb limit while checking a file (Pillow
+    refuses above twice its limit before our own check could run, and warns above it)."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 def load_records(cfg_data, base_dir: Path, datasets: dict) -> LoadedData:
@@ -223,7 +251,13 @@ def load_records(cfg_data, base_dir: Path, datasets: dict) -> LoadedData:
         skipped = [{"path": b["path"], "group": b["group"], "reason": b["reason"]} for b in bad]
     for label, g in zip((1, 0), groups):
         if not any(r.label == label for r in records):
-            raise DataError(f"data.{g} is empty: no usable images" + (" after skipping bad files" if skipped else ""))
+            spec = getattr(cfg_data, g, None) or cfg_data.dataset
+            n_bad = sum(1 for b in bad if b["group"] == g)
+            raise DataError(
+                f"data.{g} ({spec}) is empty: no usable images"
+                + (f" after skipping {n_bad} bad file(s)" if n_bad else "")
+                + f". The audit needs at least one image in each of {' and '.join(groups)}."
+            )
     return LoadedData(mode=mode, records=records, skipped=skipped, notes=notes)
 
 

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import DataError
+
 
 class ReporterParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,8 +36,13 @@ class RunView:
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
-        with open(self.dir / "results.json", encoding="utf-8") as fh:
-            self.results: dict[str, Any] = json.load(fh)
+        try:
+            with open(self.dir / "results.json", encoding="utf-8") as fh:
+                self.results: dict[str, Any] = json.load(fh)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{self.dir / 'results.json'} is not valid JSON ({exc}); re-run the audit with --resume") from None
+        if not isinstance(self.results, dict) or not isinstance(self.results.get("attacks"), dict):
+            raise DataError(f"{self.dir / 'results.json'} is not an audit results file (no 'attacks' table)")
         self._scores: list[dict] | None = None
 
     @property

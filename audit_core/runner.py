@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -20,9 +21,10 @@ from typing import Any
 import numpy as np
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import environment, metrics, plugins
+from . import environment, metrics, plugins, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint, redact
@@ -31,7 +33,7 @@ from .errors import AuditError, ConfigError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
 from .records import ImageRecord
 from .reporting import Reporter, RunView
-from .store import STATE_FILE, RunStore, disk_error
+from .store import STATE_FILE, RunLock, RunStore, disk_error
 from .targets import Target, TargetContext
 
 GALLERY_SIZE = 3
@@ -52,7 +54,7 @@ class Runner:
         self,
         loaded: LoadedConfig,
         output: str | Path | None = None,
-        resume: bool = False,
+        resume: bool | None = False,  # None: not said (an unfinished run in the way is refused)
         force: bool = False,
         console: Console | None = None,
     ):
@@ -67,6 +69,7 @@ class Runner:
     # ------------------------------------------------------------------ preparation (no writes)
     def prepare(self) -> None:
         cfg, loaded = self.cfg, self.loaded
+        secrets.register_config(loaded.raw)  # scrubbed from everything the run writes
         tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
         tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
         self.cache = None
@@ -81,7 +84,11 @@ class Runner:
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
-        for i, acfg in enumerate(cfg.attacks):
+        # list-valued params expand into one entry per grid point (i stays the config index)
+        self.sweeps, entries = sweeps.expand(
+            cfg.attacks, lambda i, a: self._lookup("attacks", a.plugin, ("attacks", i, "plugin")), loaded
+        )
+        for i, acfg in entries:
             acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
             check_access(acls, self.target, acfg.key)
             values = {**acls.defaults_for(self.target), **acfg.params}
@@ -94,8 +101,12 @@ class Runner:
             seed_key = acfg.seed_key or acfg.key
             ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
             attack = acls(params, self.target, ctx)
-            attack.check()
+            try:
+                attack.check()
+            except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
+                raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
+        self.sweep_note = sweeps.ensure_sharing(self)  # sweeps share queries even without the cache
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
         eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
         self.executor: Executor = ecls(eparams)
@@ -128,53 +139,114 @@ class Runner:
         return Path("reports") / self.cfg.run.name
 
     def _check_resume(self) -> None:
+        """Decide what happens to an existing run state (no writes): continue it (``--resume``
+        with an unchanged config), refuse (changed config without ``--force``; an unfinished run
+        when neither ``--resume`` nor ``--no-resume`` was given), or start over."""
         state = self.run_dir / STATE_FILE
-        self.fingerprint = fingerprint(self.cfg)
+        self.fingerprint = self._fingerprint()
+        self._discard_state = False
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise AuditError(f"output {self.run_dir} exists and is not a folder")
         if not state.exists():
             return
-        if not self.resume:
-            return  # a fresh run replaces the old state (the query cache still saves the queries)
-        store = RunStore(self.run_dir)
+        RunLock.check(self.run_dir)  # another process writing there: refuse before touching it
+        store = RunStore(self.run_dir) if self.resume is not False else None
         try:
-            old = store.get_meta("fingerprint")
+            old = store.get_meta("fingerprint") if store else None
+            finished = store.get_meta("finished") if store else None
+            n_saved = store.count() if store else 0
         finally:
-            store.close()
-        if old is not None and old != self.fingerprint and not self.force:
-            raise ResumeError(
-                f"cannot resume into {self.run_dir}: the config changed since that run started (target, "
-                f"data, attacks or seed differ). Use a new --output, drop --resume to start over, or pass "
-                f"--force to discard the old results."
-            )
+            if store:
+                store.close()
+        if self.resume is None:  # neither --resume nor --no-resume
+            if finished is None and n_saved:
+                raise ResumeError(
+                    f"{self.run_dir} holds an unfinished run ({n_saved} image score(s) saved). Continue it "
+                    f"with --resume, start it over with --no-resume, or use another --output."
+                )
+            self._discard_state = True
+            return
+        if not self.resume:
+            self._discard_state = True  # a fresh run replaces the old state (the query cache keeps the queries)
+            return
+        if old is not None and old != self.fingerprint:
+            if not self.force:
+                raise ResumeError(
+                    f"cannot resume into {self.run_dir}: the config changed since that run started (target, "
+                    f"model, data, attacks, their params or the seed differ; report, metrics and cache "
+                    f"options may change freely). Use a new --output, run with --no-resume to start over, "
+                    f"or add --force to discard the old results."
+                )
+            self._discard_state = True
+
+    def _fingerprint(self) -> str:
+        """What the scores depend on: the config (minus report/metrics/cache/batching options),
+        the target's identity (its weights) and every attack's resolved params."""
+        extra = {
+            "target": self.target.identity(),
+            "attacks": {pa.name: pa.params.model_dump(mode="json") for pa in self.attacks},
+        }
+        blob = fingerprint(self.cfg) + json.dumps(extra, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     # ------------------------------------------------------------------ execution
     def run(self) -> Path:
         self.prepare()
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        state = self.run_dir / STATE_FILE
+        lock = None
         try:
-            if state.exists() and (not self.resume or self.force):
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(state) + suffix).unlink(missing_ok=True)
-                shutil.rmtree(self.run_dir / "artifacts", ignore_errors=True)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.resolved.yaml", self.resolved_yaml())
-        except OSError as exc:
-            raise disk_error(exc, str(self.run_dir)) from None
-        store = RunStore(self.run_dir)
-        try:
-            store.set_meta("fingerprint", self.fingerprint)
-            if store.get_meta("started") is None:
-                store.set_meta("started", started)
-            self._score_all(store)
-            results = self.finalize(store)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise disk_error(exc, str(self.run_dir)) from None
+            lock = RunLock(self.run_dir).acquire()
+            try:
+                if self._discard_state:
+                    self._clear_run_dir()
+                write_text(self.run_dir / "config.resolved.yaml", self.resolved_yaml())
+            except OSError as exc:
+                raise disk_error(exc, str(self.run_dir)) from None
+            store = RunStore(self.run_dir)
+            try:
+                store.set_meta("fingerprint", self.fingerprint)
+                if store.get_meta("started") is None:
+                    store.set_meta("started", started)
+                self._score_all(store)
+                self.finalize(store)
+                store.set_meta("finished", self.results["run"]["finished"])
+            finally:
+                store.close()
+            try:
+                self.render_reports()
+            except OSError as exc:
+                raise disk_error(exc, f"the reports in {self.run_dir}") from None
+            self._scrub_run_dir()
         finally:
-            store.close()
+            if lock is not None:
+                lock.release()
             self.target.close()
             self.executor.close()
-        self.render_reports()
         return self.run_dir
+
+    def _clear_run_dir(self) -> None:
+        """Start over: remove the old state and this program's outputs (nothing else)."""
+        state = self.run_dir / STATE_FILE
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(state) + suffix).unlink(missing_ok=True)
+        for name in ("results.json", "scores.csv"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir / "artifacts", ignore_errors=True)
+
+    def _scrub_run_dir(self) -> None:
+        """Last line of defence: no registered secret stays in any file of the run directory."""
+        scrubbed, binary = secrets.scrub_tree(self.run_dir)
+        for p in scrubbed:
+            self.console.print(f"[yellow]warning:[/] removed a secret from {escape(str(p))}", highlight=False)
+        for p in binary:
+            self.console.print(
+                f"[bold red]warning:[/] the binary file {escape(str(p))} contains a secret value; delete it",
+                highlight=False,
+            )
 
     def resolved_yaml(self) -> str:
         data = redact(self.cfg.model_dump(mode="json", exclude_none=True))
@@ -189,11 +261,13 @@ class Runner:
             pass
         try:
             with self._progress() as progress:
-                for pa in self.attacks:
+                for pa in sweeps.execution_order(self.attacks, self.sweeps):  # largest n first
+                    if self._stop:  # Ctrl-C during the last batch of the previous attack
+                        raise Interrupted()
                     done = store.done_ids(pa.name)
                     todo = [r for r in records if r.id not in done]
                     task = progress.add_task(
-                        pa.name, total=len(records), completed=len(records) - len(todo), nfe=0.0, rate=""
+                        escape(pa.name), total=len(records), completed=len(records) - len(todo), nfe=0.0, rate=""
                     )
                     t_start, n_done = time.perf_counter(), 0
                     if not todo:
@@ -274,10 +348,10 @@ class Runner:
                 "n_nonmembers": sum(1 for r in records if r.label == 0),
                 "skipped": self.data.skipped,
                 "notes": list(self.data.notes),
-                "executor": self.executor.describe(),
+                "executor": secrets.redact(self.executor.describe()),
             },
             "environment": environment.collect(self.target),
-            "target": self.target.describe(),
+            "target": secrets.redact(self.target.describe()),
             "attacks": {},
         }
         if self.data.mode == "copyright":
@@ -299,7 +373,7 @@ class Runner:
             stats = store.attack_stats(pa.name)
             entry: dict[str, Any] = {
                 "plugin": pa.cls.name,
-                "params": pa.params.model_dump(mode="json"),
+                "params": secrets.redact(pa.params.model_dump(mode="json")),
                 "requires": sorted(pa.cls.requires),
                 **pa.attack.describe(),
             }
@@ -324,6 +398,11 @@ class Runner:
             s_eval, l_eval = scores[eval_mask], labels[eval_mask]
             entry["metrics"] = metrics.compute(s_eval, l_eval, cfg.metrics.bootstrap, cfg.run.seed)
             entry["roc"] = metrics.roc_points(s_eval, l_eval)
+            if self.data.mode == "copyright":
+                entry["metrics_note"] = (
+                    "copyright mode: metrics and ROC compare suspects (positive class) with the reference; "
+                    "they measure membership only if every suspect is a member. See set_inference."
+                )
             if self.data.mode == "evaluation":
                 entry["calibrated"] = metrics.calibrated_operating_point(
                     s_eval, l_eval, cfg.inference.alpha, cfg.inference.calibration_fraction, cfg.run.seed
@@ -354,12 +433,14 @@ class Runner:
                 if split_col:
                     row.append(splits[j])
                 csv_rows.append(row)
+        sweeps.extend_results(self, results)
         self._post_results(results, csv_rows)
         header = ["attack", "image_id", "path", "label", "score"] + (["split"] if split_col else [])
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(header + self._extra_columns)
         w.writerows(csv_rows)
+        results = secrets.scrub_obj(results)
         try:
             write_text(self.run_dir / "scores.csv", buf.getvalue())
             write_text(self.run_dir / "results.json", json.dumps(results, indent=2, default=_json_default))
@@ -412,16 +493,28 @@ class Runner:
         return out
 
     def render_reports(self) -> list[Path]:
-        return render_reports(self.run_dir, self.reporters)
+        return render_reports(self.run_dir, self.reporters, self.console)
 
 
-def render_reports(run_dir: Path, reporters: list[Reporter]) -> list[Path]:
+def render_reports(run_dir: Path, reporters: list[Reporter], console: Console | None = None) -> list[Path]:
+    """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
+    only: the scores and results are already saved, so it is a warning, not a failed run."""
     if not reporters:
         return []
     view = RunView(run_dir)
     paths: list[Path] = []
     for rep in reporters:
-        paths.extend(rep.render(view))
+        try:
+            paths.extend(rep.render(view))
+        except (OSError, AuditError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
+            (console or Console(stderr=True)).print(
+                f"[yellow]warning:[/] reporter {escape(rep.name or type(rep).__name__)} failed "
+                f"({escape(type(exc).__name__)}: {escape(str(exc))}); the results are saved in {escape(str(run_dir))}; "
+                f"re-render with `audit report {escape(str(run_dir))}`",
+                highlight=False,
+            )
     return paths
 
 
@@ -460,10 +553,14 @@ def save_png(path: Path, chw: np.ndarray, run_dir: Path, residual: bool = False)
 
 
 def write_text(path: Path, text: str) -> None:
-    """Atomic write: a temporary file in the same folder, then rename."""
+    """Atomic write (a temporary file in the same folder, flushed to disk, then renamed), with
+    registered secrets scrubbed: a full disk leaves the old file intact, never half of a new one."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(secrets.scrub(text))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)

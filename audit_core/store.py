@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AuditError
+from .errors import AuditError, ResumeError
 
 STATE_FILE = "state.sqlite"
+LOCK_FILE = ".lock"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scores (
@@ -47,25 +48,99 @@ def blob_to_array(b: bytes | None) -> np.ndarray | None:
     return np.load(io.BytesIO(b), allow_pickle=False).astype(np.float32)
 
 
+DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+SQLITE_DISK_HINTS = ("full", "disk i/o error", "unable to open database", "readonly database")
+
+
 def disk_error(exc: OSError, what: str) -> AuditError:
-    if exc.errno == errno.ENOSPC or "full" in str(exc).lower():
+    """A clear, resumable error for a failed write (full disk, quota, file size limit, I/O)."""
+    text = str(exc).lower()
+    if exc.errno in DISK_ERRNOS or "full" in text or "too large" in text:
+        why = "the disk is full (or a quota/file-size limit was reached)"
+    elif exc.errno == errno.EIO or "i/o error" in text:
+        why = "a disk I/O error happened (is the disk full or failing?)"
+    else:
         return AuditError(
-            f"the disk is full while writing {what}. Everything committed so far is kept: free some "
-            f"space and run again with --resume."
+            f"cannot write {what}: {exc.strerror or exc}. Everything committed so far is kept: fix the "
+            f"problem and run again with --resume."
         )
-    return AuditError(f"cannot write {what}: {exc}")
+    return AuditError(
+        f"{why} while writing {what}. Everything committed so far is kept: free some space and run "
+        f"again with --resume."
+    )
+
+
+def _sqlite_disk_error(exc: sqlite3.Error, what: str) -> AuditError | None:
+    text = str(exc).lower()
+    if "full" in text:
+        return disk_error(OSError(errno.ENOSPC, str(exc)), what)
+    if "disk i/o error" in text:
+        return disk_error(OSError(errno.EIO, str(exc)), what)
+    if any(h in text for h in SQLITE_DISK_HINTS):  # permissions, a read-only mount...
+        return disk_error(OSError(errno.EACCES, str(exc)), what)
+    return None
+
+
+class RunLock:
+    """An exclusive advisory lock on ``<run_dir>/.lock``, held while a process writes into a run
+    directory, so two audits cannot write into one run directory at once. The OS releases it
+    when the process dies, even by SIGKILL, so a killed run never leaves a stale lock."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fh = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory lock
+            return self
+        try:
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise disk_error(exc, str(self.path)) from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise ResumeError(
+                f"another audit process is writing into {self.path.parent} right now. Wait for it to "
+                f"finish (or stop it), or use another --output."
+            ) from None
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the flock
+            self._fh = None
+
+    @staticmethod
+    def check(run_dir: Path) -> None:
+        """Raise ResumeError when another process holds the lock (creates nothing)."""
+        if (Path(run_dir) / LOCK_FILE).exists():
+            RunLock(run_dir).acquire().release()
 
 
 class RunStore:
+    """The per-image results of one run directory (the writer should hold a :class:`RunLock`)."""
+
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / STATE_FILE
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / STATE_FILE
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-        except sqlite3.OperationalError as exc:
-            raise disk_error(OSError(errno.EIO, str(exc)), str(self.path)) from None
+        except sqlite3.DatabaseError as exc:
+            err = _sqlite_disk_error(exc, str(self.path))
+            if err is not None:
+                raise err from None
+            raise ResumeError(
+                f"the run state {self.path} is damaged ({exc}). Start that run over with --no-resume, or "
+                f"use another --output."
+            ) from None
 
     # meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
@@ -79,6 +154,10 @@ class RunStore:
         ))
 
     # scores -------------------------------------------------------------------------------
+    def count(self) -> int:
+        """Scored (attack, image) rows, all attacks together."""
+        return int(self.db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
     def done_ids(self, attack: str) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT image_id FROM scores WHERE attack=?", (attack,))}
 
@@ -101,7 +180,11 @@ class RunStore:
                 )
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # a failed COMMIT may already have rolled back
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
 
         self._write(tx)
@@ -137,10 +220,13 @@ class RunStore:
     def _write(self, fn) -> None:
         try:
             fn()
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
-                raise disk_error(OSError(errno.ENOSPC, str(exc)), str(self.path)) from None
+        except sqlite3.DatabaseError as exc:
+            err = _sqlite_disk_error(exc, str(self.path))
+            if err is not None:
+                raise err from None
             raise
+        except OSError as exc:
+            raise disk_error(exc, str(self.path)) from None
 
     def close(self) -> None:
         self.db.close()

@@ -141,7 +141,7 @@ class Target:
         if self.cache is None:
             out = self._variation(x, t, k, list(seeds), captions)
             self.stats.queries += x.shape[0]
-            return out
+            return out.to(x.device, torch.float32)  # same dtype as a cached answer
         keys = [self.cache_key(x[i], t, k, seeds[i], captions[i]) for i in range(x.shape[0])]
         found = [self.cache.get(key) for key in keys]
         missing = [i for i, f in enumerate(found) if f is None]
@@ -154,7 +154,8 @@ class Target:
             )
             self.stats.queries += len(missing)
             for j, i in enumerate(missing):
-                found[i] = fresh[j].detach().cpu()
+                # the cache stores float32 losslessly, so a later hit is bit-identical to this row
+                found[i] = fresh[j].detach().to("cpu", torch.float32)
                 self.cache.put(keys[i], found[i])
         return torch.stack([f.to(x.device, torch.float32) for f in found])
 

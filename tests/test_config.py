@@ -99,3 +99,6 @@ def test_fingerprint_ignores_reports_and_batching():
 def test_redact_hides_secrets_but_not_env_names():
     out = redact({"target": {"token": "abc", "token_env": "MY_TOKEN", "url": "u"}})
     assert out == {"target": {"token": "***", "token_env": "MY_TOKEN", "url": "u"}}
+    # the same rule as audit_core.secrets: a tokenizer or max_tokens is not a secret
+    out = redact({"target": {"tokenizer": "clip", "max_tokens": 77, "hf_token": "x"}})
+    assert out == {"target": {"tokenizer": "clip", "max_tokens": 77, "hf_token": "***"}}

@@ -95,3 +95,38 @@ def test_grey_box_only_attack_refused_on_variation_only_target(toy_plugin, regis
     assert "grey-probe" in output and "toy-variation" in output and "noise prediction" in output
     assert no_traceback(output)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+class _BrokenReporter:
+    """A reporter plugin with a bug: it raises while rendering."""
+
+    from audit_core import hookimpl
+
+    @hookimpl
+    def register_reporters(self, register):
+        from audit_core.reporting import Reporter
+
+        class Broken(Reporter):
+            name = "broken"
+
+            def render(self, view):
+                raise ZeroDivisionError("bug in a reporter")
+
+        register(Broken)
+
+
+def test_a_crashing_reporter_is_a_warning_and_the_run_is_kept(toy_config, audit_cli, register_plugin, tmp_path):
+    register_plugin(_BrokenReporter(), name="broken-reporter")
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy_config(reports=[{"plugin": "broken"}]), "--output", out)
+    assert code == 0, output
+    assert "reporter broken failed" in output and "ZeroDivisionError" in output and no_traceback(output)
+    assert json.loads((out / "results.json").read_text())["attacks"]
+
+
+def test_report_on_a_corrupt_results_file_exits_2(toy_config, audit_cli, tmp_path):
+    out = tmp_path / "run"
+    assert audit_cli("run", toy_config(), "--output", out)[0] == 0
+    (out / "results.json").write_text('{"attacks": {"x"')
+    code, output = audit_cli("report", out)
+    assert code == 2 and "results.json" in output and "not valid JSON" in output and no_traceback(output), output

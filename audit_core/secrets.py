@@ -1,0 +1,172 @@
+"""Secrets: tokens are named in audit.yaml by the *environment variable* that holds them
+(``token_env: MY_TOKEN``), resolved at run time, and never written anywhere.
+
+Plugin authors resolve a secret with :func:`from_env`::
+
+    from audit_core import secrets
+
+    class Params(TargetParams):
+        token_env: str | None = None          # the NAME of the variable, safe to log
+
+    def __init__(self, params, context):
+        self.token = secrets.from_env(params.token_env, "target.token_env") if params.token_env else None
+
+Defence in depth: every value resolved this way, every value of a secret-looking ``*_env`` key in
+the config (``token_env``, ``api_key_env``, ``password_env``...) and every literal value of a
+secret-looking key (``token: ...``, which ``config.resolved.yaml`` shows as ``***``) is
+*registered*; the runner scrubs registered values (replaced by ``***``) from everything it writes
+(config.resolved.yaml, results.json, scores.csv, error messages) and finally from every text file
+in the run directory, reports included."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+MASK = "***"
+MIN_LENGTH = 4  # shorter values would scrub ordinary text ("1", "on"...)
+#: a key is secret-looking when one of its words (split at _ and -) is one of these...
+SECRET_WORDS = {
+    "token", "secret", "secrets", "password", "passwd", "pwd", "apikey", "auth", "authorization",
+    "credential", "credentials", "bearer", "cookie",
+}
+#: ...or when it contains one of these (tokenizer, max_tokens and seed_key are not secrets)
+SECRET_PARTS = ("api_key", "access_key", "private_key", "secret_key", "client_secret")
+TEXT_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".html", ".htm", ".txt", ".log", ".md", ".svg", ".js", ".tex", ".xml"}
+
+_values: set[str] = set()
+
+
+def is_secret_key(key: str) -> bool:
+    """``token``, ``hf_token``, ``api_key``, ``password``, ``auth_header``... (also with ``_env``)."""
+    k = str(key).lower()
+    if k.endswith("_env"):
+        k = k[: -len("_env")]
+    words = set(k.replace("-", "_").split("_"))
+    return bool(words & SECRET_WORDS) or any(p in k for p in SECRET_PARTS)
+
+
+def redact(obj: Any) -> Any:
+    """A copy with string values of secret-looking keys replaced by ``***`` (names of
+    environment variables, ``*_env`` keys, are kept: they are not secret)."""
+    if isinstance(obj, dict):
+        return {
+            k: MASK if is_secret_key(k) and not str(k).lower().endswith("_env") and isinstance(v, str) and v else redact(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def register(value: Any) -> None:
+    """Remember a secret value so that it is scrubbed from every file the run writes."""
+    if isinstance(value, str) and len(value.strip()) >= MIN_LENGTH:
+        _values.add(value)
+        if value.strip() != value:
+            _values.add(value.strip())
+
+
+def registered() -> frozenset[str]:
+    return frozenset(_values)
+
+
+def forget_all() -> None:
+    """Clear the registry (tests)."""
+    _values.clear()
+
+
+def from_env(var: str | None, key: str = "token_env", required: bool = True) -> str | None:
+    """The value of the environment variable ``var`` (named by config key ``key``), registered
+    for scrubbing. Missing or empty: a ConfigError naming the key and the variable (exit 2)."""
+    if not var:
+        if required:
+            raise ConfigError(f"{key}: name the environment variable that holds the secret")
+        return None
+    if not isinstance(var, str) or not var.replace("_", "").isalnum():
+        raise ConfigError(
+            f"{key}: {var!r} is not an environment variable name. Put the secret in an environment "
+            f"variable and give its name here (e.g. {key}: MY_TOKEN), never the secret itself."
+        )
+    value = os.environ.get(var)
+    if not value:
+        if required:
+            raise ConfigError(f"{key}: the environment variable {var} is not set (it should hold the secret)")
+        return None
+    register(value)
+    return value
+
+
+def register_config(obj: Any) -> None:
+    """Register the secrets a config mentions: values of the environment variables named by
+    secret-looking ``*_env`` keys (when set) and literal values of secret-looking keys."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            lk = str(k).lower()
+            if lk.endswith("_env") and is_secret_key(lk) and isinstance(v, str):
+                register(os.environ.get(v))
+            elif is_secret_key(lk) and not lk.endswith("_env") and isinstance(v, str):
+                register(v)
+            else:
+                register_config(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            register_config(v)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    if not _values or not isinstance(text, str):
+        return text
+    for value in sorted(_values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def scrub_obj(obj: Any) -> Any:
+    """A copy of a JSON-like object with registered secrets scrubbed from keys and strings."""
+    if not _values:
+        return obj
+    if isinstance(obj, dict):
+        return {scrub(k) if isinstance(k, str) else k: scrub_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_obj(v) for v in obj]
+    if isinstance(obj, str):
+        return scrub(obj)
+    return obj
+
+
+def scrub_tree(folder: str | Path, max_bytes: int = 64 << 20) -> tuple[list[Path], list[Path]]:
+    """Rewrite every text file under ``folder`` that contains a registered secret (atomically);
+    return ``(files scrubbed, binary files that hold a secret and were left alone)``."""
+    changed: list[Path] = []
+    binary: list[Path] = []
+    if not _values:
+        return changed, binary
+    needles = [v.encode() for v in _values]
+    for p in Path(folder).rglob("*"):
+        try:
+            if p.is_symlink() or not p.is_file() or p.stat().st_size > max_bytes:
+                continue
+            data = p.read_bytes()
+        except OSError:
+            continue
+        if not any(n in data for n in needles):
+            continue
+        if p.suffix.lower() in TEXT_SUFFIXES or p.name.startswith("."):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None:
+                tmp = p.with_name(f".{p.name}.scrub")
+                tmp.write_text(scrub(text), encoding="utf-8")
+                os.replace(tmp, p)
+                changed.append(p)
+                continue
+        binary.append(p)
+    return changed, binary
