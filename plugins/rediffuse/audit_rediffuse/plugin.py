@@ -1,0 +1,15 @@
+"""The hook implementation of audit-rediffuse: what the entry point ``audit = rediffuse`` points at.
+
+Keep this module import-light: the attack module is imported only when the hook runs."""
+
+from __future__ import annotations
+
+from audit_core import hookimpl
+
+
+@hookimpl
+def register_attacks(register):
+    """``attacks: [{plugin: rediffuse, params: {t: 200, k: 100, n: 10, distance: l2}}]`` in audit.yaml."""
+    from .attack import ReDiffuse
+
+    register(ReDiffuse)
