@@ -1,0 +1,13 @@
+"""The hook implementation of audit-naive-loss: what the entry point ``audit = naive-loss`` points at."""
+
+from __future__ import annotations
+
+from audit_core import hookimpl
+
+
+@hookimpl
+def register_attacks(register):
+    """``attacks: [{plugin: naive-loss, params: {t: 200, draws: 1}}]`` in audit.yaml."""
+    from .attack import NaiveLoss
+
+    register(NaiveLoss)

@@ -1,0 +1,13 @@
+"""The hook implementation of audit-pia: what the entry point ``audit = pia`` points at."""
+
+from __future__ import annotations
+
+from audit_core import hookimpl
+
+
+@hookimpl
+def register_attacks(register):
+    """``attacks: [{plugin: pia, params: {variant: pia, t: 200, p: 4}}]`` in audit.yaml."""
+    from .attack import PIA
+
+    register(PIA)
