@@ -1,0 +1,341 @@
+"""The ``html-report`` reporter: ``report.html``, one offline file.
+
+Reads only the run directory (results.json, scores.csv, config.resolved.yaml, artifacts/), so
+``audit report RUN_DIR`` re-renders it without running attacks. Jinja2 renders with autoescaping
+on: every string from the run (names, paths, captions, config values) is escaped; only the SVG
+that matplotlib wrote (whose text it escapes itself) and the data URIs built here are inlined
+as markup. A Content-Security-Policy meta tag forbids scripts and any network fetch, so even a
+mistake elsewhere cannot make the file load or run anything."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+from pydantic import Field, field_validator
+
+from audit_core.reporting import Reporter, ReporterParams, RunView
+
+from . import __version__, images, plots, summary
+from .summary import as_float
+
+
+class HtmlParams(ReporterParams):
+    filename: str = Field("report.html", description="file name of the report inside the run directory")
+    title: str | None = Field(None, description="page title (default: the run's name)")
+    gallery_max_px: int = Field(images.MAX_SIDE, ge=16, le=1024, description="longest side of embedded gallery images")
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError("must be a plain file name (the report is written into the run directory)")
+        return v
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("audit_html_report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=summary.num, count=summary.count, pval=summary.pval, pct=summary.pct, ci=summary.ci, seconds=summary.seconds)
+    return env
+
+
+def pretty(v: Any) -> str:
+    """A value for a key/value table: scalars as they are, containers as compact JSON."""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, default=str, ensure_ascii=False)
+    return "–" if v is None else str(v)
+
+
+def pairs(d: Any, prefix: str = "", depth: int = 1) -> list[tuple[str, str]]:
+    """Flatten a dict into (dotted key, value) rows, ``depth`` levels deep."""
+    if not isinstance(d, dict):
+        return []
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and depth > 0:
+            out.extend(pairs(v, key + ".", depth - 1))
+        else:
+            out.append((key, pretty(v)))
+    return out
+
+
+def safe_plot(label: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or a visible note (not a plot) when matplotlib fails on odd data: one
+    broken figure must not cost the whole report."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - shown in the report, never silent
+        return Markup('<p class="plot-error">{}</p>').format(f"{label}: the plot failed ({type(exc).__name__}: {exc})")
+
+
+def first_sentence(text: str) -> str:
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else text
+
+
+class HtmlReport(Reporter):
+    """report.html: verdict, metrics, ROC curves, score histograms, optional copyright-mode and
+    ablation sections, gallery, per-attack parameters, resolved config, environment."""
+
+    name = "html-report"
+    Params = HtmlParams
+
+    def render(self, run: RunView) -> list[Path]:
+        html = self.render_html(run)
+        path = run.dir / self.params.filename
+        write_text(path, html)
+        return [path]
+
+    # ------------------------------------------------------------------ context
+    def render_html(self, run: RunView) -> str:
+        return _env().get_template("report.html.j2").render(**self.context(run))
+
+    def context(self, run: RunView) -> dict[str, Any]:
+        results = run.results if isinstance(run.results, dict) else {}
+        info = results.get("run") if isinstance(results.get("run"), dict) else {}
+        attacks = {str(k): v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
+        mode = summary.mode(results)
+        titles = summary.group_titles(results)
+        verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
+        notes = [str(n) for n in info.get("notes") or []]
+        skipped = [s for s in info.get("skipped") or [] if isinstance(s, dict)]
+        hist, hist_note = self._histograms(run, attacks, results)
+        rows = summary.metrics_rows(results)
+        metric_notes = sorted({str(a["metrics_note"]) for a in attacks.values() if a.get("metrics_note")})
+        return {
+            "title": self.params.title or str(info.get("name") or run.dir.name),
+            "run": info,
+            "run_pairs": pairs({k: v for k, v in info.items() if k not in ("notes", "skipped")}),
+            "mode": mode,
+            "titles": titles,
+            "headline": summary.headline(results, verdicts),
+            "verdicts": verdicts,
+            "notes": notes,
+            "skipped": skipped,
+            "metric_heads": [t for _, t, _ in summary.METRICS],
+            "metrics_rows": rows,
+            "any_unsupported": any(not c["supported"] for r in rows for c in r["cells"]),
+            "metric_notes": metric_notes,
+            "roc_plots": safe_plot("ROC curves", plots.roc_plots, attacks, titles),
+            "histograms": hist,
+            "hist_note": hist_note,
+            "set_inference": self._set_inference(results),
+            "sweeps": self._sweeps(results),
+            "galleries": self._galleries(run, attacks, results),
+            "details": self._details(attacks),
+            "target_pairs": pairs(results.get("target"), depth=2),
+            "config_text": run.config_text,
+            "env_pairs": pairs(results.get("environment"), depth=0),
+            "env_packages": pairs((results.get("environment") or {}).get("packages"), depth=0),
+            "env_plugins": pairs((results.get("environment") or {}).get("plugins"), depth=0),
+            "version": __version__,
+        }
+
+    def _histograms(self, run: RunView, attacks: dict, results: dict) -> tuple[list[dict], str]:
+        pos_label, neg_label = summary.group_names(results)
+        try:
+            rows = run.scores
+        except FileNotFoundError:
+            return [], "scores.csv is missing from the run directory: no score histograms."
+        except (ValueError, KeyError, TypeError) as exc:
+            return [], f"scores.csv could not be read ({exc}): no score histograms."
+        by_attack: dict[str, tuple[list[float], list[float]]] = {}
+        held_out = False
+        for r in rows:
+            if r.get("split") == "calibration":  # a learned scorer's training images
+                held_out = True
+                continue
+            pos, neg = by_attack.setdefault(str(r.get("attack")), ([], []))
+            s = r.get("score")
+            if isinstance(s, float) and math.isfinite(s):
+                if r.get("label") == pos_label:
+                    pos.append(s)
+                elif r.get("label") == neg_label:
+                    neg.append(s)
+        si = results.get("set_inference") or {}
+        out = []
+        for i, name in enumerate(attacks):
+            if name not in by_attack:
+                continue
+            a = attacks[name]
+            thr, thr_label = None, ""
+            if summary.mode(results) == "copyright" and isinstance(si.get(name), dict):
+                thr = as_float(si[name].get("threshold"))
+                alpha = as_float(si[name].get("alpha"))
+                thr_label = f"flag threshold (α = {alpha:g})" if alpha is not None else "flag threshold"
+            elif isinstance(a.get("calibrated"), dict):
+                thr = as_float(a["calibrated"].get("threshold"))
+                alpha = as_float(a["calibrated"].get("alpha"))
+                thr_label = f"calibrated threshold (α = {alpha:g})" if alpha is not None else "calibrated threshold"
+            pos, neg = by_attack[name]
+            svg = safe_plot(f"score histogram of {name}", plots.histogram, name, i, pos, neg, summary.group_titles(results), thr, thr_label)
+            out.append({"name": name, "svg": svg})
+        note = "Learned-scorer attacks: only the held-out evaluation split is shown." if held_out else ""
+        return out, note
+
+    def _set_inference(self, results: dict) -> dict | None:
+        si = results.get("set_inference")
+        if not isinstance(si, dict) or not si:
+            return None
+        rows = []
+        for name, e in si.items():
+            if name == "combined" or not isinstance(e, dict):
+                continue
+            p, alpha = as_float(e.get("p_value")), as_float(e.get("alpha"))
+            rows.append(
+                {
+                    "name": name,
+                    "n_suspects": e.get("n_suspects", "–"),
+                    "n_reference": e.get("n_reference", "–"),
+                    "flagged": e.get("flagged", "–"),
+                    "p_value": summary.pval(p),
+                    "effect_auc": summary.num(e.get("effect_auc")),
+                    "alpha": f"{alpha:g}" if alpha is not None else "–",
+                    "threshold": summary.num(e.get("threshold"), 4),
+                    "per_image_fpr": summary.num(e.get("per_image_fpr")),
+                    "expected_false_flags": summary.num(e.get("expected_false_flags"), 2),
+                    "evidence": None if p is None or alpha is None else p <= alpha,
+                    "verdict": str(e.get("verdict") or ""),
+                    "short": first_sentence(str(e.get("verdict") or "")) + (" ⚠" if e.get("notes") else ""),
+                    "test": str(e.get("test") or ""),
+                    "notes": [str(n) for n in e.get("notes") or []],
+                }
+            )
+        comb = si.get("combined") if isinstance(si.get("combined"), dict) else None
+        combined = None
+        if comb:
+            p, alpha = as_float(comb.get("p_value")), as_float(comb.get("alpha"))
+            combined = {
+                "method": str(comb.get("method") or ""),
+                "p_value": summary.pval(p),
+                "alpha": f"{alpha:g}" if alpha is not None else "–",
+                "evidence": None if p is None or alpha is None else p <= alpha,
+                "verdict": str(comb.get("verdict") or ""),
+                "note": str(comb.get("note") or ""),
+                "attacks": ", ".join(str(a) for a in comb.get("attacks") or []),
+            }
+        return {"rows": rows, "combined": combined}
+
+    def _sweeps(self, results: dict) -> list[dict]:
+        sw = results.get("sweeps")
+        if not isinstance(sw, dict):
+            return []
+        out = []
+        for bi, (base, s) in enumerate(sw.items()):
+            if not isinstance(s, dict):
+                continue
+            params = [str(p) for p in s.get("params") or []]
+            points = [p for p in s.get("points") or [] if isinstance(p, dict)]
+            if not points:
+                continue
+            pareto = {str(x) for x in s.get("pareto") or []}
+            cost = str(s.get("pareto_cost") or "queries_per_image")
+            rows = [
+                {
+                    "attack": str(p.get("attack", "")),
+                    "vals": summary.sweep_values(p, params),
+                    "auc": summary.num((p.get("auc") or {}).get("value")),
+                    "auc_ci": summary.ci(p.get("auc")),
+                    "tpr": summary.num((p.get("tpr_at_1pct_fpr") or {}).get("value")),
+                    "tpr_ci": summary.ci(p.get("tpr_at_1pct_fpr")),
+                    "queries": summary.count(p.get("queries_per_image")),
+                    "nfe": summary.count(p.get("nfe_per_image")),
+                    "pareto": str(p.get("attack", "")) in pareto,
+                }
+                for p in points
+            ]
+            q = s.get("queries") if isinstance(s.get("queries"), dict) else {}
+            spent, naive = as_float(q.get("spent")), as_float(q.get("naive"))
+            saved = f"{100 * (1 - spent / naive):.0f}%" if spent is not None and naive else None
+            out.append(
+                {
+                    "base": str(base),
+                    "plugin": str(s.get("plugin") or ""),
+                    "params": params,
+                    "plots": [safe_plot(f"{base}: {p}", plots.sweep_param_plot, str(base), bi, s, p) for p in params],
+                    "cost_plot": safe_plot(f"{base}: cost", plots.sweep_cost_plot, str(base), bi, s),
+                    "cost": "queries / image" if cost == "queries_per_image" else "NFEs / image",
+                    "rows": rows,
+                    "spent": summary.count(spent),
+                    "naive": summary.count(naive),
+                    "saved": saved,
+                    "pareto": [str(x) for x in s.get("pareto") or []],
+                }
+            )
+        return out
+
+    def _galleries(self, run: RunView, attacks: dict, results: dict) -> list[dict]:
+        pos, neg = summary.group_names(results)
+        neg = "non-member" if neg == "nonmember" else neg
+        out = []
+        for name, a in attacks.items():
+            items = []
+            for g in a.get("gallery") or []:
+                if not isinstance(g, dict):
+                    continue
+                pics = []
+                for key, title in (("original", "original"), ("reconstruction", "reconstruction"), ("residual", "residual")):
+                    if g.get(key):
+                        pics.append({"title": title, "uri": images.data_uri(run.dir, g.get(key), self.params.gallery_max_px), "path": str(g.get(key))})
+                label = g.get("label")
+                items.append(
+                    {
+                        "kind": str(g.get("kind") or ""),
+                        "image_id": str(g.get("image_id") or ""),
+                        "label": pos if label == 1 else (neg if label == 0 else str(label or "")),
+                        "positive": label == 1,
+                        "score": summary.num(g.get("score"), 4),
+                        "caption": None if g.get("caption") is None else str(g.get("caption")),
+                        "pics": pics,
+                    }
+                )
+            if items:
+                out.append({"name": name, "entries": items})
+        return out
+
+    def _details(self, attacks: dict) -> list[dict]:
+        shown = {
+            "metrics", "roc", "gallery", "params", "scorer", "calibrated", "threshold_scorer_metrics", "extras",
+            "metrics_note", "sweep",
+        }
+        out = []
+        for name, a in attacks.items():
+            tsm = a.get("threshold_scorer_metrics")
+            out.append(
+                {
+                    "name": name,
+                    "params": pairs(a.get("params"), depth=0),
+                    "scorer": pairs(a.get("scorer"), depth=1),
+                    "calibrated": pairs(a.get("calibrated"), depth=0),
+                    "threshold_metrics": summary.metrics_rows({"attacks": {name: {"metrics": tsm}}})[0]["cells"]
+                    if isinstance(tsm, dict)
+                    else None,
+                    "other": pairs({k: v for k, v in a.items() if k not in shown}, depth=1),
+                    "extras": pairs(a.get("extras"), depth=1),
+                    "sweep": pairs(a.get("sweep"), depth=1),
+                }
+            )
+        return out
+
+
+def write_text(path: Path, text: str) -> None:
+    """Through the core's atomic writer (secrets scrubbed) when available."""
+    try:
+        from audit_core.runner import write_text as core_write
+    except ImportError:  # pragma: no cover - an older core
+        path.write_text(text, encoding="utf-8")
+        return
+    core_write(path, text)

@@ -1,0 +1,122 @@
+"""The ``markdown-report`` reporter: ``summary.md``, the verdict and tables as GitHub-flavoured
+Markdown for CI logs and job summaries (``cat summary.md >> "$GITHUB_STEP_SUMMARY"``).
+
+User strings are made inert: table cells escape ``|``, ``<``, ``>``, ``&`` and backticks, and
+newlines are folded, so a caption or a name cannot break the table or inject HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from audit_core.reporting import Reporter, ReporterParams, RunView
+
+from . import __version__, summary
+from .html import write_text
+
+
+class MarkdownParams(ReporterParams):
+    filename: str = Field("summary.md", description="file name of the summary inside the run directory")
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError("must be a plain file name (the summary is written into the run directory)")
+        return v
+
+
+def md(text: Any) -> str:
+    """Inline-safe Markdown text."""
+    s = " ".join(str(text).split())
+    for a, b in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`"), ("*", "\\*"), ("_", "\\_")):
+        s = s.replace(a, b)
+    return s.replace("](", "]\\(")  # no links
+
+
+def table(head: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
+    align = align or ["l"] + ["r"] * (len(head) - 1)
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    return ["| " + " | ".join(head) + " |", "| " + " | ".join(sep) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_markdown(results: dict) -> str:
+    info = results.get("run") if isinstance(results.get("run"), dict) else {}
+    attacks = {str(k): v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
+    verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
+    head = summary.headline(results, verdicts)
+    icon = {"leak": "🔴", "evidence": "🔴", "none": "🟢", "inverted": "🟠"}.get(head["level"], "⚪")
+    pos, neg = summary.group_titles(results)
+    out = [f"# Privacy audit: {md(info.get('name') or 'run')}", ""]
+    counts = (
+        f"{info.get('n_suspects', '?')} suspects / {info.get('n_reference', '?')} reference"
+        if summary.mode(results) == "copyright"
+        else f"{info.get('n_members', '?')} members / {info.get('n_nonmembers', '?')} non-members"
+    )
+    out += [f"_{md(summary.mode(results))} mode · {md(counts)}_", ""]
+    out += [f"## {icon} {md(head['title'])}", "", md(head["text"]), ""]
+    for v in verdicts:
+        out.append(f"- **{md(v['name'])}** ({md(v['level'])}): {md(v['text'])}")
+    out.append("")
+    si = results.get("set_inference")
+    if isinstance(si, dict) and si:
+        out += ["## Set-level inference", ""]
+        rows = []
+        for name, e in si.items():
+            if name == "combined" or not isinstance(e, dict):
+                continue
+            p, alpha = summary.as_float(e.get("p_value")), summary.as_float(e.get("alpha"))
+            ev = "–" if p is None or alpha is None else ("**yes**" if p <= alpha else "no")
+            rows.append(
+                [md(name), md(e.get("n_suspects", "–")), md(e.get("n_reference", "–")), md(e.get("flagged", "–")),
+                 summary.pval(p), summary.num(e.get("effect_auc")), ev]
+            )
+        out += table(["attack", "suspects", "reference", "flagged", "p-value", "effect AUC", "evidence"], rows)
+        comb = si.get("combined")
+        if isinstance(comb, dict) and comb.get("verdict"):
+            out += ["", f"**Combined ({md(comb.get('method', ''))}, p = {summary.pval(comb.get('p_value'))})**: {md(comb['verdict'])}"]
+        out.append("")
+    out += ["## Metrics", ""]
+    rows = []
+    for r in summary.metrics_rows(results):
+        cells = [f"{c['value']}{'†' if not c['supported'] else ''} {c['ci']}".strip() for c in r["cells"]]
+        rows.append([f"**{md(r['name'])}**"] + cells + [r["nfe"], r["queries"], r["seconds"]])
+    out += table(["attack"] + [t for _, t, _ in summary.METRICS] + ["NFE/img", "queries/img", "seconds"], rows)
+    out += ["", f"95% bootstrap intervals in brackets; † unsupported (too few {neg} for that FPR). Higher score = more member-like ({pos})."]
+    sw = results.get("sweeps")
+    if isinstance(sw, dict) and sw:
+        out += ["", "## Ablations", ""]
+        for base, s in sw.items():
+            if not isinstance(s, dict):
+                continue
+            params = [str(p) for p in s.get("params") or []]
+            pareto = {str(x) for x in s.get("pareto") or []}
+            rows = [
+                [md(p.get("attack", ""))] + [md(v) for v in summary.sweep_values(p, params)]
+                + [f"{summary.num((p.get('auc') or {}).get('value'))} {summary.ci(p.get('auc'))}",
+                   f"{summary.num((p.get('tpr_at_1pct_fpr') or {}).get('value'))} {summary.ci(p.get('tpr_at_1pct_fpr'))}",
+                   summary.count(p.get("queries_per_image")), "★" if str(p.get("attack")) in pareto else ""]
+                for p in s.get("points") or [] if isinstance(p, dict)
+            ]
+            out += [f"### {md(base)}", ""] + table(["point"] + [md(p) for p in params] + ["AUC", "TPR@1%FPR", "queries/img", "Pareto"], rows) + [""]
+    notes = [str(n) for n in info.get("notes") or []]
+    if info.get("skipped"):
+        notes.append(f"{len(info['skipped'])} image(s) skipped (see results.json)")
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {md(n)}" for n in notes]
+    out += ["", f"_audit-html-report {__version__}; full report: report.html (html-report)_", ""]
+    return "\n".join(out)
+
+
+class MarkdownReport(Reporter):
+    """summary.md: verdict, metrics table, set-level inference and ablations in Markdown."""
+
+    name = "markdown-report"
+    Params = MarkdownParams
+
+    def render(self, run: RunView) -> list[Path]:
+        path = run.dir / self.params.filename
+        write_text(path, render_markdown(run.results if isinstance(run.results, dict) else {}))
+        return [path]

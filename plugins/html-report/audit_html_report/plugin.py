@@ -1,0 +1,15 @@
+"""The hook implementation of audit-html-report: what the entry point ``audit = html-report`` points at."""
+
+from __future__ import annotations
+
+from audit_core import hookimpl
+
+
+@hookimpl
+def register_reporters(register):
+    """``reports: [{plugin: html-report}, {plugin: markdown-report}]`` in audit.yaml."""
+    from .html import HtmlReport
+    from .markdown import MarkdownReport
+
+    register(HtmlReport)
+    register(MarkdownReport)

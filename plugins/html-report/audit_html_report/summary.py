@@ -1,0 +1,275 @@
+"""What both reporters say, computed from results.json alone: verdicts, formatted metrics and the
+optional blocks (copyright-mode ``set_inference``, ``sweeps``).
+
+Everything here tolerates missing keys: a copyright-mode run, an older results.json or a
+third-party attack may leave any block out, and a report must still render."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: (results.json key, column title, chance level of the metric)
+METRICS: tuple[tuple[str, str, float], ...] = (
+    ("auc", "AUC", 0.5),
+    ("asr", "ASR", 0.5),
+    ("tpr_at_1pct_fpr", "TPR@1%FPR", 0.01),
+    ("tpr_at_0_1pct_fpr", "TPR@0.1%FPR", 0.001),
+)
+
+
+# ------------------------------------------------------------------------------------ numbers
+def as_float(v: Any) -> float | None:
+    """A finite float, or None (missing, null, non-numeric, NaN)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def num(v: Any, digits: int = 3) -> str:
+    f = as_float(v)
+    if f is None:
+        return "–"
+    if math.isinf(f):
+        return "∞" if f > 0 else "−∞"
+    if f != 0 and (abs(f) >= 1e5 or abs(f) < 10 ** -digits):
+        return f"{f:.{digits - 1}e}"
+    return f"{f:.{digits}f}"
+
+
+def count(v: Any) -> str:
+    """An integer-ish quantity (NFEs, queries): no decimals when whole."""
+    f = as_float(v)
+    if f is None:
+        return "–"
+    if math.isinf(f):
+        return "∞"
+    return f"{f:,.0f}" if abs(f - round(f)) < 1e-9 else f"{f:,.2f}"
+
+
+def seconds(v: Any) -> str:
+    f = as_float(v)
+    if f is None:
+        return "–"
+    if f < 10:
+        return f"{f:.2f}"
+    if f < 3600:
+        return f"{f:.0f}"
+    return f"{f / 3600:.1f} h"
+
+
+def pval(v: Any) -> str:
+    f = as_float(v)
+    if f is None:
+        return "–"
+    return f"{f:.3g}" if f >= 1e-3 else f"{f:.2e}"
+
+
+def ci(m: Any, digits: int = 3) -> str:
+    """``[lo, hi]`` of a metric dict, or ''."""
+    if not isinstance(m, dict):
+        return ""
+    c = m.get("ci95")
+    if not isinstance(c, (list, tuple)) or len(c) != 2:
+        return ""
+    lo, hi = as_float(c[0]), as_float(c[1])
+    if lo is None or hi is None:
+        return ""
+    return f"[{num(lo, digits)}, {num(hi, digits)}]"
+
+
+def metric(entry: dict, key: str) -> dict | None:
+    """``entry["metrics"][key]`` when it has a usable value, else None."""
+    m = (entry.get("metrics") or {}).get(key) if isinstance(entry, dict) else None
+    if not isinstance(m, dict) or as_float(m.get("value")) is None:
+        return None
+    return m
+
+
+def ci_bounds(m: dict | None) -> tuple[float | None, float | None]:
+    if not m:
+        return None, None
+    c = m.get("ci95")
+    if not isinstance(c, (list, tuple)) or len(c) != 2:
+        return None, None
+    return as_float(c[0]), as_float(c[1])
+
+
+def supported(m: dict | None) -> bool:
+    return bool(m) and m.get("supported", True) is not False
+
+
+# ------------------------------------------------------------------------------------ labels
+def mode(results: dict) -> str:
+    return str((results.get("run") or {}).get("mode") or "evaluation")
+
+
+def group_names(results: dict) -> tuple[str, str]:
+    """(positive, negative) label names as in scores.csv."""
+    return ("suspect", "reference") if mode(results) == "copyright" else ("member", "nonmember")
+
+
+def group_titles(results: dict) -> tuple[str, str]:
+    return ("suspects", "reference") if mode(results) == "copyright" else ("members", "non-members")
+
+
+# ------------------------------------------------------------------------------------ verdicts
+def attack_verdict(name: str, entry: dict, results: dict) -> dict[str, Any]:
+    """``{"name", "level", "text"}``; level is one of leak | inverted | none | unknown
+    (evaluation) or evidence | none | unknown (copyright, from ``set_inference``)."""
+    if mode(results) == "copyright":
+        si = (results.get("set_inference") or {}).get(name)
+        if isinstance(si, dict):
+            p, alpha = as_float(si.get("p_value")), as_float(si.get("alpha"))
+            eff = as_float(si.get("effect_auc"))
+            if p is None:
+                return {"name": name, "level": "unknown", "text": str(si.get("verdict") or "not tested")}
+            hit = alpha is not None and p <= alpha
+            text = (
+                f"{'evidence' if hit else 'no significant evidence'} that the suspects were trained on: "
+                f"p = {pval(p)}{f' ≤ α = {alpha:g}' if hit else (f' > α = {alpha:g}' if alpha is not None else '')}"
+                + (f", suspects outscore the reference with AUC {num(eff)}" if eff is not None else "")
+                + (f"; {si['flagged']} of {si.get('n_suspects', '?')} suspects flagged" if "flagged" in si else "")
+            )
+            return {"name": name, "level": "evidence" if hit else "none", "text": text}
+    auc = metric(entry, "auc")
+    if auc is None:
+        return {"name": name, "level": "unknown", "text": "no AUC recorded"}
+    lo, hi = ci_bounds(auc)
+    v = float(auc["value"])
+    pos, neg = group_titles(results)
+    if lo is None or hi is None:
+        return {"name": name, "level": "unknown", "text": f"AUC {num(v)} (no confidence interval recorded)"}
+    if lo > 0.5:
+        strength = "strongly" if v >= 0.9 else ("clearly" if v >= 0.7 else "weakly but significantly")
+        text = f"{strength} separates {pos} from {neg}: AUC {num(v)}, 95% CI {ci(auc)} (lower bound > 0.5)"
+        t1 = metric(entry, "tpr_at_1pct_fpr")
+        if t1 is not None:
+            t_lo, _ = ci_bounds(t1)
+            if not supported(t1):
+                text += "; too few non-members to judge the 1% false-positive regime"
+            elif t_lo is not None and t_lo > 0.01:
+                text += f"; at 1% FPR it finds {pct(t1['value'])} of {pos} (CI {ci_pct(t1)})"
+            else:
+                text += "; no confident detections at 1% FPR"
+        return {"name": name, "level": "leak", "text": text}
+    if hi < 0.5:
+        return {
+            "name": name,
+            "level": "inverted",
+            "text": f"{pos} score lower than {neg}: AUC {num(v)}, 95% CI {ci(auc)} (upper bound < 0.5). "
+            f"The attack's score direction looks reversed on this model; the sets still differ.",
+        }
+    return {
+        "name": name,
+        "level": "none",
+        "text": f"no evidence of separation at 95% confidence: AUC {num(v)}, CI {ci(auc)} contains 0.5",
+    }
+
+
+def pct(v: Any) -> str:
+    f = as_float(v)
+    return "–" if f is None else f"{100 * f:.1f}%"
+
+
+def ci_pct(m: dict) -> str:
+    lo, hi = ci_bounds(m)
+    return "" if lo is None or hi is None else f"[{pct(lo)}, {pct(hi)}]"
+
+
+def headline(results: dict, verdicts: list[dict]) -> dict[str, str]:
+    """The one-paragraph verdict at the top: ``{"level", "title", "text"}``."""
+    attacks = results.get("attacks") or {}
+    n = len(verdicts)
+    if mode(results) == "copyright":
+        si = results.get("set_inference") or {}
+        comb = si.get("combined") if isinstance(si, dict) else None
+        hits = [v["name"] for v in verdicts if v["level"] == "evidence"]
+        if isinstance(comb, dict) and as_float(comb.get("p_value")) is not None:
+            p, alpha = as_float(comb["p_value"]), as_float(comb.get("alpha"))
+            hit = alpha is not None and p <= alpha
+            return {
+                "level": "leak" if hit else "none",
+                "title": "Evidence that the suspect set was used for training"
+                if hit
+                else "No significant evidence that the suspect set was used",
+                "text": str(comb.get("verdict") or ""),
+            }
+        if hits:
+            return {
+                "level": "leak",
+                "title": "Evidence that the suspect set was used for training",
+                "text": f"{len(hits)} of {n} attack(s) find the suspects score higher than the reference: {', '.join(hits)}.",
+            }
+        return {
+            "level": "none" if n else "unknown",
+            "title": "No significant evidence that the suspect set was used" if n else "No attack results",
+            "text": "See each attack's set-level test below. Absence of evidence does not show the set was not used.",
+        }
+    if not n:
+        return {"level": "unknown", "title": "No attack results", "text": "results.json lists no attacks."}
+    leaks = [v for v in verdicts if v["level"] == "leak"]
+    inverted = [v for v in verdicts if v["level"] == "inverted"]
+    if leaks:
+        best = max(leaks, key=lambda v: float(metric(attacks[v["name"]], "auc")["value"]))
+        b = attacks[best["name"]]
+        auc = metric(b, "auc")
+        t1 = metric(b, "tpr_at_1pct_fpr")
+        text = (
+            f"{len(leaks)} of {n} attack(s) tell members from non-members at 95% confidence "
+            f"(AUC confidence interval above 0.5): {', '.join(v['name'] for v in leaks)}. "
+            f"Strongest: {best['name']} with AUC {num(auc['value'])} {ci(auc)}"
+        )
+        if t1 is not None and supported(t1):
+            text += f" and TPR {pct(t1['value'])} at 1% FPR"
+        text += "."
+        return {"level": "leak", "title": "The model leaks training-set membership", "text": text}
+    text = (
+        f"None of the {n} attack(s) separates members from non-members at 95% confidence. This does not "
+        f"prove the model private: stronger attacks or more images may still find a leak."
+    )
+    if inverted:
+        text += f" {', '.join(v['name'] for v in inverted)}: members score significantly lower (reversed score)."
+    return {"level": "inverted" if inverted else "none", "title": "No membership leak detected", "text": text}
+
+
+# ------------------------------------------------------------------------------------ rows
+def metrics_rows(results: dict) -> list[dict[str, Any]]:
+    """One row per attack for the metrics table (strings, plus flags for styling)."""
+    rows = []
+    for name, a in (results.get("attacks") or {}).items():
+        if not isinstance(a, dict):
+            continue
+        cells = []
+        for key, _title, _chance in METRICS:
+            m = metric(a, key)
+            cells.append(
+                {
+                    "value": num(m["value"]) if m else "–",
+                    "ci": ci(m) if m else "",
+                    "supported": supported(m) if m else True,
+                    "note": str(m.get("note") or "") if m else "",
+                }
+            )
+        rows.append(
+            {
+                "name": name,
+                "plugin": str(a.get("plugin") or ""),
+                "scorer": str((a.get("scorer") or {}).get("kind") or "") if isinstance(a.get("scorer"), dict) else "",
+                "cells": cells,
+                "nfe": count(a.get("nfe_per_image")),
+                "queries": count(a.get("queries_per_image")),
+                "seconds": seconds(a.get("seconds")),
+                "n": f"{a.get('n_members', '–')} / {a.get('n_nonmembers', '–')}",
+            }
+        )
+    return rows
+
+
+def sweep_values(point: dict, params: list[str]) -> list[str]:
+    vals = point.get("values") or {}
+    return [str(vals.get(p, "–")) for p in params]
