@@ -1,0 +1,199 @@
+"""``StableDiffusionTarget``: a local diffusers Stable Diffusion v1.x folder as an audit target.
+
+Model space is the VAE's latent space: ``encode(x) = mean of the VAE posterior * scaling_factor``
+(the mean, so encoding is deterministic), ``decode(z) = VAE decoder(z / scaling_factor)``.
+
+- Grey-box: ``eps(z_t, t, captions)`` is the text-conditioned U-Net; with ``guidance_scale`` g != 1
+  it is ``eps_uncond + g * (eps_cond - eps_uncond)`` (2 NFEs per row). The caption of each image is
+  its prompt; images without one use the empty prompt.
+- Black-box: the variation API is img2img at strength t/T with DDIM interval k — noise the latent
+  to index t with the per-row seed, deterministic DDIM t -> t-k -> ... -> 0 (the core's
+  ``audit_core.ddim``, which steps exactly like diffusers' ``DDIMScheduler`` over the timesteps
+  [t, t-k, ..., k]; a test checks the two agree), decode.
+
+Components are diffusers/transformers classes loaded with ``local_files_only=True`` and
+safetensors only unless ``allow_pickle: true``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from audit_core.errors import ModelError
+from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, resolve_device, resolve_dtype
+
+REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+class SDParams(TargetParams):
+    model: str = Field(description="a local diffusers Stable Diffusion folder (v1.x layout)")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto = fp16 on a GPU, fp32 on the CPU")
+    guidance_scale: float = Field(1.0, ge=0.0, description="classifier-free guidance (1.0 = the conditional prediction only)")
+    allow_pickle: bool = Field(False, description="also load pickled .bin weights (trusted files only)")
+    max_batch: int = Field(16, ge=1, description="rows per U-Net/VAE forward pass")
+    resolution: int | None = Field(None, ge=8, description="image size (default: U-Net sample size x VAE factor)")
+
+
+def _weights_present(folder: Path, allow_pickle: bool) -> None:
+    for sub in ("unet", "vae", "text_encoder"):
+        files = list((folder / sub).glob("*"))
+        safetensors = [f for f in files if f.suffix == ".safetensors"]
+        pickled = [f for f in files if f.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+        if safetensors:
+            continue
+        if pickled and not allow_pickle:
+            raise ModelError(
+                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
+                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
+                f"config only for files you trust, or convert them to safetensors."
+            )
+        if not pickled:
+            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
+
+
+class StableDiffusionTarget(Target):
+    name = "stable-diffusion"
+    kind = "latent"
+    capabilities = frozenset({VARIATION, NOISE})
+    Params = SDParams
+
+    def __init__(self, params: SDParams, context: TargetContext | None = None):
+        super().__init__(params, context)
+        folder = Path(params.model).expanduser()
+        if not folder.is_absolute() and self.context.config_dir:
+            folder = Path(self.context.config_dir) / folder
+        if not folder.is_dir():
+            raise ModelError(f"target.model: {folder} is not a folder")
+        missing = [name for name in REQUIRED if not (folder / name).exists()]
+        if missing:
+            raise ModelError(
+                f"target.model: {folder} is not a Stable Diffusion pipeline folder: missing {', '.join(missing)} "
+                f"(expected {', '.join(REQUIRED)})"
+            )
+        _weights_present(folder, params.allow_pickle)
+        self.folder = folder
+        self.device = resolve_device(self.context.device)
+        want = params.dtype if params.dtype != "auto" else ("fp16" if self.device.type == "cuda" else "fp32")
+        self.dtype = resolve_dtype(want, self.device)
+        self._load(folder, params.allow_pickle)
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def _load(self, folder: Path, allow_pickle: bool) -> None:
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        kw = {"local_files_only": True, "use_safetensors": None if allow_pickle else True, "torch_dtype": self.dtype}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+                self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **kw).to(self.device).eval()
+                self.vae = AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval()
+                self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", **kw).to(self.device).eval()
+                self.scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelError(f"target.model: cannot load the Stable Diffusion folder {folder}: {str(exc).splitlines()[0]}") from None
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64).cpu()
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_channels = int(self.unet.config.in_channels)
+        self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
+        size = self.unet.config.sample_size
+        self.image_size = self.params.resolution or int(size if isinstance(size, int) else size[0]) * self.vae_factor
+        self.channels = 3
+
+    # ----- description ---------------------------------------------------------------------
+    def identity(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for sub in ("unet", "vae", "text_encoder"):
+            for f in sorted((self.folder / sub).glob("*")):
+                st = f.stat()
+                h.update(f"{sub}/{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        return f"stable-diffusion:{h.hexdigest()}:g={self.params.guidance_scale}:dtype={self.dtype}:res={self.image_size}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "model": self.params.model,
+            "latent_channels": self.latent_channels,
+            "vae_scaling_factor": self.scaling_factor,
+            "guidance_scale": self.params.guidance_scale,
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    def max_batch(self) -> int:
+        return self.params.max_batch
+
+    def nfe_per_query(self, t: int, k: int) -> int:
+        return (t // k) * (1 if self.params.guidance_scale == 1.0 else 2)
+
+    # ----- text ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def text_embeddings(self, captions: Sequence[str | None]) -> torch.Tensor:
+        prompts = [c or "" for c in captions]
+        todo = sorted({p for p in prompts if p not in self._text_cache})
+        if todo:
+            ids = self.tokenizer(
+                todo, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids.to(self.device)
+            hidden = self.text_encoder(ids)[0]
+            for p, h in zip(todo, hidden):
+                self._text_cache[p] = h
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    # ----- model space ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        out = []
+        for chunk in x.split(self.params.max_batch):
+            post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
+            out.append((post.mean * self.scaling_factor).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        out = []
+        for chunk in z.split(self.params.max_batch):
+            img = self.vae.decode((chunk / self.scaling_factor).to(self.device, self.dtype)).sample
+            out.append(img.float().clamp(-1, 1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def eps(self, z_t: torch.Tensor, t: int, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        captions = list(captions) if captions is not None else [None] * z_t.shape[0]
+        g = self.params.guidance_scale
+        out = []
+        for start in range(0, z_t.shape[0], self.params.max_batch):
+            chunk = z_t[start : start + self.params.max_batch].to(self.device, self.dtype)
+            caps = captions[start : start + chunk.shape[0]]
+            steps = torch.full((chunk.shape[0],), int(t), device=self.device, dtype=torch.long)
+            cond = self.text_embeddings(caps)
+            if g == 1.0:
+                e = self.unet(chunk, steps, encoder_hidden_states=cond).sample
+                self.stats.nfe += chunk.shape[0]
+            else:
+                uncond = self.text_embeddings([""] * chunk.shape[0])
+                both = self.unet(
+                    torch.cat([chunk, chunk]), torch.cat([steps, steps]), encoder_hidden_states=torch.cat([uncond, cond])
+                ).sample
+                e_u, e_c = both.chunk(2)
+                e = e_u + g * (e_c - e_u)
+                self.stats.nfe += 2 * chunk.shape[0]
+            out.append(e.float())
+        return torch.cat(out)
+
+    def close(self) -> None:
+        self._text_cache.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
