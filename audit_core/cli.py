@@ -147,12 +147,18 @@ def _summary(results: dict) -> None:
         table.add_column(col, justify="right" if col != "attack" else "left")
     for name, a in results["attacks"].items():
         m = a["metrics"]
-        fmt = lambda k: f"{m[k]['value']:.3f} [{m[k]['ci95'][0]:.2f}, {m[k]['ci95'][1]:.2f}]"  # noqa: E731
+
+        def fmt(k: str) -> str:
+            mark = "*" if m[k].get("supported") is False else ""
+            return f"{m[k]['value']:.3f}{mark} [{m[k]['ci95'][0]:.2f}, {m[k]['ci95'][1]:.2f}]"
+
         table.add_row(
             escape(name), fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
             f"{a['nfe_per_image']:g}", f"{a['queries_per_image']:g}", f"{a['seconds']:.1f}",
         )
     console.print(table)
+    if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
+        console.print("* unsupported: fewer non-members than the FPR level resolves (see results.json notes)", highlight=False)
     if results.get("set_inference"):
         _set_inference_summary(results["set_inference"])
     if results.get("sweeps"):
@@ -205,10 +211,12 @@ def plugins_cmd(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
     """Re-render the reports of a finished run without running attacks."""
+    from .reporting import RunView
     from .runner import render_reports, reporters_from_config
 
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
+    RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
     paths = render_reports(run_dir, reporters_from_config(run_dir))
     if not paths:
         console.print(f"{run_dir}: the run's config names no reporters")

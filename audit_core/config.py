@@ -122,6 +122,10 @@ class MetricsCfg(Strict):
     bootstrap: int = Field(1000, ge=0)
 
 
+#: attack names that results.json uses for something else
+RESERVED_ATTACK_NAMES = {"combined": "the combined set-level test of copyright mode"}
+
+
 class AuditConfig(Strict):
     run: RunCfg = Field(default_factory=RunCfg)
     target: TargetCfg
@@ -141,6 +145,11 @@ class AuditConfig(Strict):
                     f"attacks[{seen[a.key]}] and attacks[{i}] are both named {a.key!r}: give one a distinct `name`"
                 )
             seen[a.key] = i
+            if a.key in RESERVED_ATTACK_NAMES:
+                raise ValueError(
+                    f"attacks[{i}] is named {a.key!r}, which is reserved (results.json uses it for "
+                    f"{RESERVED_ATTACK_NAMES[a.key]}): give it another `name`"
+                )
         return self
 
 

@@ -93,10 +93,18 @@ def compute(scores, labels, bootstrap: int = 1000, seed: int = 0) -> dict[str, A
 
 
 def roc_points(scores, labels, max_points: int = 400) -> dict[str, list[float]]:
-    """ROC points for plotting (thinned to at most ``max_points``, always keeping the ends)."""
+    """ROC points for plotting, thinned to about ``max_points``: half spaced evenly along the
+    curve (linear axes), half at log-spaced FPRs (the last point at or below each level, so the
+    log-log plot keeps its low-FPR detail); the ends are always kept."""
     fpr, tpr, _ = roc(scores, labels)
     if len(fpr) > max_points:
-        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        half = max(2, max_points // 2)
+        linear = np.linspace(0, len(fpr) - 1, half).round().astype(int)
+        positive = fpr[fpr > 0]
+        levels = np.geomspace(positive.min(), 1.0, half) if positive.size else np.array([])
+        levels = np.concatenate([levels, list(LEVELS.values())])  # the reported operating points, exactly
+        logspaced = np.searchsorted(fpr, levels * (1 + 1e-9), side="right") - 1
+        keep = np.unique(np.concatenate([linear, logspaced.clip(0, len(fpr) - 1), [0, len(fpr) - 1]]))
         fpr, tpr = fpr[keep], tpr[keep]
     return {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}
 

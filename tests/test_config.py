@@ -63,6 +63,11 @@ def test_duplicate_attack_names():
         load(GOOD + "  - {plugin: a}\n")
 
 
+def test_reserved_attack_name():
+    with pytest.raises(ConfigError, match="'combined', which is reserved"):
+        load(GOOD + "  - {plugin: b, name: combined}\n")
+
+
 def test_set_overrides():
     loaded = load(GOOD, ["run.seed=7", "attacks.0.params.t=50", "data.limit=3", "run.name=y"])
     assert loaded.cfg.run.seed == 7

@@ -95,3 +95,21 @@ def test_calibrated_operating_point():
 def test_errors_on_single_class():
     with pytest.raises(ValueError):
         metrics.point_metrics([1, 2], [1, 1])
+
+
+def test_roc_points_thinning_keeps_the_low_fpr_detail():
+    from audit_core.metrics import roc_points, tpr_at_fpr
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(5000), np.zeros(5000)].astype(int)
+    scores = np.r_[rng.normal(1.5, 1, 5000), rng.normal(0, 1, 5000)]
+    full = metrics.roc(scores, labels)
+    pts = roc_points(scores, labels, max_points=200)
+    fpr, tpr = np.array(pts["fpr"]), np.array(pts["tpr"])
+    assert len(fpr) <= 202 and fpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    # each decade of FPR down to 1e-3 keeps points, and TPR@0.1%FPR read off the thinned curve is exact
+    for lo in (1e-3, 1e-2, 1e-1):
+        assert ((fpr >= lo) & (fpr < 10 * lo)).sum() >= 10, lo
+    for level in (1e-3, 1e-2):
+        assert tpr_at_fpr(fpr, tpr, level) == tpr_at_fpr(full[0], full[1], level)
