@@ -8,12 +8,20 @@ Fixtures:
 - ``image_folder``: writes small PNG images into a folder.
 - ``audit_cli``: runs the ``audit`` CLI in-process and returns ``(exit_code, output)``.
 - ``write_config``: writes an audit.yaml from a dict and returns its path.
+- ``one_torch_thread``: torch on one intra-op thread for the test (tiny tensors on a shared CPU
+  only lose time to more threads); use it with ``pytestmark = pytest.mark.usefixtures(...)``.
+
+Helpers for checking an attack's formula by hand: ``FakeLatentTarget`` (a latent grey-box target
+with a non-linear, caption-dependent noise predictor) and its numpy twin ``fake_latent_eps``,
+``abar_linear``/``abar_scaled`` (the two usual schedules computed in plain Python), and
+``make_batch``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +34,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from . import hookimpl
-from .targets import NOISE, VARIATION, Target, TargetContext
+from .attacks import Batch
+from .targets import NOISE, VARIATION, Target, TargetContext, TargetParams
 
 
 class ToyParams(BaseModel):
@@ -178,7 +187,77 @@ def no_traceback(output: str) -> bool:
     return "Traceback (most recent call last)" not in output
 
 
+# ----------------------------------------------------------------- formulas by hand (for tests)
+T_DEFAULT = 1000
+
+
+def abar_linear(t: int, T: int = T_DEFAULT) -> float:
+    """abar[t] of the linear DDPM schedule (betas 1e-4 .. 0.02), in plain Python; 1 below 0."""
+    return math.prod(1.0 - (1e-4 + i * (0.02 - 1e-4) / (T - 1)) for i in range(t + 1))
+
+
+def abar_scaled(t: int, T: int = T_DEFAULT) -> float:
+    """abar[t] of the scaled-linear schedule (Stable Diffusion's), in plain Python."""
+    lo, hi = math.sqrt(0.00085), math.sqrt(0.012)
+    return math.prod(1.0 - (lo + i * (hi - lo) / (T - 1)) ** 2 for i in range(t + 1))
+
+
+def fake_latent_eps(z: np.ndarray, t: int, captions, T: int = T_DEFAULT) -> np.ndarray:
+    """What :class:`FakeLatentTarget` predicts, in numpy: ``tanh(z) (1 + t/T) + 0.05 len(caption)``."""
+    c = np.array([0.05 * len(cap or "") for cap in captions]).reshape(-1, 1, 1, 1)
+    return np.tanh(z) * (1 + t / T) + c
+
+
+class FakeLatentTarget(Target):
+    """A hand-built "latent" grey-box target: ``encode(x) = 0.5 x + 0.1``, a non-linear noise
+    predictor that depends on t and on each row's caption (:func:`fake_latent_eps`), and a
+    scaled-linear schedule. Records every ``eps`` call as ``(rows, t, captions)`` in ``calls``
+    and the number of encoded rows in ``encoded``."""
+
+    name = "fake-latent"
+    kind = "latent"
+    capabilities = frozenset({NOISE})
+    Params = TargetParams
+
+    def __init__(self, params=None, context=None):
+        super().__init__(params or TargetParams(), context)
+        self.image_size, self.channels, self.num_train_timesteps = 8, 1, T_DEFAULT
+        lo, hi = math.sqrt(0.00085), math.sqrt(0.012)
+        self.alphas_cumprod = torch.cumprod(1 - torch.linspace(lo, hi, T_DEFAULT, dtype=torch.float64) ** 2, 0)
+        self.calls: list[tuple[int, int, list]] = []
+        self.encoded = 0
+
+    def encode(self, x, captions=None):
+        self.encoded += x.shape[0]
+        return 0.5 * x + 0.1
+
+    def eps(self, z_t, t, captions=None):
+        self.stats.nfe += z_t.shape[0]
+        caps = list(captions) if captions is not None else [None] * z_t.shape[0]
+        self.calls.append((z_t.shape[0], int(t), caps))
+        c = torch.tensor([0.05 * len(cap or "") for cap in caps], dtype=z_t.dtype).view(-1, 1, 1, 1)
+        return torch.tanh(z_t) * (1 + t / self.num_train_timesteps) + c
+
+
+def make_batch(b: int = 3, seed: int = 0, captions=None, dtype=torch.float64, run_seed: int = 0, seed_key: str = "") -> Batch:
+    """``b`` random 1x8x8 images in [-1, 1] with ids ``img0..``."""
+    g = torch.Generator().manual_seed(seed)
+    images = (torch.rand(b, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    return Batch(images=images, ids=[f"img{i}" for i in range(b)], captions=captions or [None] * b,
+                 run_seed=run_seed, seed_key=seed_key)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the test (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 __all__ = [
     "ToyTarget", "VariationOnlyTarget", "ToyPlugin", "ToyParams", "write_images", "registered", "invoke",
-    "no_traceback",
+    "no_traceback", "FakeLatentTarget", "fake_latent_eps", "abar_linear", "abar_scaled", "make_batch",
 ]

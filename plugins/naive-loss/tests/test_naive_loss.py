@@ -9,37 +9,26 @@ import math
 import numpy as np
 import pytest
 import torch
+from audit_naive_loss import NaiveLoss, NaiveLossParams
 
 from audit_core import hookimpl
 from audit_core.attacks import AttackContext, Batch
 from audit_core.errors import ConfigError
 from audit_core.seeding import derive_seed
-from audit_core.targets import NOISE, Target, TargetParams
-from audit_core.testing import ToyParams, ToyTarget, no_traceback
-from audit_naive_loss import NaiveLoss, NaiveLossParams
+from audit_core.testing import FakeLatentTarget as FakeLatent
+from audit_core.testing import (
+    ToyParams,
+    ToyTarget,
+    abar_linear,
+    abar_scaled,
+    no_traceback,
+)
+from audit_core.testing import make_batch as _make_batch
 
 T = 1000
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: more threads only contend
 RUN_SEED, KEY = 7, "naive-loss"
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: intra-op threads only contend on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def abar_linear(t: int) -> float:
-    """abar[t] of the linear DDPM schedule (betas 1e-4 .. 0.02), by hand."""
-    return math.prod(1.0 - (1e-4 + i * (0.02 - 1e-4) / (T - 1)) for i in range(t + 1))
-
-
-def abar_scaled(t: int) -> float:
-    """abar[t] of a scaled-linear schedule (Stable Diffusion's), by hand."""
-    lo, hi = math.sqrt(0.00085), math.sqrt(0.012)
-    return math.prod(1.0 - (lo + i * (hi - lo) / (T - 1)) ** 2 for i in range(t + 1))
 
 
 def noise(image_id: str, draw: int, shape=(1, 8, 8)) -> np.ndarray:
@@ -49,40 +38,9 @@ def noise(image_id: str, draw: int, shape=(1, 8, 8)) -> np.ndarray:
     return torch.randn(shape, generator=g, dtype=torch.float32).double().numpy()
 
 
-class FakeLatent(Target):
-    """A hand-built "latent" grey-box target: encode(x) = 0.5 x + 0.1, a non-linear noise
-    predictor that depends on t and on each row's caption, and a scaled-linear schedule."""
 
-    name = "fake-latent"
-    kind = "latent"
-    capabilities = frozenset({NOISE})
-    Params = TargetParams
-
-    def __init__(self, params=None, context=None):
-        super().__init__(params or TargetParams(), context)
-        self.image_size, self.channels, self.num_train_timesteps = 8, 1, T
-        lo, hi = math.sqrt(0.00085), math.sqrt(0.012)
-        self.alphas_cumprod = torch.cumprod(1 - torch.linspace(lo, hi, T, dtype=torch.float64) ** 2, 0)
-        self.calls: list[tuple[int, int, list]] = []
-        self.encoded = 0
-
-    def encode(self, x, captions=None):
-        self.encoded += x.shape[0]
-        return 0.5 * x + 0.1
-
-    def eps(self, z_t, t, captions=None):
-        self.stats.nfe += z_t.shape[0]
-        caps = list(captions) if captions is not None else [None] * z_t.shape[0]
-        self.calls.append((z_t.shape[0], int(t), caps))
-        c = torch.tensor([0.05 * len(cap or "") for cap in caps], dtype=z_t.dtype).view(-1, 1, 1, 1)
-        return torch.tanh(z_t) * (1 + t / T) + c
-
-
-def make_batch(b: int = 3, seed: int = 0, captions=None, dtype=torch.float64) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    images = (torch.rand(b, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
-    ids = [f"img{i}" for i in range(b)]
-    return Batch(images=images, ids=ids, captions=captions or [None] * b, run_seed=RUN_SEED, seed_key=KEY)
+def make_batch(b: int = 3, seed: int = 0, captions=None, dtype=torch.float64):
+    return _make_batch(b, seed, captions, dtype, run_seed=RUN_SEED, seed_key=KEY)
 
 
 def attack(target, **params) -> NaiveLoss:
