@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -142,15 +143,23 @@ def _resume_command(config: Path, set_: list[str], run_dir: Path) -> str:
 
 
 def _summary(results: dict) -> None:
-    table = Table(title=f"{results['run']['name']} ({results['run']['mode']} mode)")
-    for col in ("attack", "AUC", "ASR", "TPR@1%FPR", "TPR@0.1%FPR", "NFE/img", "queries/img", "seconds"):
-        table.add_column(col, justify="right" if col != "attack" else "left")
+    table = Table(
+        title=f"{results['run']['name']} ({results['run']['mode']} mode)",
+        caption="value over its 95% bootstrap interval; TPR at 1% / 0.1% FPR; NFE and queries (qry) per image; s = seconds",
+        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+    )
+    width = max((len(n) for n in results["attacks"]), default=6)
+    table.add_column("attack", no_wrap=True, min_width=min(width, 28), overflow="fold")
+    for col in ("AUC", "ASR", "TPR@1%", "TPR@.1%"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=9)
+    for col in ("NFE", "qry", "s"):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, a in results["attacks"].items():
         m = a["metrics"]
 
         def fmt(k: str) -> str:
             mark = "*" if m[k].get("supported") is False else ""
-            return f"{m[k]['value']:.3f}{mark} [{m[k]['ci95'][0]:.2f}, {m[k]['ci95'][1]:.2f}]"
+            return f"{m[k]['value']:.3f}{mark}\n{m[k]['ci95'][0]:.2f}-{m[k]['ci95'][1]:.2f}"
 
         table.add_row(
             escape(name), fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
