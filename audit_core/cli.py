@@ -85,9 +85,9 @@ def run(
         raise typer.Exit(130) from None
     _summary(runner.results)
     report = run_dir / "report.html"
-    console.print(f"Run directory: {run_dir}")
+    console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
     if report.exists():
-        console.print(f"Report: {report.resolve()}")
+        console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -119,10 +119,10 @@ def sweep(
         )
         raise typer.Exit(130) from None
     _summary(runner.results)
-    console.print(f"Run directory: {run_dir}")
+    console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
     report = run_dir / "report.html"
     if report.exists():
-        console.print(f"Report: {report.resolve()}")
+        console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
 
 
 def _resume_command(config: Path, set_: list[str], run_dir: Path) -> str:
@@ -230,7 +230,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run director
     if not paths:
         console.print(f"{run_dir}: the run's config names no reporters")
     for p in paths:
-        console.print(f"Wrote {p}")
+        console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -286,7 +286,7 @@ def cache_info(directory: _CacheDir = None, config: _CacheConfig = None) -> None
     console.print(
         f"{info['dir']}: {info['entries']} entries, {_size(info['bytes'])}"
         + (f" (cap {_size(info['max_bytes'])})" if config is not None and info["max_bytes"] else ""),
-        highlight=False,
+        highlight=False, soft_wrap=True,  # a path is never broken over lines
     )
 
 
@@ -303,7 +303,7 @@ def cache_clear(directory: _CacheDir = None, config: _CacheConfig = None) -> Non
     """Delete every cached variation."""
     cache = _cache_at(directory, config)
     n = cache.clear()
-    console.print(f"removed {n} cached entries from {cache.dir}", highlight=False)
+    console.print(f"removed {n} cached entries from {cache.dir}", highlight=False, soft_wrap=True)
 
 
 _commands_loaded = False

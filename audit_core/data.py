@@ -20,7 +20,6 @@ import json
 import os
 import stat
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -309,12 +308,3 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
     arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3]
 
-
-def load_batch(records: Sequence[ImageRecord], target) -> tuple[torch.Tensor, int]:
-    """Decode and convert a batch for ``target``; also how many images were converted/resized."""
-    tensors, changed = [], 0
-    for r in records:
-        t, c = target.preprocess(open_image(r))
-        tensors.append(t)
-        changed += int(c)
-    return torch.stack(tensors), changed

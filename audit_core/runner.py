@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +29,7 @@ from . import environment, metrics, plugins, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint, redact
-from .data import LoadedData, load_batch, load_records, open_image, tensor_to_uint8
+from .data import LoadedData, load_records, open_image, tensor_to_uint8
 from .errors import AuditError, ConfigError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
 from .records import ImageRecord
@@ -37,6 +38,8 @@ from .store import STATE_FILE, RunLock, RunStore, disk_error
 from .targets import Target, TargetContext
 
 GALLERY_SIZE = 3
+#: decoded, converted images kept in memory for the attacks after the first (per run)
+IMAGE_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -82,6 +85,9 @@ class Runner:
         self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        self._image_cache: dict[str, torch.Tensor] = {}
+        self._image_cache_bytes = 0
+        self._converted_ids: set[str] = set()
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
         # list-valued params expand into one entry per grid point (i stays the config index)
@@ -312,9 +318,23 @@ class Runner:
         bs = self.cfg.run.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            images, changed = load_batch(chunk, self.target)
-            self._converted = getattr(self, "_converted", 0) + changed
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=images)
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self._images_of(chunk))
+
+    def _images_of(self, chunk: list[ImageRecord]) -> torch.Tensor:
+        """Decode and convert images for the target, once per run: every attack after the first
+        gets them from memory (up to IMAGE_CACHE_BYTES; beyond that they are decoded again)."""
+        out = []
+        for r in chunk:
+            t = self._image_cache.get(r.id)
+            if t is None:
+                t, changed = self.target.preprocess(open_image(r))
+                if changed:
+                    self._converted_ids.add(r.id)
+                if self._image_cache_bytes + t.nbytes <= IMAGE_CACHE_BYTES:
+                    self._image_cache[r.id] = t
+                    self._image_cache_bytes += t.nbytes
+            out.append(t)
+        return torch.stack(out)
 
     def _progress(self) -> Progress:
         return Progress(
@@ -357,7 +377,7 @@ class Runner:
         if self.data.mode == "copyright":
             results["run"]["n_suspects"] = results["run"].pop("n_members")
             results["run"]["n_reference"] = results["run"].pop("n_nonmembers")
-        converted = getattr(self, "_converted", 0)
+        converted = len(self._converted_ids)
         if converted:
             results["run"]["notes"].append(
                 f"{converted} image(s) were converted to {self.target.channels} channel(s) and/or resized "
@@ -479,7 +499,7 @@ class Runner:
             }
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                original, _ = self.target.preprocess(open_image(by_id[image_id]))
+                original = self._images_of([by_id[image_id]])[0]
                 item["original"] = save_png(folder / f"{rank:02d}_original.png", original.numpy(), self.run_dir)
                 if recon is not None:
                     item["reconstruction"] = save_png(folder / f"{rank:02d}_reconstruction.png", recon, self.run_dir)

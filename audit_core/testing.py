@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any

@@ -130,3 +130,27 @@ def test_report_on_a_corrupt_results_file_exits_2(toy_config, audit_cli, tmp_pat
     (out / "results.json").write_text('{"attacks": {"x"')
     code, output = audit_cli("report", out)
     assert code == 2 and "results.json" in output and "not valid JSON" in output and no_traceback(output), output
+
+
+def test_images_are_decoded_once_and_conversions_noted_once(image_folder, toy_plugin, write_config, audit_cli, tmp_path, monkeypatch):
+    import audit_core.runner as runner_mod
+
+    calls = []
+    real = runner_mod.open_image
+    monkeypatch.setattr(runner_mod, "open_image", lambda r: calls.append(r.id) or real(r))
+    members = image_folder("m", n=5, size=12, channels=3, seed=1)  # the toy target wants 1x8x8
+    nonmembers = image_folder("nm", n=5, size=12, channels=3, seed=2)
+    attack = {"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 1}}
+    cfg = write_config({
+        "run": {"seed": 0, "device": "cpu", "batch_size": 3},
+        "target": {"plugin": "toy"},
+        "data": {"members": str(members), "nonmembers": str(nonmembers)},
+        "attacks": [{**attack, "name": "a"}, {**attack, "name": "b"}],
+        "cache": {"enabled": False},
+        "metrics": {"bootstrap": 10},
+    })
+    code, out = audit_cli("run", cfg, "--output", tmp_path / "run")
+    assert code == 0, out
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 10  # 2 attacks + galleries, one decode each
+    notes = json.loads((tmp_path / "run" / "results.json").read_text())["run"]["notes"]
+    assert any(n.startswith("10 image(s) were converted to 1 channel(s) and/or resized to 8x8") for n in notes), notes
