@@ -246,6 +246,23 @@ def make_batch(b: int = 3, seed: int = 0, captions=None, dtype=torch.float64, ru
                  run_seed=run_seed, seed_key=seed_key)
 
 
+def assert_batch_size_independent(audit_cli, config, out_dir: Path, sizes=(1, 8), rtol: float = 1e-5) -> list[dict]:
+    """Run ``config`` twice at batch size ``sizes[0]`` (the scores must be byte-identical: seeded
+    per image) and once at ``sizes[1]`` (equal to float rounding: batching changes nothing but
+    the order of float operations). Returns the rows of the first scores.csv."""
+    import csv
+
+    dirs = [Path(out_dir) / f"bs{size}-{i}" for i, size in enumerate((sizes[0], sizes[0], sizes[1]))]
+    for d, size in zip(dirs, (sizes[0], sizes[0], sizes[1])):
+        code, output = audit_cli("run", config, "--output", d, "--set", f"run.batch_size={size}")
+        assert code == 0, output
+    assert (dirs[0] / "scores.csv").read_text() == (dirs[1] / "scores.csv").read_text()
+    a, c = (list(csv.DictReader((d / "scores.csv").open())) for d in (dirs[0], dirs[2]))
+    assert [(r["attack"], r["image_id"]) for r in a] == [(r["attack"], r["image_id"]) for r in c]
+    np.testing.assert_allclose([float(r["score"]) for r in a], [float(r["score"]) for r in c], rtol=rtol)
+    return a
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """torch on one intra-op thread for the test (restored afterwards)."""
@@ -259,4 +276,5 @@ def one_torch_thread() -> Iterator[None]:
 __all__ = [
     "ToyTarget", "VariationOnlyTarget", "ToyPlugin", "ToyParams", "write_images", "registered", "invoke",
     "no_traceback", "FakeLatentTarget", "fake_latent_eps", "abar_linear", "abar_scaled", "make_batch",
+    "assert_batch_size_independent",
 ]

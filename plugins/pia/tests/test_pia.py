@@ -20,6 +20,7 @@ from audit_core.testing import (
     ToyTarget,
     abar_linear,
     abar_scaled,
+    assert_batch_size_independent,
     make_batch,
     no_traceback,
 )
@@ -170,12 +171,4 @@ def test_bad_param_is_exit_2_naming_it(run_config, audit_cli, tmp_path):
 
 
 def test_deterministic_and_batch_size_independent(run_config, audit_cli, tmp_path):
-    cfg = run_config()
-    assert audit_cli("run", cfg, "--output", tmp_path / "a", "--set", "run.batch_size=1")[0] == 0
-    assert audit_cli("run", cfg, "--output", tmp_path / "b", "--set", "run.batch_size=1")[0] == 0
-    assert (tmp_path / "a" / "scores.csv").read_text() == (tmp_path / "b" / "scores.csv").read_text()
-    assert audit_cli("run", cfg, "--output", tmp_path / "c", "--set", "run.batch_size=8")[0] == 0
-    rows = lambda d: [line.rsplit(",", 1) for line in (tmp_path / d / "scores.csv").read_text().splitlines()[1:]]  # noqa: E731
-    a, c = rows("a"), rows("c")
-    assert [r[0] for r in a] == [r[0] for r in c]
-    np.testing.assert_allclose([float(r[1]) for r in a], [float(r[1]) for r in c], rtol=1e-5)
+    assert_batch_size_independent(audit_cli, run_config(), tmp_path)

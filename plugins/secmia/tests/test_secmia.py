@@ -3,7 +3,6 @@ grey-box access is enforced, results are deterministic, and SecMI_NNs runs."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -21,6 +20,7 @@ from audit_core.testing import (
     ToyTarget,
     abar_linear,
     abar_scaled,
+    assert_batch_size_independent,
     no_traceback,
 )
 from audit_core.testing import fake_latent_eps as fake_eps
@@ -165,16 +165,7 @@ def test_bad_param_is_exit_2_naming_it(run_config, audit_cli, tmp_path):
 
 
 def test_deterministic_and_batch_size_independent(run_config, audit_cli, tmp_path):
-    cfg = run_config()
-    assert audit_cli("run", cfg, "--output", tmp_path / "a", "--set", "run.batch_size=1")[0] == 0
-    assert audit_cli("run", cfg, "--output", tmp_path / "b", "--set", "run.batch_size=8")[0] == 0
-    a = list(csv.DictReader((tmp_path / "a" / "scores.csv").open()))
-    b = list(csv.DictReader((tmp_path / "b" / "scores.csv").open()))
-    assert [r["image_id"] for r in a] == [r["image_id"] for r in b]
-    np.testing.assert_allclose([float(r["score"]) for r in a], [float(r["score"]) for r in b], rtol=1e-5)
-    assert audit_cli("run", cfg, "--output", tmp_path / "c", "--set", "run.batch_size=1")[0] == 0
-    assert (tmp_path / "a" / "scores.csv").read_text() == (tmp_path / "c" / "scores.csv").read_text()
-
+    assert_batch_size_independent(audit_cli, run_config(), tmp_path)
 
 def test_secmi_nns_through_the_learned_scorer(run_config, audit_cli, tmp_path):
     cfg = run_config(attacks=[{"plugin": "secmia", "name": "secmi-nns", "scorer": "classifier"}])
