@@ -70,7 +70,7 @@ def finetuned_sd(tiny_sd, tmp_path_factory):
     opt = torch.optim.AdamW(unet.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
     abar = target.alphas_cumprod.float()
-    steps = 400
+    steps = 200
     with torch.enable_grad():
         for _ in range(steps):
             # the demo model's recipe: 80 % of the draws in the low-noise range the attacks probe
