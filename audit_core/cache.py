@@ -55,6 +55,13 @@ class QueryCache:
         self.misses = 0
         self.evicted = 0
 
+    @classmethod
+    def for_config(cls, loaded, create: bool = True) -> QueryCache:
+        """The cache a loaded audit.yaml names (``cache.dir`` relative to the config's folder,
+        else the default) with its ``cache.max_bytes``."""
+        c = loaded.cfg.cache
+        return cls(loaded.path(c.dir) if c.dir else None, c.max_bytes, create=create)
+
     def _path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npy"
 
@@ -103,24 +110,22 @@ class QueryCache:
     def files(self) -> list[Path]:
         return list(self.dir.glob("*/*.npy"))
 
-    def _scan_bytes(self) -> int:
+    @staticmethod
+    def _bytes_of(files: list[Path]) -> int:
         total = 0
-        for f in self.files():
+        for f in files:
             try:
                 total += f.stat().st_size
             except OSError:
-                pass
+                pass  # removed meanwhile by another process
         return total
+
+    def _scan_bytes(self) -> int:
+        return self._bytes_of(self.files())
 
     def info(self) -> dict:
         files = self.files() if self.dir.is_dir() else []
-        size = 0
-        for f in files:
-            try:
-                size += f.stat().st_size
-            except OSError:
-                pass
-        return {"dir": str(self.dir), "entries": len(files), "bytes": size, "max_bytes": self.max_bytes}
+        return {"dir": str(self.dir), "entries": len(files), "bytes": self._bytes_of(files), "max_bytes": self.max_bytes}
 
     def trim(self, max_bytes: int | None = None) -> int:
         """Evict least recently used entries until the cache holds at most 90% of the cap (so

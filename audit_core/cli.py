@@ -67,27 +67,8 @@ def run(
     from .config import load_config
     from .runner import Runner
 
-    loaded = load_config(config, set_)
-    runner = Runner(loaded, output=output, resume=resume, force=force, console=err_console)
-    runner._config_path = config  # for the resume hint
-    try:
-        run_dir = runner.run()
-    except (Interrupted, KeyboardInterrupt):
-        run_dir = getattr(runner, "run_dir", None)
-        if run_dir is None or not (run_dir / "state.sqlite").exists():
-            err_console.print("[yellow]Interrupted[/] before anything was scored.")
-        else:
-            err_console.print(
-                f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(run_dir))}. Resume with:\n"
-                f"  {escape(_resume_command(config, set_, run_dir))}",
-                highlight=False, soft_wrap=True,
-            )
-        raise typer.Exit(130) from None
-    _summary(runner.results)
-    report = run_dir / "report.html"
-    console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
-    if report.exists():
-        console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
+    runner = Runner(load_config(config, set_), output=output, resume=resume, force=force, console=err_console)
+    _execute(runner, ["audit", "run", str(config)], set_)
 
 
 @app.command()
@@ -108,15 +89,25 @@ def sweep(
     from .sweeps import apply_sweep_options, default_output
 
     loaded = apply_sweep_options(load_config(config, set_), param)
-    output = output or default_output(loaded)
-    runner = Runner(loaded, output=output, resume=resume, console=err_console)
+    runner = Runner(loaded, output=output or default_output(loaded), resume=resume, console=err_console)
+    _execute(runner, ["audit", "sweep", str(config), *(a for p in param for a in ("--param", p))], set_)
+
+
+def _execute(runner, command: list[str], set_: list[str]) -> None:
+    """Run, print the summary and where the run directory and report are; on Ctrl-C say what was
+    kept and print the command (``command`` + the --set overrides) that resumes it."""
     try:
         run_dir = runner.run()
-    except Interrupted:
-        err_console.print(
-            f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(runner.run_dir))}. Resume with:\n  "
-            + escape(f"audit sweep {config} " + " ".join(f"--param {p}" for p in param) + f" --output {output} --resume")
-        )
+    except (Interrupted, KeyboardInterrupt):
+        run_dir = getattr(runner, "run_dir", None)
+        if run_dir is None or not (run_dir / "state.sqlite").exists():
+            err_console.print("[yellow]Interrupted[/] before anything was scored.")
+        else:
+            err_console.print(
+                f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(run_dir))}. Resume with:\n"
+                f"  {escape(_resume_command(command, set_, run_dir))}",
+                highlight=False, soft_wrap=True,
+            )
         raise typer.Exit(130) from None
     _summary(runner.results)
     console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
@@ -125,13 +116,13 @@ def sweep(
         console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
 
 
-def _resume_command(config: Path, set_: list[str], run_dir: Path) -> str:
+def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
     """The command line that resumes a run (values of secret-looking --set keys masked)."""
     import shlex
 
     from .secrets import is_secret_key
 
-    parts = ["audit", "run", str(config)]
+    parts = list(command)
     for item in set_:
         key = item.split("=", 1)[0].strip()
         leaf = key.rsplit(".", 1)[-1]
@@ -225,8 +216,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run director
 
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
-    RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
-    paths = render_reports(run_dir, reporters_from_config(run_dir))
+    view = RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
+    paths = render_reports(view, reporters_from_config(run_dir))
     if not paths:
         console.print(f"{run_dir}: the run's config names no reporters")
     for p in paths:
@@ -270,12 +261,7 @@ def _cache_at(directory: Optional[Path], config: Optional[Path]):
     if directory is None and config is not None:
         from .config import load_config
 
-        loaded = load_config(config)
-        if loaded.cfg.cache.dir:
-            directory = Path(loaded.cfg.cache.dir).expanduser()
-            if not directory.is_absolute():
-                directory = loaded.base_dir / directory
-        return QueryCache(directory, loaded.cfg.cache.max_bytes, create=False)
+        return QueryCache.for_config(load_config(config), create=False)
     return QueryCache(directory, create=False)
 
 

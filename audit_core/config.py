@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .secrets import redact  # noqa: F401  (the one redaction rule, also used from here)
 
 
 
@@ -222,6 +223,15 @@ class LoadedConfig:
     def where(self, *path: Any) -> str:
         return _where(tuple(path), self.lines, self.source)
 
+    def path(self, p: str | Path) -> Path:
+        """A path from the config: ``~`` expanded, relative to the config file's folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def run_dir(self) -> Path:
+        """The configured run directory: ``run.output``, else ``reports/<run.name>``."""
+        return self.path(self.cfg.run.output) if self.cfg.run.output else Path("reports") / self.cfg.run.name
+
     def validate_params(self, model: type[BaseModel], values: dict, path: tuple) -> BaseModel:
         """Validate a plugin's params with the plugin's own schema; errors name key and line."""
         try:
@@ -306,14 +316,6 @@ def load_config_text(text: str, source: str, base_dir: Path, overrides: list[str
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, lines, source)) from None
     return LoadedConfig(cfg, raw, lines, source, base_dir)
-
-
-def redact(obj: Any) -> Any:
-    """Replace values of secret-looking keys (except names of env vars, ``*_env``) by '***'.
-    One rule for the whole project: :func:`audit_core.secrets.redact`."""
-    from .secrets import redact as _redact
-
-    return _redact(obj)
 
 
 REPORT_ONLY_KEYS = ("reports",)

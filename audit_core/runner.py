@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import environment, metrics, plugins, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
-from .config import AttackCfg, LoadedConfig, fingerprint, redact
+from .config import AttackCfg, LoadedConfig, fingerprint
 from .data import LoadedData, load_records, open_image, tensor_to_uint8
 from .errors import AuditError, ConfigError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
@@ -77,7 +77,7 @@ class Runner:
         tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
         self.cache = None
         if cfg.cache.enabled:
-            self.cache = QueryCache(self._path(cfg.cache.dir) if cfg.cache.dir else None, cfg.cache.max_bytes)
+            self.cache = QueryCache.for_config(loaded)
         self.target_context = {
             "device": cfg.run.device,
             "config_dir": str(loaded.base_dir),
@@ -133,16 +133,8 @@ class Runner:
             )
         return reg[name]
 
-    def _path(self, p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else self.loaded.base_dir / path
-
     def _run_dir(self) -> Path:
-        if self.output is not None:
-            return Path(self.output)
-        if self.cfg.run.output:
-            return self._path(self.cfg.run.output)
-        return Path("reports") / self.cfg.run.name
+        return Path(self.output) if self.output is not None else self.loaded.run_dir()
 
     def _check_resume(self) -> None:
         """Decide what happens to an existing run state (no writes): continue it (``--resume``
@@ -255,7 +247,7 @@ class Runner:
             )
 
     def resolved_yaml(self) -> str:
-        data = redact(self.cfg.model_dump(mode="json", exclude_none=True))
+        data = secrets.redact(self.cfg.model_dump(mode="json", exclude_none=True))
         return yaml.safe_dump(data, sort_keys=False)
 
     def _score_all(self, store: RunStore) -> None:
@@ -513,15 +505,13 @@ class Runner:
         return out
 
     def render_reports(self) -> list[Path]:
-        return render_reports(self.run_dir, self.reporters, self.console)
+        return render_reports(RunView(self.run_dir), self.reporters, self.console) if self.reporters else []
 
 
-def render_reports(run_dir: Path, reporters: list[Reporter], console: Console | None = None) -> list[Path]:
+def render_reports(view: RunView, reporters: list[Reporter], console: Console | None = None) -> list[Path]:
     """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
     only: the scores and results are already saved, so it is a warning, not a failed run."""
-    if not reporters:
-        return []
-    view = RunView(run_dir)
+    run_dir = view.dir
     paths: list[Path] = []
     for rep in reporters:
         try:

@@ -174,13 +174,16 @@ def _desc_key(values: dict[str, Any]) -> tuple:
     return tuple(key)
 
 
+def points_by_name(sweeps: dict[str, Sweep]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every grid point's entry name -> (its sweep's base name, its swept values)."""
+    return {name: (s.base, values) for s in sweeps.values() for name, values in s.points}
+
+
 def execution_order(attacks: Sequence[Any], sweeps: dict[str, Sweep]) -> list[Any]:
     """The prepared attacks in the order to run them: each sweep's points largest values first,
     so that points needing a prefix of the draws find them in the cache. Results keep config order."""
-    point_of: dict[str, tuple[str, tuple]] = {}  # point name -> (sweep base, descending key)
-    for s in sweeps.values():
-        for name, values in s.points:
-            point_of[name] = (s.base, _desc_key(values))
+    # point name -> (sweep base, descending key)
+    point_of = {name: (base, _desc_key(values)) for name, (base, values) in points_by_name(sweeps).items()}
     indexed = list(enumerate(attacks))
     first: dict[str, int] = {}  # a sweep's (or a plain entry's) first position
     for pos, pa in indexed:
@@ -258,6 +261,11 @@ def _metric(m: dict) -> dict:
     return {"value": m["value"], "ci95": m["ci95"]}
 
 
+def format_metric(m: dict) -> str:
+    """``0.900 [0.83, 0.95]``: a metric with its 95 % interval."""
+    return f"{m['value']:.3f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
+
+
 def pareto_front(points: list[dict], cost: str = "queries_per_image") -> list[str]:
     """Names of the points no other point beats on both AUC (higher) and cost (lower), cheapest first."""
     front = []
@@ -323,11 +331,11 @@ def extend_results(runner: Any, results: dict[str, Any]) -> None:
     if not getattr(runner, "sweeps", None):
         return
     results["sweeps"] = summarize(runner.sweeps, results["attacks"])
+    points = points_by_name(runner.sweeps)
     for name, entry in results["attacks"].items():
-        for base, s in runner.sweeps.items():
-            for pname, values in s.points:
-                if pname == name:
-                    entry["sweep"] = {"base": base, "values": values}
+        if name in points:
+            base, values = points[name]
+            entry["sweep"] = {"base": base, "values": values}
     note = getattr(runner, "sweep_note", None)
     if note:
         results["run"].setdefault("notes", []).append(note)
@@ -395,14 +403,7 @@ def apply_sweep_options(loaded: LoadedConfig, items: Sequence[str]) -> LoadedCon
 
 def default_output(loaded: LoadedConfig):
     """``audit sweep``'s default run directory: the run's usual one with ``-sweep`` appended."""
-    from pathlib import Path
-
-    cfg = loaded.cfg
-    if cfg.run.output:
-        p = Path(cfg.run.output).expanduser()
-        base = p if p.is_absolute() else loaded.base_dir / p
-    else:
-        base = Path("reports") / cfg.run.name
+    base = loaded.run_dir()
     return base.with_name(base.name + "-sweep")
 
 
@@ -420,10 +421,9 @@ def print_summary(console: Any, sweeps: dict[str, Any]) -> None:
             table.add_column(col, justify="right")
         front = set(s["pareto"])
         for p in s["points"]:
-            fmt = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"  # noqa: E731
             table.add_row(
                 *(escape(format_value(p["values"][k])) for k in s["params"]),
-                fmt(p["auc"]), fmt(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
+                format_metric(p["auc"]), format_metric(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
                 "*" if p["attack"] in front else "",
             )
         console.print(table)
@@ -432,10 +432,6 @@ def print_summary(console: Any, sweeps: dict[str, Any]) -> None:
 def markdown_table(sweeps_block: dict[str, Any]) -> str:
     """The ``sweeps`` block of results.json as Markdown: one table per sweep (for notes and docs).
     ``python -m audit_core.sweeps RUN_DIR`` prints it for a finished run."""
-
-    def fmt(m: dict) -> str:
-        return f"{m['value']:.3f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
-
     out = []
     for base, s in sweeps_block.items():
         q = s["queries"]
@@ -446,7 +442,7 @@ def markdown_table(sweeps_block: dict[str, Any]) -> str:
         front = set(s["pareto"])
         for p in s["points"]:
             row = [format_value(p["values"][k]) for k in s["params"]]
-            row += [fmt(p["auc"]), fmt(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
+            row += [format_metric(p["auc"]), format_metric(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
                     f"{p.get('nfe_per_image', 0):g}", "yes" if p["attack"] in front else ""]
             out.append("| " + " | ".join(row) + " |")
         out.append("")

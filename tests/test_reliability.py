@@ -354,7 +354,7 @@ def test_second_ctrl_c_aborts_the_batch_keeps_the_rest(toy, audit_cli, tmp_path,
 def test_resume_command_masks_secret_overrides():
     from audit_core.cli import _resume_command
 
-    cmd = _resume_command(Path("a b.yaml"), ["target.api_key=abc", "target.token_env=T", "run.seed=1"], Path("out"))
+    cmd = _resume_command(["audit", "run", "a b.yaml"], ["target.api_key=abc", "target.token_env=T", "run.seed=1"], Path("out"))
     assert cmd == "audit run 'a b.yaml' --set 'target.api_key=***' --set target.token_env=T --set run.seed=1 --output out --resume"
 
 
