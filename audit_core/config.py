@@ -16,7 +16,6 @@ from .errors import ConfigError
 from .secrets import redact  # noqa: F401  (the one redaction rule, also used from here)
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -210,6 +209,13 @@ def format_validation_error(exc: ValidationError, lines: dict[tuple, int], sourc
     return "invalid config: " + "; ".join(msgs)
 
 
+def resolve_path(p: str | Path, base_dir: str | Path | None) -> Path:
+    """A path written in audit.yaml: ``~`` expanded; relative paths are relative to ``base_dir``
+    (the audit.yaml's folder) when it is known, else to the working directory."""
+    path = Path(p).expanduser()
+    return path if path.is_absolute() or not base_dir else Path(base_dir) / path
+
+
 class LoadedConfig:
     """The validated config plus what error messages need (source name, line map)."""
 
@@ -225,8 +231,7 @@ class LoadedConfig:
 
     def path(self, p: str | Path) -> Path:
         """A path from the config: ``~`` expanded, relative to the config file's folder."""
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        return resolve_path(p, self.base_dir)
 
     def run_dir(self) -> Path:
         """The configured run directory: ``run.output``, else ``reports/<run.name>``."""
@@ -240,17 +245,22 @@ class LoadedConfig:
             raise ConfigError(format_validation_error(exc, self.lines, self.source, path)) from None
 
 
+def parse_value(value: str) -> Any:
+    """A command-line value read as YAML (numbers, booleans, lists); text YAML cannot read stays
+    text, and an empty value is the empty string."""
+    try:
+        return yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return value
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected dotted.key=value")
     key, value = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"--set {item!r}: empty key")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip().split("."), parsed
+    return key.strip().split("."), parse_value(value)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -13,18 +13,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from . import ddim, seeding
+from .config import resolve_path
 from .errors import ConfigError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only
 NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
 
 ACCESS_NAMES = {VARIATION: "variation API (black-box)", NOISE: "noise prediction (grey-box)"}
+#: weight files that are pickles (loading one can run code): refused unless ``allow_pickle``
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 class TargetParams(BaseModel):
@@ -35,12 +40,36 @@ class TargetParams(BaseModel):
 
 @dataclass
 class TargetContext:
-    """What the runner hands a target: the device request, dtype, and the query cache (or None)."""
+    """What the runner hands a target: the device request, the query cache (or None) and the
+    audit.yaml's folder. (Precision is each target's own ``dtype`` param.)"""
 
     device: str = "auto"
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (half types only on GPU)
     cache: Any = None
     config_dir: Any = None  # folder of the audit.yaml, for relative model paths
+
+    def path(self, p: str | Path) -> Path:
+        """A model path from the config, relative to the audit.yaml's folder when known."""
+        return resolve_path(p, self.config_dir)
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(files: Sequence[Path]) -> str:
+    """SHA-256 over weight files' names and contents (each file hashed once per process, per path,
+    size and mtime): a target identity that changes whenever the weights do."""
+    h = hashlib.sha256()
+    for f in files:
+        st = Path(f).stat()
+        h.update(Path(f).name.encode())
+        h.update(_file_sha256(str(f), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -142,7 +171,8 @@ class Target:
             out = self._variation(x, t, k, list(seeds), captions)
             self.stats.queries += x.shape[0]
             return out.to(x.device, torch.float32)  # same dtype as a cached answer
-        keys = [self.cache_key(x[i], t, k, seeds[i], captions[i]) for i in range(x.shape[0])]
+        identity = self.identity()
+        keys = [self.cache_key(x[i], t, k, seeds[i], captions[i], identity) for i in range(x.shape[0])]
         found = [self.cache.get(key) for key in keys]
         missing = [i for i, f in enumerate(found) if f is None]
         hits = x.shape[0] - len(missing)
@@ -163,9 +193,12 @@ class Target:
         """U-Net evaluations of one variation row (t/k for DDIM; 0 when unknown, e.g. remote)."""
         return t // k if VARIATION in self.capabilities and NOISE in self.capabilities else 0
 
-    def cache_key(self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None) -> str:
+    def cache_key(
+        self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None, identity: str | None = None
+    ) -> str:
+        """The query-cache key of one row (``identity``: :meth:`identity`, when already at hand)."""
         h = hashlib.sha256()
-        h.update(self.identity().encode())
+        h.update((self.identity() if identity is None else identity).encode())
         h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         h.update(f"|{t}|{k}|{seed}|{caption or ''}".encode())
         return h.hexdigest()
@@ -173,8 +206,9 @@ class Target:
     def _variation(
         self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
     ) -> torch.Tensor:
-        """Default for grey-box targets: noise with the per-row seeds in model space, DDIM back."""
-        z0 = self.encode(x, captions)
+        """Default for grey-box targets: noise with the per-row seeds in model space, DDIM back
+        (on the target's device)."""
+        z0 = self.encode(x.to(self.device), captions)
         noise = seeding.randn(z0.shape[1:], seeds, device=z0.device, dtype=z0.dtype)
         eps = lambda z, step: self.eps(z, step, captions)  # noqa: E731
         assert self.alphas_cumprod is not None
@@ -206,5 +240,6 @@ class Target:
         return to_tensor(image, self.channels, self.image_size)
 
     def max_batch(self) -> int:
-        """How many rows one forward pass may hold (the runner splits larger work)."""
-        return 256
+        """How many rows one forward pass may hold (the runner splits larger work): the target's
+        ``max_batch`` param when it has one, else 256."""
+        return getattr(self.params, "max_batch", 256)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from audit_core import hookimpl
+from audit_core.config import resolve_path
 from audit_core.errors import DataError
 from audit_core.records import ImageRecord
 
@@ -36,8 +37,7 @@ FILE_SETS = {
 def _path(value: str | None, base_dir: str | None, key: str) -> Path:
     if not value:
         raise DataError(f"data.{key} is required with data.dataset")
-    p = Path(value).expanduser()
-    return p if p.is_absolute() or not base_dir else Path(base_dir) / p
+    return resolve_path(value, base_dir)
 
 
 @lru_cache(maxsize=4)

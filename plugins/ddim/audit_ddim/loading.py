@@ -16,24 +16,22 @@ refused unless the user opts in with ``allow_pickle: true``. Every problem is a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from audit_core.errors import ModelError
+from audit_core.targets import PICKLE_SUFFIXES, TargetContext
 
 DEMO_DIR = Path(__file__).parent / "demo"
 #: ``builtin:NAME`` model references shipped with this package
 BUILTIN_MODELS = {"digits-ddpm": DEMO_DIR / "digits-ddpm"}
 
 SAFE_SUFFIX = ".safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 @dataclass
@@ -47,9 +45,9 @@ class PipelineFolder:
     scheduler_config: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_model_path(model: str, config_dir: str | Path | None = None) -> Path:
+def resolve_model_path(model: str, context: TargetContext | None = None) -> Path:
     """``builtin:NAME`` -> the shipped folder; a relative path -> relative to the audit.yaml's
-    folder (``config_dir``) when known, else to the working directory."""
+    folder (``context.config_dir``) when known, else to the working directory."""
     if model.startswith("builtin:"):
         name = model[len("builtin:") :]
         if name not in BUILTIN_MODELS:
@@ -62,10 +60,7 @@ def resolve_model_path(model: str, config_dir: str | Path | None = None) -> Path
                 f"({path}). Reinstall audit-ddim, or train it with `audit ddim train --out {path}`."
             )
         return path
-    path = Path(model).expanduser()
-    if not path.is_absolute() and config_dir is not None:
-        path = Path(config_dir) / path
-    return path
+    return (context or TargetContext()).path(model)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -127,25 +122,6 @@ def inspect_folder(path: Path, allow_pickle: bool = False) -> PipelineFolder:
         unet_config=_read_json(path / "unet" / "config.json"),
         scheduler_config=_read_json(path / "scheduler" / "scheduler_config.json"),
     )
-
-
-@lru_cache(maxsize=32)
-def _hash_file(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_hash(files: list[Path]) -> str:
-    """SHA-256 over the weight files' hashes (cached per path, size and mtime)."""
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f.name.encode())
-        h.update(_hash_file(str(f), st.st_size, st.st_mtime_ns).encode())
-    return h.hexdigest()
 
 
 def load_unet(folder: PipelineFolder, dtype: torch.dtype = torch.float32):

@@ -21,7 +21,16 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import DataError, ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, resolve_device, resolve_dtype
+from audit_core.targets import (
+    NOISE,
+    VARIATION,
+    Target,
+    TargetContext,
+    TargetParams,
+    resolve_device,
+    resolve_dtype,
+    weights_sha256,
+)
 
 from . import loading
 
@@ -47,10 +56,10 @@ class DDIMTarget(Target):
 
     def __init__(self, params: DDIMParams, context: TargetContext | None = None):
         super().__init__(params, context)
-        self.path = loading.resolve_model_path(params.model, self.context.config_dir)
+        self.path = loading.resolve_model_path(params.model, self.context)
         self.folder = loading.inspect_folder(self.path, allow_pickle=params.allow_pickle)
         self.device = resolve_device(self.context.device)
-        requested = params.dtype if params.dtype != "auto" else (self.context.dtype or "auto")
+        requested = params.dtype
         self.dtype = resolve_dtype(requested, self.device)
         if requested in ("fp16", "bf16") and self.device.type == "cpu":
             self.stats.notes.append(f"dtype {requested} was requested but the CPU runs fp32")
@@ -76,7 +85,7 @@ class DDIMTarget(Target):
                 f"target.model: the scheduler in {self.path} has {len(self.alphas_cumprod)} alphas for "
                 f"num_train_timesteps={self.num_train_timesteps}"
             )
-        self.weights_sha256 = loading.weights_hash(self.folder.weights)
+        self.weights_sha256 = weights_sha256(self.folder.weights)
 
     # ----- description ----------------------------------------------------------------------
     def identity(self) -> str:
@@ -103,9 +112,6 @@ class DDIMTarget(Target):
         self.unet = self.unet.to("cpu")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def max_batch(self) -> int:
-        return self.params.max_batch
 
     # ----- access -------------------------------------------------------------------------------
     def _check_shape(self, x: torch.Tensor) -> None:
@@ -137,11 +143,9 @@ class DDIMTarget(Target):
     def _variation(
         self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
     ) -> torch.Tensor:
-        """The base default (seeded noise + ``ddim.variation``) on all rows at once."""
+        """The base default (seeded noise + ``ddim.variation`` on the device) on all rows at once."""
         self._check_shape(x)
-        with torch.no_grad():
-            out = super()._variation(x.to(self.device, torch.float32), t, k, seeds, captions)
-        return out.to(x.device)
+        return super()._variation(x.to(torch.float32), t, k, seeds, captions)
 
     def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
         """Pixel space is model space; a variation is an image, so clip it to [-1, 1]."""

@@ -130,12 +130,14 @@ def save_grid(images: torch.Tensor, path: Path, scale: int = 4) -> None:
     import numpy as np
     from PIL import Image
 
+    from audit_core.data import tensor_to_uint8
+
     n, _, h, w = images.shape
     cols = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
     pad = 1
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 255, dtype=np.uint8)
-    arr = ((images[:, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    arr = np.stack([tensor_to_uint8(im[:1]) for im in images])  # first channel, as a grey level
     for i in range(n):
         r, c = divmod(i, cols)
         canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = arr[i]

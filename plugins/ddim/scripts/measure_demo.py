@@ -1,10 +1,10 @@
 """Measure how well the four attacks separate members on a digits model (default: the demo).
 
-    python plugins/ddim/scripts/measure_demo.py [MODEL] [--limit N] [--attacks rediffuse,loss,pia,secmi]
+    python plugins/ddim/scripts/measure_demo.py [MODEL] [--limit N] [--attacks rediffuse,naive-loss,pia,secmia]
 
-Uses only the ddim target, ``audit_core.ddim`` and ``audit_core.seeding`` (the same math and the
-same per-image seeds as the attack plugins), on the full digits split by default, and prints the
-ROC AUC of each attack (members = positives, higher score = member).
+Scores the full digits split (by default) with the installed attack plugins themselves, at their
+default params and with the per-image seeds a run would use, and prints the ROC AUC of each
+attack (members = positives, higher score = member). No run directory is written.
 """
 
 from __future__ import annotations
@@ -16,46 +16,29 @@ import time
 import torch
 from sklearn.metrics import roc_auc_score
 
-from audit_core import ddim, seeding
+from audit_core import plugins
+from audit_core.attacks import AttackContext, Batch
 from audit_core.targets import TargetContext
 from audit_ddim import digits
 from audit_ddim.target import DDIMParams, DDIMTarget
 
 
-def flat_sum(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).sum(1)
-
-
-def scores(target: DDIMTarget, x: torch.Tensor, ids: list[str], attack: str, run_seed: int = 0) -> torch.Tensor:
-    abar = target.alphas_cumprod
-    eps = target.eps_fn()
-    if attack == "rediffuse":  # t=200, k=100, n=10, L2 of the mean of 10 variations
-        n = 10
-        seeds = [seeding.derive_seed(run_seed, "rediffuse", i, d) for i in ids for d in range(n)]
-        v = target.variation(x.repeat_interleave(n, 0), 200, 100, seeds)
-        x_bar = v.reshape(len(ids), n, *x.shape[1:]).mean(1)
-        return -flat_sum((x - x_bar) ** 2)
-    if attack == "loss":  # t=200
-        z = seeding.randn(x.shape[1:], [seeding.derive_seed(run_seed, "naive-loss", i) for i in ids])
-        x_t = ddim.q_sample(x, z, ddim.abar_at(abar, 200))
-        return -flat_sum((eps(x_t, 200) - z) ** 2)
-    if attack == "pia":  # t=200, p=4
-        e0 = eps(x, 0)
-        x_t = ddim.q_sample(x, e0, ddim.abar_at(abar, 200))
-        return -flat_sum((eps(x_t, 200) - e0).abs() ** 4)
-    if attack == "secmi":  # t_sec=100, k=10
-        x_tilde = ddim.invert(eps, x, 90, 10, abar)
-        x_t = ddim.step(eps, x_tilde, 90, 100, abar)
-        x_hat = ddim.step(eps, x_t, 100, 90, abar)
-        return -flat_sum((x_hat - x_tilde) ** 2)
-    raise ValueError(attack)
+def make_attack(name: str, target: DDIMTarget, run_seed: int = 0):
+    """The registered attack ``name`` at its defaults for ``target``, as a run would build it."""
+    cls = plugins.lookup("attacks", name)
+    attack = cls(
+        cls.Params.model_validate(cls.defaults_for(target)), target,
+        AttackContext(name=name, seed_key=name, run_seed=run_seed, distances=plugins.registry("distances")),
+    )
+    attack.check()
+    return attack
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?", default="builtin:digits-ddpm")
     ap.add_argument("--limit", type=int, default=None, help="at most this many of each group")
-    ap.add_argument("--attacks", default="rediffuse,loss,pia,secmi")
+    ap.add_argument("--attacks", default="rediffuse,naive-loss,pia,secmia")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
@@ -70,8 +53,13 @@ def main() -> None:
     labels = [1] * len(groups["members"][1]) + [0] * len(groups["nonmembers"][1])
     out = {}
     for attack in args.attacks.split(","):
+        a = make_attack(attack, target)
         start, nfe0 = time.perf_counter(), target.stats.nfe
-        s = torch.cat([scores(target, x[i : i + args.batch], ids[i : i + args.batch], attack) for i in range(0, len(ids), args.batch)])
+        s = torch.cat([
+            a.score(Batch(images=x[i : i + args.batch], ids=ids[i : i + args.batch], captions=[None] * len(ids[i : i + args.batch]),
+                          run_seed=0, seed_key=attack)).scores
+            for i in range(0, len(ids), args.batch)
+        ])
         out[attack] = {
             "auc": round(float(roc_auc_score(labels, s.numpy())), 4),
             "nfe_per_image": (target.stats.nfe - nfe0) / len(ids),

@@ -17,6 +17,7 @@ safetensors only unless ``allow_pickle: true``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,16 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, resolve_device, resolve_dtype
+from audit_core.targets import (
+    NOISE,
+    PICKLE_SUFFIXES,
+    VARIATION,
+    Target,
+    TargetContext,
+    TargetParams,
+    resolve_device,
+    resolve_dtype,
+)
 
 REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -44,7 +54,7 @@ def _weights_present(folder: Path, allow_pickle: bool) -> None:
     for sub in ("unet", "vae", "text_encoder"):
         files = list((folder / sub).glob("*"))
         safetensors = [f for f in files if f.suffix == ".safetensors"]
-        pickled = [f for f in files if f.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
         if safetensors:
             continue
         if pickled and not allow_pickle:
@@ -65,9 +75,7 @@ class StableDiffusionTarget(Target):
 
     def __init__(self, params: SDParams, context: TargetContext | None = None):
         super().__init__(params, context)
-        folder = Path(params.model).expanduser()
-        if not folder.is_absolute() and self.context.config_dir:
-            folder = Path(self.context.config_dir) / folder
+        folder = self.context.path(params.model)
         if not folder.is_dir():
             raise ModelError(f"target.model: {folder} is not a folder")
         missing = [name for name in REQUIRED if not (folder / name).exists()]
@@ -110,17 +118,23 @@ class StableDiffusionTarget(Target):
         size = self.unet.config.sample_size
         self.image_size = self.params.resolution or int(size if isinstance(size, int) else size[0]) * self.vae_factor
         self.channels = 3
+        # computed once: the query cache asks for it on every variation call
+        self._identity = (
+            f"stable-diffusion:{self._files_digest()}:g={self.params.guidance_scale}:dtype={self.dtype}:res={self.image_size}"
+        )
 
     # ----- description ---------------------------------------------------------------------
-    def identity(self) -> str:
-        import hashlib
-
+    def _files_digest(self) -> str:
+        """Names, sizes and modification times of the model files (cheap: no multi-GB hashing)."""
         h = hashlib.sha256()
         for sub in ("unet", "vae", "text_encoder"):
             for f in sorted((self.folder / sub).glob("*")):
                 st = f.stat()
                 h.update(f"{sub}/{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return f"stable-diffusion:{h.hexdigest()}:g={self.params.guidance_scale}:dtype={self.dtype}:res={self.image_size}"
+        return h.hexdigest()
+
+    def identity(self) -> str:
+        return self._identity
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -131,9 +145,6 @@ class StableDiffusionTarget(Target):
             "guidance_scale": self.params.guidance_scale,
             "dtype": str(self.dtype).replace("torch.", ""),
         }
-
-    def max_batch(self) -> int:
-        return self.params.max_batch
 
     def nfe_per_query(self, t: int, k: int) -> int:
         return (t // k) * (1 if self.params.guidance_scale == 1.0 else 2)
