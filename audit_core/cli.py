@@ -233,10 +233,10 @@ def serve(
     token_env: Annotated[
         Optional[str], typer.Option("--token-env", help="Name of the environment variable holding the bearer token every request must present.")
     ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Most images per request.")] = 64,
-    max_n: Annotated[int, typer.Option("--max-n", help="Most variations per image per request.")] = 64,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, in MiB.")] = 64.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting for the model before 503.")] = 64,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per request.")] = 64,
+    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Most variations per image per request.")] = 64,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=1 / 1024, help="Largest request body, in MiB.")] = 64.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting for the model before 503.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
     param: Annotated[list[str], typer.Option("--param", help="Another target param: KEY=VALUE (repeatable).")] = [],  # noqa: B006
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,

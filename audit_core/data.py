@@ -13,9 +13,11 @@ with ``data.on_error: skip``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import errno
+import io
 import json
 import os
 import stat
@@ -308,3 +310,18 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
     arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3]
 
+
+def png_b64(x: torch.Tensor) -> str:
+    """``[C, H, W]`` in [-1, 1] -> base64 8-bit PNG (grayscale when C == 1): how images travel
+    over HTTP (``audit serve`` and the ``http`` target)."""
+    buf = io.BytesIO()
+    Image.fromarray(tensor_to_uint8(x)).save(buf, format="PNG", compress_level=1)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def b64_bytes(data: str) -> bytes:
+    """The bytes of a base64 string (a ``data:image/png;base64,`` prefix is accepted); raises
+    ``binascii.Error`` for anything that is not strict base64."""
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    return base64.b64decode(data, validate=True)

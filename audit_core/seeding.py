@@ -13,11 +13,15 @@ import torch
 SEED_BITS = 63
 
 
+def hash_seed(text: str) -> int:
+    """A ``SEED_BITS``-bit seed hashed from ``text`` (blake2b)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - SEED_BITS)
+
+
 def derive_seed(run_seed: int, attack_key: str, image_id: str, draw: int = 0) -> int:
     """A 63-bit seed from the run seed, the attack's seed key, the image id and the draw index."""
-    payload = f"{int(run_seed)}\x1f{attack_key}\x1f{image_id}\x1f{int(draw)}".encode()
-    digest = hashlib.blake2b(payload, digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> (64 - SEED_BITS)
+    return hash_seed(f"{int(run_seed)}\x1f{attack_key}\x1f{image_id}\x1f{int(draw)}")
 
 
 def randn(

@@ -25,7 +25,6 @@ retried) is dropped without running the model.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import hmac
@@ -36,8 +35,8 @@ import logging
 import secrets as _pysecrets
 import socket
 import sys
-import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +44,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import __version__
+from . import __version__, seeding
+from .data import png_b64
 from .errors import AuditError, ConfigError, PluginError
 from .targets import VARIATION, Target, TargetContext
 
@@ -55,7 +55,7 @@ except ImportError:  # pragma: no cover
     Request = Any  # type: ignore[misc,assignment]
 
 PROTOCOL = "audit-variation/1"
-SEED_LIMIT = 2**63  # seeds are integers 0 <= s < 2**63
+SEED_LIMIT = 1 << seeding.SEED_BITS  # seeds are integers 0 <= s < 2**63
 log = logging.getLogger("audit.serve")
 
 
@@ -66,14 +66,13 @@ def derive(seed: int, index: int) -> int:
     within an image), so the first m of n variations equal an m-variation request's."""
     if index == 0:
         return int(seed)
-    digest = hashlib.blake2b(f"{int(seed)}/{int(index)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
+    return seeding.hash_seed(f"{int(seed)}/{int(index)}")
 
 
 def seed_matrix(seed: Any, images: int, n: int) -> list[list[int]]:
     """The ``[images][n]`` seeds a request asks for (see docs/http-protocol.md)."""
     if seed is None:
-        seed = _pysecrets.randbits(63)  # fresh randomness, reported back so the call can be replayed
+        seed = _pysecrets.randbits(seeding.SEED_BITS)  # fresh randomness, reported back so the call can be replayed
     if isinstance(seed, int):
         per_image = [derive(seed, i) for i in range(images)]
         return [[derive(s, j) for j in range(n)] for s in per_image]
@@ -97,14 +96,12 @@ def decode_image(data: str, channels: int, size: int, where: str) -> torch.Tenso
     what the model saw). Grayscale and RGB are converted to the target's channels."""
     from PIL import Image, UnidentifiedImageError
 
-    from .data import to_tensor
+    from .data import b64_bytes, to_tensor
 
     if not isinstance(data, str) or not data:
         raise BadRequest(f"{where}: expected a base64 string")
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = b64_bytes(data)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{where}: not valid base64") from None
     try:
@@ -122,17 +119,6 @@ def decode_image(data: str, channels: int, size: int, where: str) -> torch.Tenso
         raise BadRequest(f"{where}: 16-bit images are not supported (send 8-bit PNG)")
     x, _ = to_tensor(img, channels, size)
     return x
-
-
-def encode_image(x: torch.Tensor) -> str:
-    """``[C, H, W]`` in [-1, 1] -> base64 PNG (8 bits per channel; grayscale when C == 1)."""
-    from PIL import Image
-
-    from .data import tensor_to_uint8
-
-    buf = io.BytesIO()
-    Image.fromarray(tensor_to_uint8(x)).save(buf, format="PNG", compress_level=1)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ----------------------------------------------------------------------------- requests
@@ -165,6 +151,11 @@ class Limits:
     max_body_bytes: int = 64 << 20
     max_queue: int = 64  # requests waiting for the model before 503
 
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_n", "max_body_bytes", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"audit serve: {name} must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass
 class Plan:
@@ -193,21 +184,22 @@ class Service:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-serve-model")
         self.pending = 0
         self.model_id = hashlib.sha256(self.target.identity().encode()).hexdigest()
         self.T = int(self.target.num_train_timesteps)
         self.requests = 0
         self.skipped = 0  # requests whose client had gone by the time the model was free
-        self._turn: asyncio.Lock | None = None  # whose turn it is at the model (bound to the server's loop)
-
-    def turn(self) -> asyncio.Lock:
-        if self._turn is None:
-            self._turn = asyncio.Lock()
-        return self._turn
+        # whose turn it is at the model: requests wait here in arrival order, and the one holding it
+        # runs on the single model thread (an asyncio.Lock binds to a loop only when first awaited)
+        self.turn = asyncio.Lock()
+        self._status = self._describe()
 
     def status(self) -> dict[str, Any]:
+        """The ``GET /`` answer (fixed for the server's lifetime)."""
+        return self._status
+
+    def _describe(self) -> dict[str, Any]:
         tg = self.target
         return {
             "protocol": PROTOCOL,
@@ -293,27 +285,26 @@ class Service:
 
     # --------------------------------------------------------------- the model
     def run(self, plan: Plan) -> tuple[torch.Tensor, int, float]:
-        """One ``variation`` call for all rows (in the worker thread, under the lock)."""
+        """One ``variation`` call for all rows (on the single model thread, holding ``turn``)."""
         flat = [s for row in plan.seeds for s in row]
-        with self.lock:
-            st = self.target.stats
-            nfe0, q0 = st.nfe, st.queries
-            t0 = time.perf_counter()
-            x = plan.x.to(self.target.device)
-            with torch.no_grad():
-                try:
-                    out = self.target.variation(x, plan.t, plan.k, flat, plan.captions)
-                except (ValueError, AuditError) as exc:
-                    raise BadRequest(f"the target refused the request: {exc}") from None
-            seconds = time.perf_counter() - t0
-            nfe = st.nfe - nfe0
-            if nfe == 0 and st.queries > q0:  # a variation-only target that does not count NFEs
-                nfe = self.target.nfe_per_query(plan.t, plan.k) * (st.queries - q0)
+        st = self.target.stats
+        nfe0, q0 = st.nfe, st.queries
+        t0 = time.perf_counter()
+        x = plan.x.to(self.target.device)
+        with torch.no_grad():
+            try:
+                out = self.target.variation(x, plan.t, plan.k, flat, plan.captions)
+            except (ValueError, AuditError) as exc:
+                raise BadRequest(f"the target refused the request: {exc}") from None
+        seconds = time.perf_counter() - t0
+        nfe = st.nfe - nfe0
+        if nfe == 0 and st.queries > q0:  # a variation-only target that does not count NFEs
+            nfe = self.target.nfe_per_query(plan.t, plan.k) * (st.queries - q0)
         return out.detach().to("cpu", torch.float32), int(nfe), seconds
 
     def respond(self, plan: Plan, out: torch.Tensor, nfe: int, seconds: float) -> dict[str, Any]:
         n = plan.n
-        pngs = [encode_image(out[i]) for i in range(out.shape[0])]
+        pngs = [png_b64(out[i]) for i in range(out.shape[0])]
         return {
             "protocol": PROTOCOL,
             "model_id": self.model_id,
@@ -336,8 +327,15 @@ class _TooLarge(Exception):
     pass
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj).encode()
+async def send_json(send: Any, status: int, obj: Any, headers: list | None = None) -> None:
+    """Answer an ASGI request with a JSON body (below the app: no framework needed)."""
+    body = json.dumps(obj).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())] + (headers or []),
+    })
+    await send({"type": "http.response.body", "body": body})
 
 
 class Guard:
@@ -348,16 +346,6 @@ class Guard:
         self.app = app
         self.token = token.encode() if token else None
         self.max_body = max_body_bytes
-
-    async def _send_error(self, send: Any, status: int, reason: str, headers: list | None = None) -> None:
-        body = _json_bytes({"error": reason})
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            + (headers or []),
-        })
-        await send({"type": "http.response.body", "body": body})
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self.token is None:
@@ -379,21 +367,20 @@ class Guard:
             return
         headers = scope.get("headers", [])
         if not self.authorized(headers):
-            await self._send_error(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            await send_json(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
             return
         for name, value in headers:
             if name.lower() == b"content-length":
                 try:
                     if int(value) > self.max_body:
-                        await self._send_error(send, 413, f"the body is larger than {self.max_body} bytes")
+                        await send_json(send, 413, {"error": f"the body is larger than {self.max_body} bytes"})
                         return
                 except ValueError:
-                    await self._send_error(send, 400, "bad Content-Length")
+                    await send_json(send, 400, {"error": "bad Content-Length"})
                     return
         seen = 0
-        started = False
 
-        async def limited_receive() -> Any:
+        async def limited_receive() -> Any:  # a streamed body past the limit: the app answers 413
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -402,17 +389,7 @@ class Guard:
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._send_error(send, 413, f"the body is larger than {self.max_body} bytes")
+        await self.app(scope, limited_receive, send)
 
 
 # ----------------------------------------------------------------------------- the app
@@ -449,7 +426,7 @@ def create_app(service: Service, token: str | None = None) -> Any:
         try:
             body = await request.body()
             plan = await run_in_threadpool(service.plan, body)  # PNG decoding off the event loop
-            async with service.turn():  # requests queue here, in arrival order
+            async with service.turn:  # requests queue here, in arrival order
                 if await request.is_disconnected():  # the client timed out or went away: skip the work
                     service.skipped += 1
                     return JSONResponse({"error": "the client disconnected"}, status_code=499)
@@ -461,7 +438,7 @@ def create_app(service: Service, token: str | None = None) -> Any:
         except Exception:
             from .secrets import scrub
 
-            log.error("internal error while serving a request:\n%s", scrub(_format_exc()))
+            log.error("internal error while serving a request:\n%s", scrub(traceback.format_exc()))
             return JSONResponse({"error": "internal server error"}, status_code=500)
         finally:
             service.pending -= 1
@@ -471,16 +448,10 @@ def create_app(service: Service, token: str | None = None) -> Any:
     return Guard(api, token, service.limits.max_body_bytes)
 
 
-def _format_exc() -> str:
-    import traceback
-
-    return traceback.format_exc()
-
-
 # ----------------------------------------------------------------------------- building
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``--param key=value`` (value parsed as YAML: numbers, booleans, lists)."""
-    import yaml
+    from .config import parse_value
 
     out: dict[str, Any] = {}
     for item in items:
@@ -488,10 +459,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key] = value
+        out[key] = parse_value(value)
     return out
 
 
@@ -564,9 +532,6 @@ def serve(
 
     token = secrets.from_env(token_env, "--token-env") if token_env else None
     limits = limits or Limits()
-    for name in ("max_batch", "max_n", "max_body_bytes", "max_queue"):
-        if getattr(limits, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if not is_loopback(host):
         msg = f"audit serve: listening on a non-loopback address ({host})"
         print(msg + ("" if token else " WITHOUT a token: anyone who can reach it can query the model"), file=sys.stderr)

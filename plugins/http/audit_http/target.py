@@ -24,7 +24,6 @@ are then reproducible) or used its own randomness.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -37,6 +36,7 @@ import torch
 from pydantic import Field, field_validator
 
 from audit_core import secrets
+from audit_core.data import png_b64
 from audit_core.errors import ConfigError
 from audit_core.targets import VARIATION, Target, TargetContext, TargetParams
 
@@ -89,27 +89,14 @@ class HTTPParams(TargetParams):
         return v.strip().rstrip("/")
 
 
-def png_b64(x: torch.Tensor) -> str:
-    """``[C, H, W]`` in [-1, 1] -> base64 8-bit PNG."""
-    from PIL import Image
-
-    from audit_core.data import tensor_to_uint8
-
-    buf = io.BytesIO()
-    Image.fromarray(tensor_to_uint8(x)).save(buf, format="PNG", compress_level=1)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def from_png_b64(data: str, channels: int, size: int) -> tuple[torch.Tensor, bool]:
     """base64 PNG -> (``[C, S, S]`` in [-1, 1], whether it had to be converted or resized)."""
     from PIL import Image
 
-    from audit_core.data import to_tensor
+    from audit_core.data import b64_bytes, to_tensor
 
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
     try:
-        img = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        img = Image.open(io.BytesIO(b64_bytes(data)))
         img.load()
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the server's
         raise RemoteError(f"the endpoint returned an image that cannot be decoded: {exc}") from None
@@ -125,10 +112,9 @@ class HTTPTarget(Target):
     def __init__(self, params: HTTPParams, context: TargetContext | None = None):
         super().__init__(params, context)
         p = params
-        self.token_env = p.token_env
         token = secrets.from_env(p.token_env, "target.token_env") if p.token_env else None
         policy = RetryPolicy(max_retries=p.max_retries, backoff_s=p.backoff_s, max_backoff_s=p.max_backoff_s)
-        self.client = Client(p.url, token, p.timeout_s, policy, p.concurrency, token_env=p.token_env, transport=self._transport())
+        self.client = Client(p.url, token, p.timeout_s, policy, p.concurrency, token_env=p.token_env)
         del token  # only the client's headers hold it
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -140,10 +126,6 @@ class HTTPTarget(Target):
         else:
             self._init_a1111()
         self.kind = p.kind or self.kind
-
-    # hook for tests: an httpx transport (e.g. httpx.MockTransport); None = the network
-    def _transport(self):
-        return None
 
     # ----------------------------------------------------------------- set-up
     def _init_audit(self) -> None:
@@ -284,7 +266,7 @@ class HTTPTarget(Target):
             rows = [r for piece in group for r in piece]
             caps = [captions[piece[0]] for piece in group]
             body: dict[str, Any] = {
-                "images": [png_b64(x[piece[0]]) for piece in group],
+                "images": [x[piece[0]] for piece in group],  # tensors: encoded by the sending thread
                 "t": int(t),
                 "k": int(k),
                 "n": len(group[0]),
@@ -305,6 +287,7 @@ class HTTPTarget(Target):
         return jobs
 
     def _send_audit(self, rows: list[int], body: dict[str, Any]) -> tuple[list[int], torch.Tensor]:
+        body = {**body, "images": [png_b64(im) for im in body["images"]]}  # PNG work overlaps requests in flight
         answer = self.client.request("POST", "/v1/variations", json=body)
         try:
             variations = answer["variations"]
@@ -335,9 +318,10 @@ class HTTPTarget(Target):
             steps -= 1
         return strength, steps
 
-    def _send_a1111(self, row: int, x: torch.Tensor, t: int, k: int, seed: int, caption: str | None):
+    def _send_a1111(
+        self, row: int, x: torch.Tensor, t: int, k: int, seed: int, caption: str | None, strength: float, steps: int
+    ):
         p = self.params
-        strength, steps = self.a1111_steps(t, k)
         seed32 = int(seed) % (2**p.a1111_seed_bits)
         body = {
             "init_images": [png_b64(x)],
@@ -376,7 +360,8 @@ class HTTPTarget(Target):
         if self.params.protocol == "audit":
             jobs = [(self._send_audit, rows, body) for rows, body in self._jobs_audit(xc, t, k, seeds, captions)]
         else:
-            jobs = [(self._send_a1111, i, xc[i], t, k, seeds[i], captions[i]) for i in range(N)]
+            strength, steps = self.a1111_steps(t, k)  # the same for every row
+            jobs = [(self._send_a1111, i, xc[i], t, k, seeds[i], captions[i], strength, steps) for i in range(N)]
         out = torch.empty((N, self.channels, self.image_size, self.image_size), dtype=torch.float32)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.params.concurrency, thread_name_prefix="audit-http")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 import time
@@ -56,16 +55,6 @@ class LoopbackServer:
         self.sock.close()
 
 
-async def _send_json(send: Any, status: int, obj: Any, headers: list | None = None) -> None:
-    body = json.dumps(obj).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())] + (headers or []),
-    })
-    await send({"type": "http.response.body", "body": body})
-
-
 class FaultInjector:
     """Wrap an ASGI app: each request (GET / included) independently fails with 503 with
     probability ``fail_rate`` (every ``retry_after_every``-th failure carries ``Retry-After:
@@ -104,7 +93,9 @@ class FaultInjector:
                 self.counts["served"] += 1
         if fail:
             headers = [(b"retry-after", self.retry_after.encode())] if with_retry_after else []
-            await _send_json(send, 503, {"error": "injected fault"}, headers)
+            from audit_core.serve import send_json
+
+            await send_json(send, 503, {"error": "injected fault"}, headers)
             return
         await asyncio.sleep(self.hang_s if hang else v * self.max_delay_s)
         await self.app(scope, receive, send)

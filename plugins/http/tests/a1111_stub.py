@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from audit_core import serve
+from audit_core.data import png_b64
 
 try:  # module level: FastAPI resolves the endpoint annotations from here
     from starlette.requests import Request
@@ -73,7 +74,7 @@ def a1111_app(target, honour_seeds: bool = True, fix_steps: bool = False, checkp
         info = {"prompt": prompt, "seed": seeds[0], "all_seeds": seeds, "steps": steps, "denoising_strength": strength}
         params = {k: v for k, v in body.items() if k != "init_images"}
         return JSONResponse({
-            "images": [serve.encode_image(out[j]) for j in range(count)], "parameters": params, "info": json.dumps(info),
+            "images": [png_b64(out[j]) for j in range(count)], "parameters": params, "info": json.dumps(info),
         })
 
     return app

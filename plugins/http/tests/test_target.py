@@ -198,17 +198,17 @@ def test_a_request_whose_client_timed_out_is_not_computed(served):
 
     import httpx
 
-    from audit_core.serve import encode_image
+    from audit_core.data import png_b64
 
     svc = serve.Service(SlowToy(ToyParams()), "slow")
     url = served(serve.create_app(svc))
-    body = {"images": [encode_image(images(1)[0])], "t": 100, "k": 100, "seed": 1}  # one NFE: 1 s
+    body = {"images": [png_b64(images(1)[0])], "t": 100, "k": 100, "seed": 1}  # one NFE: 1 s
     first = threading.Thread(target=lambda: httpx.post(url + "/v1/variations", json=body, timeout=30))
     first.start()
     import time
 
     deadline = time.monotonic() + 10
-    while not svc.lock.locked() and time.monotonic() < deadline:  # until the first request holds the model
+    while not svc.turn.locked() and time.monotonic() < deadline:  # until the first request holds the model
         time.sleep(0.01)
     with pytest.raises(httpx.TimeoutException):
         httpx.post(url + "/v1/variations", json=body, timeout=0.3)  # queued behind it, gives up
