@@ -9,7 +9,6 @@ depend on batching, resumption or the number of workers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -65,7 +64,11 @@ class Batch:
 
     def repeat(self, n: int) -> tuple[torch.Tensor, list[str | None]]:
         """Images and captions repeated image-major n times (matching :meth:`seed_matrix`)."""
-        return self.images.repeat_interleave(n, dim=0), [c for c in self.captions for _ in range(n)]
+        return self.images.repeat_interleave(n, dim=0), self.repeat_captions(n)
+
+    def repeat_captions(self, n: int) -> list[str | None]:
+        """The captions repeated image-major n times (rows i*n .. i*n+n-1 are image i's)."""
+        return [c for c in self.captions for _ in range(n)]
 
 
 @dataclass
@@ -147,7 +150,3 @@ def mean_over(x: torch.Tensor, n: int) -> torch.Tensor:
 def flat_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the first."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
-
-
-def seeds_for(ids: Sequence[str], run_seed: int, seed_key: str, draw: int = 0) -> list[int]:
-    return [seeding.derive_seed(run_seed, seed_key, i, draw) for i in ids]

@@ -207,8 +207,13 @@ class Target:
         self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
     ) -> torch.Tensor:
         """Default for grey-box targets: noise with the per-row seeds in model space, DDIM back
-        (on the target's device)."""
-        z0 = self.encode(x.to(self.device), captions)
+        (on the target's device). Rows that repeat the row before (an image's n variations, laid
+        out image-major) are encoded once."""
+        x = x.to(self.device)
+        first = [i == 0 or captions[i] != captions[i - 1] or not torch.equal(x[i], x[i - 1]) for i in range(len(x))]
+        owner = torch.cumsum(torch.tensor(first, dtype=torch.long), 0) - 1  # row -> its encoded image
+        keep = [i for i, f in enumerate(first) if f]
+        z0 = self.encode(x[keep], [captions[i] for i in keep])[owner.to(x.device)]
         noise = seeding.randn(z0.shape[1:], seeds, device=z0.device, dtype=z0.dtype)
         eps = lambda z, step: self.eps(z, step, captions)  # noqa: E731
         assert self.alphas_cumprod is not None

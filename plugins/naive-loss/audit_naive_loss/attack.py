@@ -54,11 +54,9 @@ class NaiveLoss(Attack):
     def score(self, batch: Batch) -> AttackOutput:
         p, target = self.params, self.target
         n = p.draws
-        z0 = target.encode(batch.images, batch.captions)  # model space, encoded once per image
-        captions = list(batch.captions)
-        if n > 1:  # image-major: rows i*n .. i*n+n-1 are image i
-            z0 = z0.repeat_interleave(n, dim=0)
-            captions = [c for c in captions for _ in range(n)]
+        # model space, encoded once per image, then repeated image-major (rows i*n .. i*n+n-1: image i)
+        z0 = target.encode(batch.images, batch.captions).repeat_interleave(n, dim=0)
+        captions = batch.repeat_captions(n)
         # draw d of image i uses batch.seeds(d)[i] (seed_matrix is the image-major stack of them)
         z = seeding.randn(z0.shape[1:], batch.seed_matrix(n), device=z0.device, dtype=z0.dtype)
         x_t = ddim.q_sample(z0, z, ddim.abar_at(target.alphas_cumprod, p.t))

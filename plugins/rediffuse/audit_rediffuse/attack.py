@@ -107,8 +107,6 @@ class ReDiffuse(Attack):
         p, name = self.params, self.context.name
         self.check_t(p.t, "t")  # 0 < t < T, T read from the target
         self.check_divides(p.t, p.k, "t", "k")
-        if p.n < 1:  # pydantic already enforces this for audit.yaml; kept for hand-built params
-            raise ConfigError(f"attack {name!r}: n={p.n} must be at least 1")
         self.dist = self.distance(p.distance)  # ConfigError naming the distance and the choices
         if p.latent_reference == "roundtrip":
             if self.variant != "latent":
@@ -154,7 +152,7 @@ class ReDiffuse(Attack):
         p = self.params
         images, captions = batch.repeat(draws)  # image-major, matching seed_matrix
         v = self.target.variation(images, p.t, p.k, batch.seed_matrix(draws), captions)
-        return v.to(batch.images.device, torch.float32).reshape(len(batch), draws, *v.shape[1:])
+        return v.reshape(len(batch), draws, *v.shape[1:])  # variation() answers in float32 on x's device
 
     def score(self, batch: Batch) -> AttackOutput:
         x = batch.images.float()
