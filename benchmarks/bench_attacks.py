@@ -41,17 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _results import RESULTS_MD, append_result  # benchmarks/_results.py (this script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 
 #: the attacks of audit.yaml, in its order
-ATTACKS = [
-    {"plugin": "rediffuse", "params": {"t": 200, "k": 100, "n": 10, "distance": "l2"}},
-    {"plugin": "secmia", "params": {"t_sec": 100, "k": 10}},
-    {"plugin": "pia", "params": {"t": 200, "p": 4}},
-    {"plugin": "naive-loss", "params": {"t": 200}},
-]
+ATTACKS = yaml.safe_load((ROOT / "audit.yaml").read_text(encoding="utf-8"))["attacks"]
 
 
 def build_config(args: argparse.Namespace, attacks: list[dict]) -> str:
@@ -279,11 +274,7 @@ def append_row(res: dict[str, Any], path: Path = RESULTS_MD) -> None:
         f"{res['mode']}, {res['model']}, {res['device']} x{res['torch_threads']} threads, "
         f"{2 * res['limit_per_class']} images, batch {res['batch_size']}"
     )
-    new = not path.exists()
-    with open(path, "a", encoding="utf-8") as fh:
-        if new:
-            fh.write("# Benchmark results\n\n| date | benchmark | setup | results |\n|---|---|---|---|\n")
-        fh.write(f"| {res['date'][:10]} | bench_attacks | {setup} | overhead_ratio: {cells} |\n")
+    append_result("bench_attacks", setup, f"overhead_ratio: {cells}", res["date"], path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ benchmarks/RESULTS.md. Ray's start-up is excluded (a local Ray is started before
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _results import append_result  # benchmarks/_results.py (this script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args()
     import ray
     import torch
@@ -84,9 +85,9 @@ def main() -> None:
     out = {"device": args.device, "images": args.images, "cpu_count": os.cpu_count(), "images_per_s": rows}
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
-    with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
+    if not args.no_record:
         cells = ", ".join(f"{k} {v:.2f} img/s" for k, v in rows.items())
-        fh.write(f"| {dt.date.today()} | bench_executor | {args.device}, {args.images} images, {os.cpu_count()} cores | {cells} |\n")
+        append_result("bench_executor", f"{args.device}, {args.images} images, {os.cpu_count()} cores", cells)
 
 
 if __name__ == "__main__":

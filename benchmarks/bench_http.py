@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import subprocess
@@ -30,6 +29,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from _results import append_result  # benchmarks/_results.py (this script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,16 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"latency": L, "capacity": C, "rows_per_request": R, "points": rows}, indent=2))
     if not args.no_record:
-        results = ROOT / "benchmarks" / "RESULTS.md"
         cells = "; ".join(
             f"c={r['concurrency']}: {r['images_per_s']:.1f} img/s ({100 * r['efficiency']:.0f}% of {r['ideal']:.0f})"
             for r in rows
         )
         setup = f"stub latency {L} s, capacity {C}, {R} img/request, {args.size}x{args.size}, cpu x{os.cpu_count()}"
-        line = f"| {dt.date.today().isoformat()} | bench_http | {setup} | {cells}; {'PASS' if ok else 'FAIL'} (>= 90%) |\n"
-        with results.open("a", encoding="utf-8") as f:
-            f.write(line)
-        print(f"appended to {results}")
+        print(f"appended to {append_result('bench_http', setup, f'{cells}; ' + ('PASS' if ok else 'FAIL') + ' (>= 90%)')}")
     return 0 if ok else 1
 
 
