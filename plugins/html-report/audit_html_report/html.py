@@ -10,7 +10,6 @@ mistake elsewhere cannot make the file load or run anything."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from . import __version__, images, plots, summary
 from .summary import as_float
 
 
-class HtmlParams(ReporterParams):
-    filename: str = Field("report.html", description="file name of the report inside the run directory")
-    title: str | None = Field(None, description="page title (default: the run's name)")
-    gallery_max_px: int = Field(images.MAX_SIDE, ge=16, le=1024, description="longest side of embedded gallery images")
+class FileReporterParams(ReporterParams):
+    """Params of a reporter that writes one file into the run directory."""
+
+    filename: str
 
     @field_validator("filename")
     @classmethod
@@ -37,16 +36,20 @@ class HtmlParams(ReporterParams):
         return v
 
 
+class HtmlParams(FileReporterParams):
+    filename: str = Field("report.html", description="file name of the report inside the run directory")
+    title: str | None = Field(None, description="page title (default: the run's name)")
+    gallery_max_px: int = Field(images.MAX_SIDE, ge=16, le=1024, description="longest side of embedded gallery images")
+
+
 def _env() -> Environment:
-    env = Environment(
+    return Environment(
         loader=PackageLoader("audit_html_report", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=summary.num, count=summary.count, pval=summary.pval, pct=summary.pct, ci=summary.ci, seconds=summary.seconds)
-    return env
 
 
 def pretty(v: Any) -> str:
@@ -94,6 +97,8 @@ class HtmlReport(Reporter):
     Params = HtmlParams
 
     def render(self, run: RunView) -> list[Path]:
+        from audit_core.runner import write_text  # the core's atomic writer (secrets scrubbed)
+
         html = self.render_html(run)
         path = run.dir / self.params.filename
         write_text(path, html)
@@ -112,9 +117,10 @@ class HtmlReport(Reporter):
         verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
         notes = [str(n) for n in info.get("notes") or []]
         skipped = [s for s in info.get("skipped") or [] if isinstance(s, dict)]
-        hist, hist_note = self._histograms(run, attacks, results)
+        hist, hist_note = self._histograms(run, attacks, results, mode, titles)
         rows = summary.metrics_rows(results)
         metric_notes = sorted({str(a["metrics_note"]) for a in attacks.values() if a.get("metrics_note")})
+        env = results.get("environment") if isinstance(results.get("environment"), dict) else {}
         return {
             "title": self.params.title or str(info.get("name") or run.dir.name),
             "run": info,
@@ -125,7 +131,7 @@ class HtmlReport(Reporter):
             "verdicts": verdicts,
             "notes": notes,
             "skipped": skipped,
-            "metric_heads": [t for _, t, _ in summary.METRICS],
+            "metric_heads": [t for _, t in summary.METRICS],
             "metrics_rows": rows,
             "any_unsupported": any(not c["supported"] for r in rows for c in r["cells"]),
             "metric_notes": metric_notes,
@@ -138,13 +144,15 @@ class HtmlReport(Reporter):
             "details": self._details(attacks),
             "target_pairs": pairs(results.get("target"), depth=2),
             "config_text": run.config_text,
-            "env_pairs": pairs(results.get("environment"), depth=0),
-            "env_packages": pairs((results.get("environment") or {}).get("packages"), depth=0),
-            "env_plugins": pairs((results.get("environment") or {}).get("plugins"), depth=0),
+            "env_pairs": pairs({k: v for k, v in env.items() if k not in ("packages", "plugins")}, depth=0),
+            "env_packages": pairs(env.get("packages"), depth=0),
+            "env_plugins": pairs(env.get("plugins"), depth=0),
             "version": __version__,
         }
 
-    def _histograms(self, run: RunView, attacks: dict, results: dict) -> tuple[list[dict], str]:
+    def _histograms(
+        self, run: RunView, attacks: dict, results: dict, mode: str, titles: tuple[str, str]
+    ) -> tuple[list[dict], str]:
         pos_label, neg_label = summary.group_names(results)
         try:
             rows = run.scores
@@ -159,29 +167,26 @@ class HtmlReport(Reporter):
                 held_out = True
                 continue
             pos, neg = by_attack.setdefault(str(r.get("attack")), ([], []))
-            s = r.get("score")
-            if isinstance(s, float) and math.isfinite(s):
-                if r.get("label") == pos_label:
-                    pos.append(s)
-                elif r.get("label") == neg_label:
-                    neg.append(s)
+            if r.get("label") == pos_label:  # non-finite scores are left out by plots.histogram
+                pos.append(r["score"])
+            elif r.get("label") == neg_label:
+                neg.append(r["score"])
         si = results.get("set_inference") or {}
         out = []
         for i, name in enumerate(attacks):
             if name not in by_attack:
                 continue
-            a = attacks[name]
+            # the threshold drawn: copyright mode's flag threshold, else the calibrated operating point
+            if mode == "copyright" and isinstance(si.get(name), dict):
+                source, what = si[name], "flag threshold"
+            else:
+                source, what = attacks[name].get("calibrated"), "calibrated threshold"
             thr, thr_label = None, ""
-            if summary.mode(results) == "copyright" and isinstance(si.get(name), dict):
-                thr = as_float(si[name].get("threshold"))
-                alpha = as_float(si[name].get("alpha"))
-                thr_label = f"flag threshold (α = {alpha:g})" if alpha is not None else "flag threshold"
-            elif isinstance(a.get("calibrated"), dict):
-                thr = as_float(a["calibrated"].get("threshold"))
-                alpha = as_float(a["calibrated"].get("alpha"))
-                thr_label = f"calibrated threshold (α = {alpha:g})" if alpha is not None else "calibrated threshold"
+            if isinstance(source, dict):
+                thr, alpha = as_float(source.get("threshold")), as_float(source.get("alpha"))
+                thr_label = f"{what} (α = {alpha:g})" if alpha is not None else what
             pos, neg = by_attack[name]
-            svg = safe_plot(f"score histogram of {name}", plots.histogram, name, i, pos, neg, summary.group_titles(results), thr, thr_label)
+            svg = safe_plot(f"score histogram of {name}", plots.histogram, name, i, pos, neg, titles, thr, thr_label)
             out.append({"name": name, "svg": svg})
         note = "Learned-scorer attacks: only the held-out evaluation split is shown." if held_out else ""
         return out, note
@@ -191,23 +196,14 @@ class HtmlReport(Reporter):
         if not isinstance(si, dict) or not si:
             return None
         rows = []
-        for name, e in si.items():
-            if name == "combined" or not isinstance(e, dict):
-                continue
-            p, alpha = as_float(e.get("p_value")), as_float(e.get("alpha"))
+        for row in summary.set_inference_rows(si):
+            e = row.pop("entry")
             rows.append(
                 {
-                    "name": name,
-                    "n_suspects": e.get("n_suspects", "–"),
-                    "n_reference": e.get("n_reference", "–"),
-                    "flagged": e.get("flagged", "–"),
-                    "p_value": summary.pval(p),
-                    "effect_auc": summary.num(e.get("effect_auc")),
-                    "alpha": f"{alpha:g}" if alpha is not None else "–",
+                    **row,
                     "threshold": summary.num(e.get("threshold"), 4),
                     "per_image_fpr": summary.num(e.get("per_image_fpr")),
                     "expected_false_flags": summary.num(e.get("expected_false_flags"), 2),
-                    "evidence": None if p is None or alpha is None else p <= alpha,
                     "verdict": str(e.get("verdict") or ""),
                     "short": first_sentence(str(e.get("verdict") or "")) + (" ⚠" if e.get("notes") else ""),
                     "test": str(e.get("test") or ""),
@@ -222,7 +218,7 @@ class HtmlReport(Reporter):
                 "method": str(comb.get("method") or ""),
                 "p_value": summary.pval(p),
                 "alpha": f"{alpha:g}" if alpha is not None else "–",
-                "evidence": None if p is None or alpha is None else p <= alpha,
+                "evidence": summary.evidence(comb),
                 "verdict": str(comb.get("verdict") or ""),
                 "note": str(comb.get("note") or ""),
                 "attacks": ", ".join(str(a) for a in comb.get("attacks") or []),
@@ -241,22 +237,8 @@ class HtmlReport(Reporter):
             points = [p for p in s.get("points") or [] if isinstance(p, dict)]
             if not points:
                 continue
-            pareto = {str(x) for x in s.get("pareto") or []}
             cost = str(s.get("pareto_cost") or "queries_per_image")
-            rows = [
-                {
-                    "attack": str(p.get("attack", "")),
-                    "vals": summary.sweep_values(p, params),
-                    "auc": summary.num((p.get("auc") or {}).get("value")),
-                    "auc_ci": summary.ci(p.get("auc")),
-                    "tpr": summary.num((p.get("tpr_at_1pct_fpr") or {}).get("value")),
-                    "tpr_ci": summary.ci(p.get("tpr_at_1pct_fpr")),
-                    "queries": summary.count(p.get("queries_per_image")),
-                    "nfe": summary.count(p.get("nfe_per_image")),
-                    "pareto": str(p.get("attack", "")) in pareto,
-                }
-                for p in points
-            ]
+            rows = summary.sweep_rows(s, params)
             q = s.get("queries") if isinstance(s.get("queries"), dict) else {}
             spent, naive = as_float(q.get("spent")), as_float(q.get("naive"))
             saved = f"{100 * (1 - spent / naive):.0f}%" if spent is not None and naive else None
@@ -278,8 +260,7 @@ class HtmlReport(Reporter):
         return out
 
     def _galleries(self, run: RunView, attacks: dict, results: dict) -> list[dict]:
-        pos, neg = summary.group_names(results)
-        neg = "non-member" if neg == "nonmember" else neg
+        pos, neg = summary.group_singular(results)
         out = []
         for name, a in attacks.items():
             items = []
@@ -320,22 +301,10 @@ class HtmlReport(Reporter):
                     "params": pairs(a.get("params"), depth=0),
                     "scorer": pairs(a.get("scorer"), depth=1),
                     "calibrated": pairs(a.get("calibrated"), depth=0),
-                    "threshold_metrics": summary.metrics_rows({"attacks": {name: {"metrics": tsm}}})[0]["cells"]
-                    if isinstance(tsm, dict)
-                    else None,
+                    "threshold_metrics": summary.metric_cells(tsm) if isinstance(tsm, dict) else None,
                     "other": pairs({k: v for k, v in a.items() if k not in shown}, depth=1),
                     "extras": pairs(a.get("extras"), depth=1),
                     "sweep": pairs(a.get("sweep"), depth=1),
                 }
             )
         return out
-
-
-def write_text(path: Path, text: str) -> None:
-    """Through the core's atomic writer (secrets scrubbed) when available."""
-    try:
-        from audit_core.runner import write_text as core_write
-    except ImportError:  # pragma: no cover - an older core
-        path.write_text(text, encoding="utf-8")
-        return
-    core_write(path, text)

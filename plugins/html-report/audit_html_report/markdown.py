@@ -9,23 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from audit_core.reporting import Reporter, ReporterParams, RunView
+from audit_core.reporting import Reporter, RunView
 
 from . import __version__, summary
-from .html import write_text
+from .html import FileReporterParams
 
 
-class MarkdownParams(ReporterParams):
+class MarkdownParams(FileReporterParams):
     filename: str = Field("summary.md", description="file name of the summary inside the run directory")
-
-    @field_validator("filename")
-    @classmethod
-    def _plain_name(cls, v: str) -> str:
-        if not v or "/" in v or "\\" in v or v in (".", ".."):
-            raise ValueError("must be a plain file name (the summary is written into the run directory)")
-        return v
 
 
 def md(text: Any) -> str:
@@ -63,16 +56,11 @@ def render_markdown(results: dict) -> str:
     si = results.get("set_inference")
     if isinstance(si, dict) and si:
         out += ["## Set-level inference", ""]
-        rows = []
-        for name, e in si.items():
-            if name == "combined" or not isinstance(e, dict):
-                continue
-            p, alpha = summary.as_float(e.get("p_value")), summary.as_float(e.get("alpha"))
-            ev = "–" if p is None or alpha is None else ("**yes**" if p <= alpha else "no")
-            rows.append(
-                [md(name), md(e.get("n_suspects", "–")), md(e.get("n_reference", "–")), md(e.get("flagged", "–")),
-                 summary.pval(p), summary.num(e.get("effect_auc")), ev]
-            )
+        rows = [
+            [md(r["name"]), md(r["n_suspects"]), md(r["n_reference"]), md(r["flagged"]), r["p_value"], r["effect_auc"],
+             {None: "–", True: "**yes**", False: "no"}[r["evidence"]]]
+            for r in summary.set_inference_rows(si)
+        ]
         out += table(["attack", "suspects", "reference", "flagged", "p-value", "effect AUC", "evidence"], rows)
         comb = si.get("combined")
         if isinstance(comb, dict) and comb.get("verdict"):
@@ -83,7 +71,7 @@ def render_markdown(results: dict) -> str:
     for r in summary.metrics_rows(results):
         cells = [f"{c['value']}{'†' if not c['supported'] else ''} {c['ci']}".strip() for c in r["cells"]]
         rows.append([f"**{md(r['name'])}**"] + cells + [r["nfe"], r["queries"], r["seconds"]])
-    out += table(["attack"] + [t for _, t, _ in summary.METRICS] + ["NFE/img", "queries/img", "seconds"], rows)
+    out += table(["attack"] + [t for _, t in summary.METRICS] + ["NFE/img", "queries/img", "seconds"], rows)
     out += ["", f"95% bootstrap intervals in brackets; † unsupported (too few {neg} for that FPR). Higher score = more member-like ({pos})."]
     sw = results.get("sweeps")
     if isinstance(sw, dict) and sw:
@@ -92,13 +80,10 @@ def render_markdown(results: dict) -> str:
             if not isinstance(s, dict):
                 continue
             params = [str(p) for p in s.get("params") or []]
-            pareto = {str(x) for x in s.get("pareto") or []}
             rows = [
-                [md(p.get("attack", ""))] + [md(v) for v in summary.sweep_values(p, params)]
-                + [f"{summary.num((p.get('auc') or {}).get('value'))} {summary.ci(p.get('auc'))}",
-                   f"{summary.num((p.get('tpr_at_1pct_fpr') or {}).get('value'))} {summary.ci(p.get('tpr_at_1pct_fpr'))}",
-                   summary.count(p.get("queries_per_image")), "★" if str(p.get("attack")) in pareto else ""]
-                for p in s.get("points") or [] if isinstance(p, dict)
+                [md(r["attack"])] + [md(v) for v in r["vals"]]
+                + [f"{r['auc']} {r['auc_ci']}", f"{r['tpr']} {r['tpr_ci']}", r["queries"], "★" if r["pareto"] else ""]
+                for r in summary.sweep_rows(s, params)
             ]
             out += [f"### {md(base)}", ""] + table(["point"] + [md(p) for p in params] + ["AUC", "TPR@1%FPR", "queries/img", "Pareto"], rows) + [""]
     notes = [str(n) for n in info.get("notes") or []]
@@ -117,6 +102,8 @@ class MarkdownReport(Reporter):
     Params = MarkdownParams
 
     def render(self, run: RunView) -> list[Path]:
+        from audit_core.runner import write_text  # the core's atomic writer (secrets scrubbed)
+
         path = run.dir / self.params.filename
         write_text(path, render_markdown(run.results if isinstance(run.results, dict) else {}))
         return [path]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup, escape
 
+from . import summary
 from .summary import as_float
 
 PALETTE = (
@@ -93,9 +94,8 @@ def _plain_log_ticks(axis: Any) -> None:
 
 
 def _finite(values: Sequence[Any]) -> np.ndarray:
-    arr = np.array([as_float(v) for v in values], dtype=object)
-    arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
-    return arr
+    """Floats, NaN where a value is missing or not a number."""
+    return np.array([np.nan if (f := as_float(v)) is None else f for v in values], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------ ROC
@@ -119,8 +119,8 @@ def roc_plots(attacks: dict[str, dict], titles: tuple[str, str] = ("members", "n
     for i, (name, entry) in enumerate(attacks.items()):
         r = _roc(entry)
         if r is not None:
-            auc = (entry.get("metrics") or {}).get("auc") or {}
-            v = as_float(auc.get("value")) if isinstance(auc, dict) else None
+            auc = summary.metric(entry, "auc")
+            v = float(auc["value"]) if auc else None
             curves.append((i, name, r[0], r[1], v, entry))
     if not curves:
         return []
@@ -213,14 +213,14 @@ def _numeric(values: list[Any]) -> bool:
 def _metric_xy(points: list[dict], key: str) -> tuple[list[float], list[float], list[float]]:
     ys, lo, hi = [], [], []
     for pt in points:
-        m = pt.get(key) or {}
+        m = pt.get(key)
         v = as_float(m.get("value")) if isinstance(m, dict) else None
-        c = m.get("ci95") if isinstance(m, dict) else None
         v = np.nan if v is None else v
         ys.append(v)
-        if isinstance(c, (list, tuple)) and len(c) == 2 and as_float(c[0]) is not None and as_float(c[1]) is not None:
-            lo.append(max(0.0, v - float(c[0])))
-            hi.append(max(0.0, float(c[1]) - v))
+        c_lo, c_hi = summary.ci_bounds(m)
+        if c_lo is not None and c_hi is not None:
+            lo.append(max(0.0, v - c_lo))
+            hi.append(max(0.0, c_hi - v))
         else:
             lo.append(0.0)
             hi.append(0.0)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-#: (results.json key, column title, chance level of the metric)
-METRICS: tuple[tuple[str, str, float], ...] = (
-    ("auc", "AUC", 0.5),
-    ("asr", "ASR", 0.5),
-    ("tpr_at_1pct_fpr", "TPR@1%FPR", 0.01),
-    ("tpr_at_0_1pct_fpr", "TPR@0.1%FPR", 0.001),
+#: (results.json key, column title)
+METRICS: tuple[tuple[str, str], ...] = (
+    ("auc", "AUC"),
+    ("asr", "ASR"),
+    ("tpr_at_1pct_fpr", "TPR@1%FPR"),
+    ("tpr_at_0_1pct_fpr", "TPR@0.1%FPR"),
 )
 
 
@@ -71,12 +71,7 @@ def pval(v: Any) -> str:
 
 def ci(m: Any, digits: int = 3) -> str:
     """``[lo, hi]`` of a metric dict, or ''."""
-    if not isinstance(m, dict):
-        return ""
-    c = m.get("ci95")
-    if not isinstance(c, (list, tuple)) or len(c) != 2:
-        return ""
-    lo, hi = as_float(c[0]), as_float(c[1])
+    lo, hi = ci_bounds(m)
     if lo is None or hi is None:
         return ""
     return f"[{num(lo, digits)}, {num(hi, digits)}]"
@@ -90,8 +85,9 @@ def metric(entry: dict, key: str) -> dict | None:
     return m
 
 
-def ci_bounds(m: dict | None) -> tuple[float | None, float | None]:
-    if not m:
+def ci_bounds(m: Any) -> tuple[float | None, float | None]:
+    """The 95 % interval of a metric dict as floats (None where missing or unusable)."""
+    if not isinstance(m, dict) or not m:
         return None, None
     c = m.get("ci95")
     if not isinstance(c, (list, tuple)) or len(c) != 2:
@@ -117,6 +113,20 @@ def group_titles(results: dict) -> tuple[str, str]:
     return ("suspects", "reference") if mode(results) == "copyright" else ("members", "non-members")
 
 
+def group_singular(results: dict) -> tuple[str, str]:
+    """(positive, negative) names of one image, for display."""
+    return ("suspect", "reference") if mode(results) == "copyright" else ("member", "non-member")
+
+
+def evidence(entry: Any) -> bool | None:
+    """Whether a set-level test entry (``p_value``, ``alpha``) found evidence: p <= alpha; None
+    when either is missing."""
+    if not isinstance(entry, dict):
+        return None
+    p, alpha = as_float(entry.get("p_value")), as_float(entry.get("alpha"))
+    return None if p is None or alpha is None else p <= alpha
+
+
 # ------------------------------------------------------------------------------------ verdicts
 def attack_verdict(name: str, entry: dict, results: dict) -> dict[str, Any]:
     """``{"name", "level", "text"}``; level is one of leak | inverted | none | unknown
@@ -128,7 +138,7 @@ def attack_verdict(name: str, entry: dict, results: dict) -> dict[str, Any]:
             eff = as_float(si.get("effect_auc"))
             if p is None:
                 return {"name": name, "level": "unknown", "text": str(si.get("verdict") or "not tested")}
-            hit = alpha is not None and p <= alpha
+            hit = bool(evidence(si))
             text = (
                 f"{'evidence' if hit else 'no significant evidence'} that the suspects were trained on: "
                 f"p = {pval(p)}{f' ≤ α = {alpha:g}' if hit else (f' > α = {alpha:g}' if alpha is not None else '')}"
@@ -190,8 +200,7 @@ def headline(results: dict, verdicts: list[dict]) -> dict[str, str]:
         comb = si.get("combined") if isinstance(si, dict) else None
         hits = [v["name"] for v in verdicts if v["level"] == "evidence"]
         if isinstance(comb, dict) and as_float(comb.get("p_value")) is not None:
-            p, alpha = as_float(comb["p_value"]), as_float(comb.get("alpha"))
-            hit = alpha is not None and p <= alpha
+            hit = bool(evidence(comb))
             return {
                 "level": "leak" if hit else "none",
                 "title": "Evidence that the suspect set was used for training"
@@ -244,23 +253,12 @@ def metrics_rows(results: dict) -> list[dict[str, Any]]:
     for name, a in (results.get("attacks") or {}).items():
         if not isinstance(a, dict):
             continue
-        cells = []
-        for key, _title, _chance in METRICS:
-            m = metric(a, key)
-            cells.append(
-                {
-                    "value": num(m["value"]) if m else "–",
-                    "ci": ci(m) if m else "",
-                    "supported": supported(m) if m else True,
-                    "note": str(m.get("note") or "") if m else "",
-                }
-            )
         rows.append(
             {
                 "name": name,
                 "plugin": str(a.get("plugin") or ""),
                 "scorer": str((a.get("scorer") or {}).get("kind") or "") if isinstance(a.get("scorer"), dict) else "",
-                "cells": cells,
+                "cells": metric_cells(a.get("metrics")),
                 "nfe": count(a.get("nfe_per_image")),
                 "queries": count(a.get("queries_per_image")),
                 "seconds": seconds(a.get("seconds")),
@@ -268,6 +266,65 @@ def metrics_rows(results: dict) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def metric_cells(metrics: Any) -> list[dict[str, Any]]:
+    """The formatted METRICS of one ``metrics`` block: value, interval, supported flag, note."""
+    cells = []
+    for key, _title in METRICS:
+        m = metric({"metrics": metrics if isinstance(metrics, dict) else {}}, key)
+        cells.append(
+            {
+                "value": num(m["value"]) if m else "–",
+                "ci": ci(m) if m else "",
+                "supported": supported(m) if m else True,
+                "note": str(m.get("note") or "") if m else "",
+            }
+        )
+    return cells
+
+
+def set_inference_rows(si: Any) -> list[dict[str, Any]]:
+    """One row per attack of a ``set_inference`` block (the ``combined`` entry left out)."""
+    rows = []
+    for name, e in (si.items() if isinstance(si, dict) else []):
+        if name == "combined" or not isinstance(e, dict):
+            continue
+        alpha = as_float(e.get("alpha"))
+        rows.append(
+            {
+                "name": name,
+                "n_suspects": e.get("n_suspects", "–"),
+                "n_reference": e.get("n_reference", "–"),
+                "flagged": e.get("flagged", "–"),
+                "p_value": pval(e.get("p_value")),
+                "effect_auc": num(e.get("effect_auc")),
+                "alpha": f"{alpha:g}" if alpha is not None else "–",
+                "evidence": evidence(e),
+                "entry": e,
+            }
+        )
+    return rows
+
+
+def sweep_rows(sweep: dict, params: list[str]) -> list[dict[str, Any]]:
+    """One row per grid point of a ``sweeps`` entry, formatted."""
+    pareto = {str(x) for x in sweep.get("pareto") or []}
+    return [
+        {
+            "attack": str(p.get("attack", "")),
+            "vals": sweep_values(p, params),
+            "auc": num((p.get("auc") or {}).get("value")),
+            "auc_ci": ci(p.get("auc")),
+            "tpr": num((p.get("tpr_at_1pct_fpr") or {}).get("value")),
+            "tpr_ci": ci(p.get("tpr_at_1pct_fpr")),
+            "queries": count(p.get("queries_per_image")),
+            "nfe": count(p.get("nfe_per_image")),
+            "pareto": str(p.get("attack", "")) in pareto,
+        }
+        for p in sweep.get("points") or []
+        if isinstance(p, dict)
+    ]
 
 
 def sweep_values(point: dict, params: list[str]) -> list[str]:
