@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .records import LABEL_NAMES
+
 #: below this group size, ties make the normal approximation unreliable: use a permutation test
 SMALL_SAMPLE = 10
 PERMUTATIONS = 9999
@@ -236,8 +238,9 @@ def extend_results(runner, results: dict[str, Any], csv_rows: list[list[Any]]) -
     block: dict[str, Any] = {}
     for name, rows in by_attack.items():
         used = [row for row in rows if not (split_col and row[5] == "calibration")]
-        sus = [row for row in used if row[3] == "suspect"]
-        ref = [row for row in used if row[3] == "reference"]
+        ref_name, sus_name = LABEL_NAMES["copyright"]
+        sus = [row for row in used if row[3] == sus_name]
+        ref = [row for row in used if row[3] == ref_name]
         for row in rows:
             row.extend(["", ""])
         if not sus or not ref:

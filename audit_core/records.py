@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: the ``label`` column of scores.csv per data mode, indexed by the record's label (0, 1)
+LABEL_NAMES = {"evaluation": ("nonmember", "member"), "copyright": ("reference", "suspect")}
+
 
 @dataclass
 class ImageRecord:

@@ -32,7 +32,7 @@ from .config import AttackCfg, LoadedConfig, fingerprint
 from .data import LoadedData, load_records, open_image, tensor_to_uint8
 from .errors import AuditError, ConfigError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
-from .records import ImageRecord
+from .records import LABEL_NAMES, ImageRecord
 from .reporting import Reporter, RunView
 from .store import STATE_FILE, RunLock, RunStore, disk_error
 from .targets import Target, TargetContext
@@ -438,7 +438,7 @@ class Runner:
                 entry["extras"] = stats["extras"]
             entry["gallery"] = self._gallery(store, pa.name, ids, scores, labels)
             results["attacks"][pa.name] = entry
-            label_names = ("nonmember", "member") if self.data.mode == "evaluation" else ("reference", "suspect")
+            label_names = LABEL_NAMES[self.data.mode]
             for j, i in enumerate(ids):
                 r = by_id[i]
                 row = [pa.name, i, r.path or "", label_names[int(labels[j])], repr(float(scores[j]))]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from audit_core.records import LABEL_NAMES
+
 #: (results.json key, column title)
 METRICS: tuple[tuple[str, str], ...] = (
     ("auc", "AUC"),
@@ -106,7 +108,8 @@ def mode(results: dict) -> str:
 
 def group_names(results: dict) -> tuple[str, str]:
     """(positive, negative) label names as in scores.csv."""
-    return ("suspect", "reference") if mode(results) == "copyright" else ("member", "nonmember")
+    negative, positive = LABEL_NAMES["copyright" if mode(results) == "copyright" else "evaluation"]
+    return positive, negative
 
 
 def group_titles(results: dict) -> tuple[str, str]:
