@@ -8,6 +8,8 @@ Fixtures:
 - ``image_folder``: writes small PNG images into a folder.
 - ``audit_cli``: runs the ``audit`` CLI in-process and returns ``(exit_code, output)``.
 - ``write_config``: writes an audit.yaml from a dict and returns its path.
+- ``toy_run_config``: ``toy_run_config(attacks, target="toy", **run)`` writes a small audit.yaml
+  (4 + 4 images, toy target, cache off) for ``audit run`` tests of an attack plugin.
 - ``one_torch_thread``: torch on one intra-op thread for the test (tiny tensors on a shared CPU
   only lose time to more threads); use it with ``pytestmark = pytest.mark.usefixtures(...)``.
 
@@ -175,6 +177,27 @@ def write_config(tmp_path: Path) -> Callable[[dict], Path]:
         return p
 
     return _write
+
+
+@pytest.fixture
+def toy_run_config(toy_plugin, image_folder, write_config) -> Callable[..., Path]:
+    """``toy_run_config(attacks, target="toy", **run)``: an audit.yaml over 4 + 4 small images on
+    a toy target (cache off, 20 bootstrap resamples); ``run`` keys override the run section
+    (name, seed 3, cpu, batch size 3)."""
+    members = image_folder("members", n=4, seed=1)
+    nonmembers = image_folder("nonmembers", n=4, seed=2)
+
+    def make(attacks: list[dict], target: str = "toy", **run: Any) -> Path:
+        return write_config({
+            "run": {"name": "test", "seed": 3, "device": "cpu", "batch_size": 3, **run},
+            "target": {"plugin": target},
+            "data": {"members": str(members), "nonmembers": str(nonmembers)},
+            "attacks": attacks,
+            "cache": {"enabled": False},
+            "metrics": {"bootstrap": 20},
+        })
+
+    return make
 
 
 @pytest.fixture

@@ -127,19 +127,10 @@ def test_check_rejects_bad_params_naming_them(params, word):
 
 # ---------------------------------------------------------------------- through `audit run`
 @pytest.fixture
-def run_config(toy_plugin, image_folder, write_config):
-    members = image_folder("members", n=4, seed=1)
-    nonmembers = image_folder("nonmembers", n=4, seed=2)
-
+def run_config(toy_run_config):
     def make(target="toy", attacks=None, **run):
-        return write_config({
-            "run": {"name": "loss-test", "seed": 3, "device": "cpu", "batch_size": 3, **run},
-            "target": {"plugin": target},
-            "data": {"members": str(members), "nonmembers": str(nonmembers)},
-            "attacks": attacks or [{"plugin": "naive-loss"}, {"plugin": "naive-loss", "name": "loss-x3", "params": {"draws": 3}}],
-            "cache": {"enabled": False},
-            "metrics": {"bootstrap": 20},
-        })
+        attacks = attacks or [{"plugin": "naive-loss"}, {"plugin": "naive-loss", "name": "loss-x3", "params": {"draws": 3}}]
+        return toy_run_config(attacks, target, **{"name": "loss-test", **run})
 
     return make
 

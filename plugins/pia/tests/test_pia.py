@@ -117,20 +117,12 @@ class FakeLatentPlugin:
 
 
 @pytest.fixture
-def run_config(toy_plugin, register_plugin, image_folder, write_config):
+def run_config(toy_run_config, register_plugin):
     register_plugin(FakeLatentPlugin(), name="fake-latent-plugin")
-    members = image_folder("members", n=4, seed=1)
-    nonmembers = image_folder("nonmembers", n=4, seed=2)
 
     def make(target="toy", attacks=None, **run):
-        return write_config({
-            "run": {"name": "pia-test", "seed": 3, "device": "cpu", "batch_size": 3, **run},
-            "target": {"plugin": target},
-            "data": {"members": str(members), "nonmembers": str(nonmembers)},
-            "attacks": attacks or [{"plugin": "pia"}, {"plugin": "pia", "name": "pian", "params": {"variant": "pian"}}],
-            "cache": {"enabled": False},
-            "metrics": {"bootstrap": 20},
-        })
+        attacks = attacks or [{"plugin": "pia"}, {"plugin": "pia", "name": "pian", "params": {"variant": "pian"}}]
+        return toy_run_config(attacks, target, **{"name": "pia-test", **run})
 
     return make
 

@@ -122,19 +122,9 @@ def test_check_rejects_bad_params_naming_them(params, word):
 
 # ---------------------------------------------------------------------- through `audit run`
 @pytest.fixture
-def run_config(toy_plugin, image_folder, write_config):
-    members = image_folder("members", n=4, seed=1)
-    nonmembers = image_folder("nonmembers", n=4, seed=2)
-
+def run_config(toy_run_config):
     def make(target="toy", attacks=None, **run):
-        return write_config({
-            "run": {"name": "secmia-test", "seed": 3, "device": "cpu", "batch_size": 3, **run},
-            "target": {"plugin": target},
-            "data": {"members": str(members), "nonmembers": str(nonmembers)},
-            "attacks": attacks or [{"plugin": "secmia"}],
-            "cache": {"enabled": False},
-            "metrics": {"bootstrap": 20},
-        })
+        return toy_run_config(attacks or [{"plugin": "secmia"}], target, **{"name": "secmia-test", **run})
 
     return make
 
