@@ -129,6 +129,15 @@ class Target:
         self.stats = Stats()
         self.cache = self.context.cache
 
+    def _place(self, dtype: str = "fp32", auto: str = "fp32") -> None:
+        """Set ``self.device`` from the run's device request and ``self.dtype`` from a ``dtype``
+        param (``auto`` means ``auto``, e.g. fp16 for a big model on a GPU). Half precision only
+        runs on a GPU: an explicit fp16/bf16 on the CPU runs fp32, noted in the results."""
+        self.device = resolve_device(self.context.device)
+        self.dtype = resolve_dtype(auto if dtype == "auto" else dtype, self.device)
+        if dtype in ("fp16", "bf16") and self.device.type == "cpu":
+            self.stats.notes.append(f"dtype {dtype} was requested but the CPU runs fp32")
+
     # ----- description ---------------------------------------------------------------------
     def identity(self) -> str:
         """A stable identity for the query cache: changes when the model's weights change."""

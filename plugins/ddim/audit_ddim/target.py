@@ -21,16 +21,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import DataError, ModelError
-from audit_core.targets import (
-    NOISE,
-    VARIATION,
-    Target,
-    TargetContext,
-    TargetParams,
-    resolve_device,
-    resolve_dtype,
-    weights_sha256,
-)
+from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
 
 from . import loading
 
@@ -58,11 +49,7 @@ class DDIMTarget(Target):
         super().__init__(params, context)
         self.path = loading.resolve_model_path(params.model, self.context)
         self.folder = loading.inspect_folder(self.path, allow_pickle=params.allow_pickle)
-        self.device = resolve_device(self.context.device)
-        requested = params.dtype
-        self.dtype = resolve_dtype(requested, self.device)
-        if requested in ("fp16", "bf16") and self.device.type == "cpu":
-            self.stats.notes.append(f"dtype {requested} was requested but the CPU runs fp32")
+        self._place(params.dtype)  # auto: fp32
         if self.folder.pickled:
             self.stats.notes.append("the U-Net weights were loaded from a pickle (allow_pickle: true)")
 

@@ -27,16 +27,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ModelError
-from audit_core.targets import (
-    NOISE,
-    PICKLE_SUFFIXES,
-    VARIATION,
-    Target,
-    TargetContext,
-    TargetParams,
-    resolve_device,
-    resolve_dtype,
-)
+from audit_core.targets import NOISE, PICKLE_SUFFIXES, VARIATION, Target, TargetContext, TargetParams
 
 REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -86,9 +77,7 @@ class StableDiffusionTarget(Target):
             )
         _weights_present(folder, params.allow_pickle)
         self.folder = folder
-        self.device = resolve_device(self.context.device)
-        want = params.dtype if params.dtype != "auto" else ("fp16" if self.device.type == "cuda" else "fp32")
-        self.dtype = resolve_dtype(want, self.device)
+        self._place(params.dtype, auto="fp16")  # auto: fp16 on a GPU (fp32 on the CPU)
         self._load(folder, params.allow_pickle)
         self._text_cache: dict[str, torch.Tensor] = {}
 
