@@ -49,7 +49,9 @@ def _root(
 def run(
     config: Annotated[Path, typer.Argument(help="The audit.yaml to run.")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>; run.name defaults to the config file's name).")
+    ] = None,
     resume: Annotated[
         Optional[bool],
         typer.Option(
@@ -59,13 +61,16 @@ def run(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="With --resume: discard results of a changed config.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a finished run of a different config in the run directory (with --resume: discard its results).")
+    ] = False,
 ) -> None:
     """Run the audit described by CONFIG and write a run directory."""
     from .config import load_config
+    from .defaults import with_defaults
     from .runner import Runner
 
-    runner = Runner(load_config(config, set_), output=output, resume=resume, force=force, console=err_console)
+    runner = Runner(with_defaults(load_config(config, set_)), output=output, resume=resume, force=force, console=err_console)
     _execute(runner, ["audit", "run", str(config)], set_)
 
 
@@ -83,10 +88,11 @@ def sweep(
     """Run a parameter sweep (ablation): only the attacks named in --param, one entry per value,
     sharing queries between points (an n-sweep costs what its largest n costs)."""
     from .config import load_config
+    from .defaults import with_defaults
     from .runner import Runner
     from .sweeps import apply_sweep_options, default_output
 
-    loaded = apply_sweep_options(load_config(config, set_), param)
+    loaded = apply_sweep_options(with_defaults(load_config(config, set_)), param)
     runner = Runner(loaded, output=output or default_output(loaded), resume=resume, console=err_console)
     _execute(runner, ["audit", "sweep", str(config), *(a for p in param for a in ("--param", p))], set_)
 
@@ -145,16 +151,29 @@ def plugins_cmd(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
-    """Re-render the reports of a finished run without running attacks."""
-    from .reporting import RunView, render_reports, reporters_from_config
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    reporter: Annotated[
+        list[str],
+        typer.Option("--reporter", "-r", help="Render this reporter (repeatable), e.g. html-report; default: the run's own."),
+    ] = [],  # noqa: B006
+) -> None:
+    """Re-render the reports of a finished run without running attacks, or add a reporter."""
+    from .reporting import RunView, build_reporter, render_reports, reporters_from_config
+    from .rundir import Manifest
 
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
     view = RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
-    paths = render_reports(view, reporters_from_config(run_dir))
-    if not paths:
-        console.print(f"{run_dir}: the run's config names no reporters")
+    reps = [build_reporter(name) for name in reporter] if reporter else reporters_from_config(run_dir)
+    paths = render_reports(view, reps)
+    if paths:
+        Manifest.load(run_dir).add(*paths)  # the run's files: scrubbed and cleared with it
+    elif not reporter:
+        console.print(
+            f"{run_dir}: the run's config names no reporters; add one with "
+            f"`audit report {run_dir} --reporter html-report`", soft_wrap=True, highlight=False, markup=False,
+        )
     for p in paths:
         console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
 

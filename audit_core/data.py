@@ -358,3 +358,20 @@ class ImageLoader:
                     self._bytes += t.nbytes
             out.append(t)
         return torch.stack(out)
+
+
+def content_hash(record: ImageRecord) -> str:
+    """sha256 of an image's content (its file's bytes, or its array's shape, dtype and bytes):
+    a resumed run rescores an image whose content changed since it was scored."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if record.array is not None:
+        a = np.ascontiguousarray(record.array)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    else:
+        with open(record.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError
@@ -141,14 +142,21 @@ def scrub_obj(obj: Any) -> Any:
 
 
 def scrub_tree(folder: str | Path, max_bytes: int = 64 << 20) -> tuple[list[Path], list[Path]]:
-    """Rewrite every text file under ``folder`` that contains a registered secret (atomically);
+    """:func:`scrub_files` over every file under ``folder`` (the runner scrubs only the files in
+    its run directory's manifest; this is for folders wholly owned by the caller)."""
+    return scrub_files(Path(folder).rglob("*"), max_bytes)
+
+
+def scrub_files(paths: Iterable[Path], max_bytes: int = 64 << 20) -> tuple[list[Path], list[Path]]:
+    """Rewrite every text file of ``paths`` that contains a registered secret (atomically);
     return ``(files scrubbed, binary files that hold a secret and were left alone)``."""
     changed: list[Path] = []
     binary: list[Path] = []
     if not _values:
         return changed, binary
     needles = [v.encode() for v in _values]
-    for p in Path(folder).rglob("*"):
+    for p in paths:
+        p = Path(p)
         try:
             if p.is_symlink() or not p.is_file() or p.stat().st_size > max_bytes:
                 continue
