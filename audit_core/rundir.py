@@ -62,7 +62,15 @@ class Manifest:
 
     def add(self, *paths: str | Path) -> None:
         """List these files (absolute or relative to the run directory) and save the manifest."""
-        rel = {Path(p).relative_to(self.run_dir).as_posix() if Path(p).is_absolute() else Path(p).as_posix() for p in paths}
+        rel = set()
+        for p in map(Path, paths):
+            if p.is_absolute() or p.parts[:len(self.run_dir.parts)] == self.run_dir.parts:
+                try:
+                    p = p.relative_to(self.run_dir)
+                except ValueError:
+                    continue  # not in the run directory: not the run's to list
+            if _inside(p.as_posix()):
+                rel.add(p.as_posix())
         if rel <= self.files and self.path.exists():
             return
         self.files |= rel

@@ -229,15 +229,34 @@ class RunStore:
         return dict(self.db.execute("SELECT image_id, sha256 FROM image_hashes").fetchall())
 
     def set_image_hashes(self, hashes: dict[str, str]) -> None:
-        self._write(lambda: self.db.executemany(
+        self._transaction(lambda: self.db.executemany(
             "INSERT INTO image_hashes(image_id, sha256) VALUES(?, ?) "
             "ON CONFLICT(image_id) DO UPDATE SET sha256=excluded.sha256",
-            list(hashes.items()),
+            [(i, h) for i, h in hashes.items() if h is not None],
         ))
 
     def forget_images(self, ids: list[str]) -> None:
         """Drop every attack's score of these images (they are scored again)."""
-        self._write(lambda: self.db.executemany("DELETE FROM scores WHERE image_id=?", [(i,) for i in ids]))
+        self._transaction(lambda: self.db.executemany("DELETE FROM scores WHERE image_id=?", [(i,) for i in ids]))
+
+    def _transaction(self, fn) -> None:
+        """``fn`` in one transaction (in autocommit mode every statement would be its own,
+        each appending pages to the write-ahead log)."""
+
+        def tx() -> None:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                fn()
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+
+        self._write(tx)
 
     def rescore_changed(self, hashes: dict[str, str]) -> list[str]:
         """Record every image's content hash; forget the scores of (and return) the images whose
@@ -246,7 +265,9 @@ class RunStore:
         changed = sorted(i for i, h in hashes.items() if i in old and old[i] != h)
         if changed:
             self.forget_images(changed)
-        self.set_image_hashes(hashes)
+        new = {i: h for i, h in hashes.items() if old.get(i) != h}
+        if new:
+            self.set_image_hashes(new)
         return changed
 
     def _write(self, fn) -> None:
