@@ -15,7 +15,7 @@ $(BIN)/python:
 # tests/plugins/audit-toy: a test-only plugin (the toy target) for tests that run `audit` as a subprocess
 $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) tests/plugins/audit-toy/pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,serve]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	$(BIN)/pip install -q -e examples/audit-example-attack -e tests/plugins/audit-toy
 	touch $(STAMP)
 

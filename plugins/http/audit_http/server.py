@@ -405,13 +405,14 @@ def create_app(service: Service, token: str | None = None) -> Any:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @api.get("/", responses={200: {"model": Status}}, summary="the model's shape, schedule, identity and limits")
+    @api.get("/", response_model=None, responses={200: {"model": Status}}, summary="the model's shape, schedule, identity and limits")
     async def status() -> dict[str, Any]:
         return service.status()
 
     @api.post(
         "/v1/variations",
         summary="n variations V(x, t, k) of each image",
+        response_model=None,  # documented by `responses`; the handler answers JSONResponse itself
         responses={200: {"model": VariationResponse}, 400: errors, 401: errors, 413: errors, 503: errors},
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": VariationRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},

@@ -18,7 +18,7 @@ from typing import Any
 
 try:  # module level, so that FastAPI can resolve the endpoint annotations
     from starlette.requests import Request
-except ImportError:  # pragma: no cover - without the serve extra
+except ImportError:  # pragma: no cover - fastapi is a dependency of audit-http
     Request = Any  # type: ignore[misc,assignment]
 
 
