@@ -103,25 +103,28 @@ class HTTPParams(TargetParams):
         return v.strip().rstrip("/")
 
 
-def from_png_b64(data: str, channels: int, size: int) -> tuple[torch.Tensor, bool]:
+def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoint") -> tuple[torch.Tensor, bool]:
     """base64 PNG -> (``[C, S, S]`` in [-1, 1], whether it had to be converted or resized).
-    An image over 4x the model's size per side is refused from its header, before decoding."""
+    An image over 4x the model's size per side is refused from its header, before decoding;
+    ``source`` (the URL) names the culprit in errors."""
     from PIL import Image
 
     from audit_core.data import b64_bytes, to_tensor
 
     if not isinstance(data, str):
-        raise RemoteError(f"the endpoint returned a {type(data).__name__} where a base64 PNG belongs")
+        raise RemoteError(f"{source} returned a {type(data).__name__} where a base64 PNG belongs")
     try:
         img = Image.open(io.BytesIO(b64_bytes(data)))
         w, h = img.size
         if w > 4 * size or h > 4 * size:
-            raise RemoteError(f"the endpoint returned a {w}x{h} image for a {size}x{size} model; refused")
+            raise RemoteError(f"{source} returned a {w}x{h} image for a {size}x{size} model; refused")
         img.load()
     except RemoteError:
         raise
+    except Image.DecompressionBombError:
+        raise RemoteError(f"{source} returned an image too large to decode for a {size}x{size} model; refused") from None
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the server's
-        raise RemoteError(f"the endpoint returned an image that cannot be decoded: {exc}") from None
+        raise RemoteError(f"{source} returned an image that cannot be decoded: {exc}") from None
     return to_tensor(img, channels, size)
 
 
@@ -259,7 +262,7 @@ class HTTPTarget(Target):
                 self.seeds_honoured = True
 
     def _decode(self, data: str) -> torch.Tensor:
-        x, changed = from_png_b64(data, self.channels, self.image_size)
+        x, changed = from_png_b64(data, self.channels, self.image_size, self.params.url)
         if changed:
             with self._lock:
                 if not self.resized:
