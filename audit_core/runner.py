@@ -37,7 +37,7 @@ from .reporting import Reporter, RunView
 from .store import STATE_FILE, RunLock, RunStore, disk_error
 from .targets import Target, TargetContext
 
-GALLERY_SIZE = 3
+GALLERY_SIZE = 6  # most and least member-like images per attack in the report's gallery
 #: decoded, converted images kept in memory for the attacks after the first (per run)
 IMAGE_CACHE_BYTES = 1 << 30
 
@@ -497,6 +497,8 @@ class Runner:
                     item["reconstruction"] = save_png(folder / f"{rank:02d}_reconstruction.png", recon, self.run_dir)
                 if residual is not None:
                     item["residual"] = save_png(folder / f"{rank:02d}_residual.png", residual, self.run_dir, residual=True)
+                    # the PNG is stretched per image: its brightest pixel is this |x - x̂| ([-1, 1] pixel units)
+                    item["residual_max"] = float(np.abs(np.asarray(residual, dtype=np.float32)).max())
             except AuditError:
                 continue
             except OSError as exc:
