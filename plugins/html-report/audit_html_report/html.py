@@ -3,8 +3,8 @@
 Reads only the run directory (results.json, scores.csv, config.resolved.yaml, artifacts/), so
 ``audit report RUN_DIR`` re-renders it without running attacks. Jinja2 renders with autoescaping
 on: every string from the run (names, paths, captions, config values) is escaped; only the SVG
-that matplotlib wrote (whose text it escapes itself) and the data URIs built here are inlined
-as markup. A Content-Security-Policy meta tag forbids scripts and any network fetch, so even a
+written by svgchart (which escapes every text it draws) or by matplotlib for ablation plots (which
+escapes its own text) and the data URIs built here are inlined as markup. A Content-Security-Policy meta tag forbids scripts and any network fetch, so even a
 mistake elsewhere cannot make the file load or run anything."""
 
 from __future__ import annotations

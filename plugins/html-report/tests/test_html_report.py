@@ -236,6 +236,15 @@ def test_large_gallery_images_are_downsized(tmp_path):
     assert max(im.size) == 128 and len(uri) < 60_000
 
 
+def test_both_reporters_are_listed_by_audit_plugins():
+    from audit_core import plugins
+
+    listed = {p["name"]: p for p in plugins.get_plugins()}
+    for name in ("html-report", "markdown-report"):
+        assert listed[name]["distribution"] == "audit-html-report" and listed[name]["hooks"] == ["register_reporters"]
+    assert {"html-report", "markdown-report"} <= set(plugins.registry("reporters"))
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError):
         HtmlParams(filename="../report.html")
