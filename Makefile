@@ -36,7 +36,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS)
 	@$(BIN)/pip install -q -e '.[test,serve]' $(foreach p,$(PLUGINS),-e $(dir $(p))) 2>&1 | $(QUIET)
 	@touch $(STAMP)
 	@$(BIN)/python -c "import importlib.metadata as m, sys; \
-	d = sorted(x.metadata['Name'] for x in m.distributions() if x.metadata['Name'].startswith('audit-')); \
+	d = sorted({x.metadata['Name'] for x in m.distributions() if x.metadata['Name'].startswith('audit-')}); \
 	print(f'Installed into $(VENV) (Python {sys.version.split()[0]}, torch {m.version(\"torch\")}):'); \
 	print('  ' + ', '.join(d)); \
 	print('Editable: changes to this checkout take effect without reinstalling.'); \

@@ -504,10 +504,11 @@ def key_numbers(results: dict, verdicts: list[dict]) -> list[dict[str, str]]:
     scored = [(n, m) for n, m in scored if m is not None]
     if scored:
         name, auc = max(scored, key=lambda nm: float(nm[1]["value"]))
-        out.append({"value": num(auc["value"]), "label": "best AUC", "sub": f"{name}, 95% CI {ci(auc)}"})
+        nb = "\u00a0"  # an interval never breaks inside its brackets
+        out.append({"value": num(auc["value"]), "label": "best AUC", "sub": f"{name}, 95% CI {ci(auc).replace(' ', nb)}"})
         t1 = metric(attacks[name], "tpr_at_1pct_fpr")
         if t1 is not None and supported(t1):
-            out.append({"value": pct(t1["value"]), "label": "members found at 1% false alarms", "sub": f"{name}, CI {ci_pct(t1)}"})
+            out.append({"value": pct(t1["value"]), "label": "members found at 1% false alarms", "sub": f"{name}, CI {ci_pct(t1).replace(' ', nb)}"})
     leaks = sum(v["level"] == "leak" for v in verdicts)
     out.append({"value": f"{leaks} / {len(verdicts)}", "label": "attacks with evidence", "sub": "AUC interval above 0.5"})
     out.append({"value": f"{info.get('n_members', '?')} + {info.get('n_nonmembers', '?')}", "label": "images", "sub": "members + non-members"})
