@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import environment, metrics, plugins, secrets, sweeps
+from . import environment, guard, metrics, plugins, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
-from .config import AttackCfg, LoadedConfig, fingerprint
+from .config import AttackCfg, LoadedConfig, dotted, fingerprint
 from .data import LoadedData, load_records, open_image, tensor_to_uint8
 from .errors import AuditError, ConfigError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
@@ -82,7 +82,7 @@ class Runner:
             "device": cfg.run.device,
             "config_dir": str(loaded.base_dir),
         }
-        self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
+        self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         self._image_cache: dict[str, torch.Tensor] = {}
@@ -106,7 +106,7 @@ class Runner:
                 )
             seed_key = acfg.seed_key or acfg.key
             ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
-            attack = acls(params, self.target, ctx)
+            attack = plugins.construct(acls, params, self.target, ctx)
             try:
                 attack.check()
             except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
@@ -115,23 +115,16 @@ class Runner:
         self.sweep_note = sweeps.ensure_sharing(self)  # sweeps share queries even without the cache
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
         eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
-        self.executor: Executor = ecls(eparams)
+        self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = []
         for i, rcfg in enumerate(cfg.reports):
             rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
-            self.reporters.append(rcls(loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
+            self.reporters.append(plugins.construct(rcls, loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
         self.run_dir = self._run_dir()
         self._check_resume()
 
     def _lookup(self, what: str, name: str, path: tuple) -> Any:
-        reg = plugins.registry(what)
-        if name not in reg:
-            avail = ", ".join(sorted(reg)) or "none installed"
-            raise ConfigError(
-                f"{'.'.join(str(p) if not isinstance(p, int) else f'[{p}]' for p in path).replace('.[', '[')} "
-                f"({self.loaded.where(*path)}): unknown {what[:-1]} plugin {name!r} (installed: {avail})"
-            )
-        return reg[name]
+        return plugins.lookup(what, name, where=f"{dotted(path)} ({self.loaded.where(*path)})")
 
     def _run_dir(self) -> Path:
         return Path(self.output) if self.output is not None else self.loaded.run_dir()
@@ -198,6 +191,7 @@ class Runner:
             except OSError as exc:
                 raise disk_error(exc, str(self.run_dir)) from None
             lock = RunLock(self.run_dir).acquire()
+            guard.set_log_dir(self.run_dir)  # plugin tracebacks go to <run_dir>/audit.log
             try:
                 if self._discard_state:
                     self._clear_run_dir()
@@ -519,11 +513,11 @@ def render_reports(view: RunView, reporters: list[Reporter], console: Console | 
         except (OSError, AuditError):
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
+            guard.set_log_dir(run_dir)
             (console or Console(stderr=True)).print(
-                f"[yellow]warning:[/] reporter {escape(rep.name or type(rep).__name__)} failed "
-                f"({escape(type(exc).__name__)}: {escape(str(exc))}); the results are saved in {escape(str(run_dir))}; "
-                f"re-render with `audit report {escape(str(run_dir))}`",
-                highlight=False,
+                f"[yellow]warning:[/] {escape(str(guard.failure(rep, 'failed', exc, resumable=False)))} The results are saved in "
+                f"{escape(str(run_dir))}; re-render with `audit report {escape(str(run_dir))}`",
+                highlight=False, soft_wrap=True,
             )
     return paths
 
@@ -537,11 +531,7 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
     reps = []
     for item in raw.get("reports", []) or []:
         rc = ReportCfg.model_validate(item)
-        reg = plugins.registry("reporters")
-        if rc.plugin not in reg:
-            raise ConfigError(f"{p}: unknown reporter plugin {rc.plugin!r} (installed: {', '.join(sorted(reg)) or 'none'})")
-        rcls = reg[rc.plugin]
-        reps.append(rcls(rcls.Params.model_validate(rc.params)))
+        reps.append(plugins.build("reporters", rc.plugin, rc.params, where=str(p)))
     return reps
 
 
