@@ -73,6 +73,8 @@ class Runner:
     def prepare(self) -> None:
         cfg, loaded = self.cfg, self.loaded
         secrets.register_config(loaded.raw)  # scrubbed from everything the run writes
+        self._check_names()  # every plugin name, then the data, before any model is loaded
+        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
         tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
         self.cache = None
@@ -84,7 +86,6 @@ class Runner:
         }
         self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
-        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         self._image_cache: dict[str, torch.Tensor] = {}
         self._image_cache_bytes = 0
         self._converted_ids: set[str] = set()
@@ -122,6 +123,16 @@ class Runner:
             self.reporters.append(plugins.construct(rcls, loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
         self.run_dir = self._run_dir()
         self._check_resume()
+
+    def _check_names(self) -> None:
+        """Every plugin the config names exists (a typo costs no model load)."""
+        cfg = self.cfg
+        self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
+        for i, a in enumerate(cfg.attacks):
+            self._lookup("attacks", a.plugin, ("attacks", i, "plugin"))
+        self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
+        for i, r in enumerate(cfg.reports):
+            self._lookup("reporters", r.plugin, ("reports", i, "plugin"))
 
     def _lookup(self, what: str, name: str, path: tuple) -> Any:
         return plugins.lookup(what, name, where=f"{dotted(path)} ({self.loaded.where(*path)})")
