@@ -306,8 +306,9 @@ def validate(cls: type, values: dict, config: Any = None, at: tuple = (), label:
     except ValidationError as exc:
         from .errors import ConfigError
 
-        text = format_validation_error(exc, {}, label or "params", at, model=cls.Params)
-        raise ConfigError(f"{SINGULAR.get(_kind_of(cls), 'plugin')} {getattr(cls, 'name', '')!r}: {text}") from None
+        text = format_validation_error(exc, {}, label or "params", at or ("params",), model=cls.Params)
+        kind = SINGULAR.get(_kind_of(cls), "plugin")
+        raise ConfigError(f"{kind} {getattr(cls, 'name', '')!r}: {text.removeprefix('invalid config: ')}") from None
 
 
 def construct(cls: type, *args: Any, **kwargs: Any) -> Any:
