@@ -133,8 +133,13 @@ class Attack:
         try:
             return self.context.distances[name]
         except KeyError:
+            from .plugins import did_you_mean
+
             avail = ", ".join(sorted(self.context.distances))
-            raise ConfigError(f"attack {self.context.name!r}: unknown distance {name!r} (available: {avail})") from None
+            raise ConfigError(
+                f"attack {self.context.name!r}: unknown distance {name!r}.{did_you_mean(name, self.context.distances)} "
+                f"Available: {avail}."
+            ) from None
 
 
 def check_access(attack_cls: type[Attack], target: Target, attack_name: str) -> None:
