@@ -287,8 +287,9 @@ def _model_at(model: Any, loc: tuple) -> Any:
     return current
 
 
-def _unknown_key(model: Any, loc: tuple) -> str:
-    """``unknown key; did you mean 'members'? Valid keys: ...`` for an extra key at ``loc``."""
+def _unknown_key(model: Any, loc: tuple, owner: str | None = None) -> str:
+    """``unknown key; did you mean 'members'? valid keys: ...`` for an extra key at ``loc``
+    (``owner``, e.g. ``attack plugin 'pia'``, says whose keys they are)."""
     holder = _model_at(model, loc) if model is not None else None
     fields = list(getattr(holder, "model_fields", {}) or {})
     fields = [f for f in fields if f != "seed_key"]  # set by sweep expansion, not by users
@@ -298,7 +299,8 @@ def _unknown_key(model: Any, loc: tuple) -> str:
 
     close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ";"
-    return f"unknown key{hint} valid keys: {', '.join(fields)}"
+    of = f" of {owner}" if owner and len(loc) == 1 else ""
+    return f"unknown key{hint} valid keys{of}: {', '.join(fields)}"
 
 
 def dotted(path: tuple) -> str:
@@ -309,7 +311,8 @@ def dotted(path: tuple) -> str:
 
 
 def format_validation_error(
-    exc: ValidationError, lines: dict[tuple, int | str], source: str, prefix: tuple = (), model: Any = None
+    exc: ValidationError, lines: dict[tuple, int | str], source: str, prefix: tuple = (), model: Any = None,
+    owner: str | None = None,
 ) -> str:
     """One line per error: ``dotted.key (file, line N): what is wrong``. ``model`` is the schema
     that was validated (default: the whole audit.yaml's), for the valid keys of an unknown one."""
@@ -321,7 +324,7 @@ def format_validation_error(
         path = (*prefix, *loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = _unknown_key(model, loc)
+            msg = _unknown_key(model, loc, owner)
         elif err["type"] == "missing":
             msg = "required key is missing"
         msgs.append(f"{dotted(path)} ({_where(path, lines, source)}): {msg}")
@@ -356,12 +359,12 @@ class LoadedConfig:
         """The configured run directory: ``run.output``, else ``reports/<run.name>``."""
         return self.path(self.cfg.run.output) if self.cfg.run.output else Path("reports") / self.cfg.run.name
 
-    def validate_params(self, model: type[BaseModel], values: dict, path: tuple) -> BaseModel:
+    def validate_params(self, model: type[BaseModel], values: dict, path: tuple, owner: str | None = None) -> BaseModel:
         """Validate a plugin's params with the plugin's own schema; errors name key and line."""
         try:
             return model.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, self.lines, self.source, path, model=model)) from None
+            raise ConfigError(format_validation_error(exc, self.lines, self.source, path, model=model, owner=owner)) from None
 
 
 def parse_value(value: str) -> Any:

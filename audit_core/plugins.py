@@ -102,8 +102,9 @@ def unknown_hooks(plugin: Any) -> list[str]:
             opts = pm.parse_hookimpl_opts(plugin, attr)
         except Exception:  # noqa: BLE001 - an odd attribute is not a hookimpl
             opts = None
-        if opts is not None and attr not in HOOKS and attr != "register_commands":
-            out.append(f"{attr!r} is not a hook{did_you_mean(attr, [*HOOKS, 'register_commands']).replace(' Did', ' (did').replace('?', '?)')}")
+        if opts is not None and attr not in HOOKS:
+            close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.6)
+            out.append(f"{attr!r} is not a hook" + (f" (did you mean {close[0]!r}?)" if close else f" (the hooks: {', '.join(HOOKS)})"))
     return out
 
 
@@ -143,7 +144,8 @@ def load_plugins() -> pluggy.PluginManager:
             validate_plugin(plugin, ep.name)
             pm.register(plugin, name=ep.name)
         except (PluginError, pluggy.PluginValidationError) as exc:
-            _disable(ep.name, dist, version, str(exc).replace(f"plugin {ep.name!r} ", "it ", 1))
+            reason = " ".join(str(exc).split())  # pluggy's signature errors span lines
+            _disable(ep.name, dist, version, reason.replace(f"plugin {ep.name!r} ", "it ", 1))
             continue
         if dist:
             _dist_of[ep.name] = (dist, version or "")
@@ -299,14 +301,15 @@ def validate(cls: type, values: dict, config: Any = None, at: tuple = (), label:
 
     from .config import format_validation_error
 
+    owner = f"{SINGULAR.get(_kind_of(cls), 'plugin')} plugin {getattr(cls, 'name', '')!r}"
     if config is not None:
-        return config.validate_params(cls.Params, values, at)
+        return config.validate_params(cls.Params, values, at, owner=owner)
     try:
         return cls.Params.model_validate(values)
     except ValidationError as exc:
         from .errors import ConfigError
 
-        text = format_validation_error(exc, {}, label or "params", at or ("params",), model=cls.Params)
+        text = format_validation_error(exc, {}, label or "params", at or ("params",), model=cls.Params, owner=owner)
         kind = SINGULAR.get(_kind_of(cls), "plugin")
         raise ConfigError(f"{kind} {getattr(cls, 'name', '')!r}: {text.removeprefix('invalid config: ')}") from None
 

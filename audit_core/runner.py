@@ -76,7 +76,7 @@ class Runner:
         self._check_names()  # every plugin name, then the data, before any model is loaded
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
-        tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
+        tparams = plugins.validate(tcls, cfg.target.options(), loaded, ("target",))
         self.cache = None
         if cfg.cache.enabled:
             self.cache = QueryCache.for_config(loaded)
@@ -99,7 +99,7 @@ class Runner:
             acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
             check_access(acls, self.target, acfg.key)
             values = {**acls.defaults_for(self.target), **acfg.params}
-            params = loaded.validate_params(acls.Params, values, ("attacks", i, "params"))
+            params = plugins.validate(acls, values, loaded, ("attacks", i, "params"))
             if acfg.scorer == "classifier" and not acls.residual_maps:
                 raise ConfigError(
                     f"attacks[{i}].scorer ({loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
@@ -115,12 +115,12 @@ class Runner:
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
         self.sweep_note = sweeps.ensure_sharing(self)  # sweeps share queries even without the cache
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
-        eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
+        eparams = plugins.validate(ecls, cfg.run.executor.options(), loaded, ("run", "executor"))
         self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = []
         for i, rcfg in enumerate(cfg.reports):
             rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
-            self.reporters.append(plugins.construct(rcls, loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
+            self.reporters.append(plugins.construct(rcls, plugins.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
         self.run_dir = self._run_dir()
         self._check_resume()
 

@@ -334,7 +334,7 @@ def test_unknown_keys_and_names_get_a_did_you_mean(toy_run_config, audit_cli, tm
     cfg = toy_run_config([{"plugin": "naive-loss", "params": {"tt": 100}}])
     code, out = audit_cli("run", cfg, "--output", tmp_path / "a")
     flat = " ".join(out.split())
-    assert code == 2 and "attacks[0].params.tt (" in flat and "unknown key; did you mean 't'? valid keys: t, draws" in flat, out
+    assert code == 2 and "attacks[0].params.tt (" in flat and "unknown key; did you mean 't'? valid keys of attack plugin 'naive-loss': t, draws" in flat, out
     code, out = audit_cli("run", cfg, "--set", "attacks.0.plugin=naive-los", "--output", tmp_path / "b")
     flat = " ".join(out.split())
     assert code == 2 and "attacks[0].plugin (--set attacks.0.plugin=naive-los): unknown attack plugin 'naive-los'. Did you mean 'naive-loss'? Installed:" in flat, out
