@@ -91,7 +91,8 @@ def _rows(fn: Any, self: Any, args: tuple, kwargs: dict) -> int:
     seeds = bound.get("seeds")
     if seeds is not None:
         return int(seeds.numel()) if isinstance(seeds, torch.Tensor) else int(np.size(np.asarray(seeds, dtype=object)))
-    x = args[0] if args else next(iter(kwargs.values()), None)
+    values = list(bound.values())[1:] if bound else list(args)  # after self: x (or z_t) first
+    x = values[0] if values else None
     return int(x.shape[0]) if hasattr(x, "shape") else 0
 
 
