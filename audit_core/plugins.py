@@ -67,7 +67,7 @@ class Registry:
 
 _broken: dict[str, Broken] = {}
 _dist_of: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
-_registries: dict[str, tuple[tuple, Registry]] = {}
+_registries: dict[str, tuple[tuple, Registry]] = {}  # kind -> (plugins it was built from, registry)
 
 
 def _allow_list() -> set[str] | None:
@@ -192,9 +192,12 @@ def _collect(kind: str) -> Registry:
     """Call ``register_<kind>`` through pluggy, one plugin at a time (so tracing shows every
     call and one plugin's failure costs only that plugin). Cached until plugins change."""
     load_plugins()
-    key = tuple((pm.get_name(p), id(p)) for p in pm.get_plugins())
+    # the key holds the plugin objects themselves: an id alone can be reused by a new object
+    key = tuple((pm.get_name(p), p) for p in pm.get_plugins())
     cached = _registries.get(kind)
-    if cached is not None and cached[0] == key:
+    if cached is not None and len(cached[0]) == len(key) and all(
+        a[0] == b[0] and a[1] is b[1] for a, b in zip(cached[0], key)
+    ):
         return cached[1]
     hook_name = f"register_{kind}"
     reg = Registry()
