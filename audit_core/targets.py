@@ -169,7 +169,15 @@ class Target:
         self.params = params
         self.context = context or TargetContext()
         self.stats = Stats()
-        self.cache = self.context.cache
+
+    @property
+    def cache(self) -> Any:
+        """The query cache (or None): the context's, the one handle the runner gave this target."""
+        return self.context.cache
+
+    @cache.setter
+    def cache(self, value: Any) -> None:
+        self.context.cache = value
 
     #: methods the core calls on a target; a subclass's own versions are guarded (a failure
     #: names the target and its distribution: see audit_core.guard)
