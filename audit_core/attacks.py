@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 
 from . import seeding
-from .config import PluginParams
+from .params import PluginParams
 from .errors import ConfigError
 from .targets import ACCESS_NAMES, Target
 

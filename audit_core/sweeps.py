@@ -48,7 +48,8 @@ from typing import Any
 import yaml
 
 from .cache import MemoryCache  # noqa: F401  (re-exported: it lived here before)
-from .config import AttackCfg, LoadedConfig, is_list_typed
+from .config import AttackCfg, LoadedConfig
+from .params import is_list_typed
 from .errors import ConfigError
 
 SWEEP_KEY = "sweep"

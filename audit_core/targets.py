@@ -22,7 +22,8 @@ import torch
 from pydantic import BaseModel
 
 from . import ddim, seeding
-from .config import PluginParams, resolve_path
+from .config import resolve_path
+from .params import PluginParams
 from .errors import ConfigError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only

@@ -288,7 +288,7 @@ def test_int_params_are_strict(draws, message, toy_run_config, audit_cli, tmp_pa
 def test_yaml_natural_conversions_still_work():
     from pathlib import Path as P
 
-    from audit_core.config import PluginParams
+    from audit_core.params import PluginParams
 
     class M(PluginParams):
         f: float = 0.0
