@@ -47,7 +47,7 @@ def test_allow_list_limits_loaded_plugins():
 def test_trace_env_prints_hook_calls():
     proc = cli("plugins", "--json", env={"AUDIT_LOAD_PLUGINS": "example-attack", "AUDIT_TRACE_PLUGINS": "1"})
     assert proc.returncode == 0
-    assert "register_attacks" in proc.stderr or "register_commands" in proc.stderr
+    assert "register_attacks" in proc.stderr  # registration goes through pluggy, so it is traced
 
 
 def test_hookimpl_matching_no_spec_is_rejected():
