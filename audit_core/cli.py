@@ -10,16 +10,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import AuditError, Interrupted
+from .errors import AuditError, Interrupted, PluginFailure
 
-console = Console()
-err_console = Console(stderr=True)
+from .console import err as err_console
+from .console import out as console
 
 app = typer.Typer(
     name="audit",
@@ -43,8 +41,15 @@ def _root(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Also print the traceback of a plugin failure (it always goes to the run's audit.log).")
+    ] = False,
 ) -> None:
     """Membership-inference audits of diffusion models."""
+    if debug:
+        from . import guard
+
+        guard.debug = True
 
 
 @app.command()
@@ -106,24 +111,17 @@ def sweep(
 def _execute(runner, command: list[str], set_: list[str]) -> None:
     """Run, print the summary and where the run directory and report are; on Ctrl-C say what was
     kept and print the command (``command`` + the --set overrides) that resumes it."""
+    from . import console as term
+
     try:
         run_dir = runner.run()
     except (Interrupted, KeyboardInterrupt):
         run_dir = getattr(runner, "run_dir", None)
-        if run_dir is None or not (run_dir / "state.sqlite").exists():
-            err_console.print("[yellow]Interrupted[/] before anything was scored.")
-        else:
-            err_console.print(
-                f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(run_dir))}. Resume with:\n"
-                f"  {escape(_resume_command(command, set_, run_dir))}",
-                highlight=False, soft_wrap=True,
-            )
+        saved = run_dir is not None and (run_dir / "state.sqlite").exists()
+        term.interrupted(err_console, run_dir, _resume_command(command, set_, run_dir) if saved else None)
         raise typer.Exit(130) from None
-    _summary(runner.results)
-    console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
-    report = run_dir / "report.html"
-    if report.exists():
-        console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
+    term.summary(runner.results, console)
+    term.run_finished(run_dir, console)
 
 
 def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
@@ -143,86 +141,43 @@ def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _summary(results: dict) -> None:
-    table = Table(
-        title=f"{results['run']['name']} ({results['run']['mode']} mode)",
-        caption="value over its 95% bootstrap interval; TPR at 1% / 0.1% FPR; NFE and queries (qry) per image; s = seconds",
-        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
-    )
-    width = max((len(n) for n in results["attacks"]), default=6)
-    table.add_column("attack", no_wrap=True, min_width=min(width, 28), overflow="fold")
-    for col in ("AUC", "ASR", "TPR@1%", "TPR@.1%"):
-        table.add_column(col, justify="right", no_wrap=True, min_width=9)
-    for col in ("NFE", "qry", "s"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for name, a in results["attacks"].items():
-        m = a["metrics"]
-
-        def fmt(k: str) -> str:
-            mark = "*" if m[k].get("supported") is False else ""
-            return f"{m[k]['value']:.3f}{mark}\n{m[k]['ci95'][0]:.2f}-{m[k]['ci95'][1]:.2f}"
-
-        table.add_row(
-            escape(name), fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
-            f"{a['nfe_per_image']:g}", f"{a['queries_per_image']:g}", f"{a['seconds']:.1f}",
-        )
-    console.print(table)
-    if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
-        console.print("* unsupported: fewer non-members than the FPR level resolves (results.json: metrics.*.note)", highlight=False)
-    if results.get("set_inference"):
-        _set_inference_summary(results["set_inference"])
-    if results.get("sweeps"):
-        from .sweeps import print_summary
-
-        print_summary(console, results["sweeps"])
-
-
-def _set_inference_summary(si: dict) -> None:
-    """Copyright mode: the set-level test per attack and the combined verdict."""
-    table = Table(title="Was the suspect set used?", caption="suspects vs reference, one-sided Mann-Whitney U; evidence: p <= alpha; flagged at FPR alpha")
-    for col in ("attack", "suspects", "reference", "flagged", "p-value", "AUC", "evidence"):
-        table.add_column(col, justify="left" if col == "attack" else "right")
-    for name, e in si.items():
-        if name == "combined" or e.get("p_value") is None:
-            continue
-        table.add_row(
-            name, str(e["n_suspects"]), str(e["n_reference"]), str(e["flagged"]), f"{e['p_value']:.3g}",
-            f"{e['effect_auc']:.3f}", "yes" if e["p_value"] <= e["alpha"] else "no",
-        )
-    console.print(table)
-    for name, e in si.items():
-        for note in e.get("notes", []) if name != "combined" else []:
-            console.print(f"[yellow]{name}:[/] {note}", highlight=False)
-    c = si.get("combined", {})
-    if c.get("p_value") is not None:
-        console.print(f"[bold]Combined ({c['method']}, p = {c['p_value']:.3g}):[/] {c['verdict']}", highlight=False)
-
-
 @app.command("plugins")
 def plugins_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Output JSON.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Include the core's built-in plugins.")] = False,
 ) -> None:
-    """List installed plugins: name, distribution, version and hooks."""
+    """List installed plugins: distribution, version, hooks and the names each registers (as
+    written in audit.yaml), plus disabled (broken) plugins and names registered twice."""
     from .plugins import get_plugins
 
     plugins = get_plugins(all=all_)
     if as_json:
         typer.echo(json.dumps(plugins, indent=2))
         return
-    table = Table(title="audit plugins")
-    for col in ("name", "distribution", "version", "hooks"):
-        table.add_column(col)
+    table = Table(title="audit plugins", caption="names as written in audit.yaml (attacks[].plugin, target.plugin, ...)")
+    for col in ("plugin", "distribution", "version", "registers"):
+        table.add_column(col, overflow="fold")
     for p in plugins:
-        table.add_row(p["name"], p.get("distribution", "-"), p.get("version", "-"), ", ".join(p["hooks"]))
+        if p.get("broken"):
+            continue
+        regs = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items())
+        if "register_commands" in p["hooks"]:
+            regs += ("\n" if regs else "") + "commands (audit CLI)"
+        table.add_row(escape(p["name"]), p.get("distribution", "-"), p.get("version", "-"), escape(regs or "-"))
     console.print(table)
+    for p in plugins:
+        for clash in p.get("clashes", []):
+            console.print(f"[yellow]name clash:[/] {escape(p['name'])}: {escape(clash)} (neither is used)", highlight=False, soft_wrap=True)
+    for p in plugins:
+        if p.get("broken"):
+            dist = f" ({p['distribution']} {p['version']})" if p.get("distribution") else ""
+            console.print(f"[red]disabled:[/] {escape(p['name'])}{escape(dist)}: {escape(p['broken'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
     """Re-render the reports of a finished run without running attacks."""
-    from .reporting import RunView
-    from .runner import render_reports, reporters_from_config
+    from .reporting import RunView, render_reports, reporters_from_config
 
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
@@ -349,12 +304,20 @@ def _plain_help(cmd) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
+        from . import guard
+
+        guard.debug = True
+        args = [a for i, a in enumerate(args) if a != "--debug" or i == 0]
     try:
         cmd = typer.main.get_command(build_app())
         _plain_help(cmd)
-        cmd(args=argv, standalone_mode=True)
+        cmd(args=args, standalone_mode=True)
     except AuditError as exc:
         _fail(str(exc), 2)
+    except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log
+        _fail(str(exc), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except SystemExit:
