@@ -27,7 +27,9 @@ def serve(
         float, typer.Option("--max-pending-mb", min=1 / 1024, help="Request bodies held at once (queued or running), in MiB, before 503.")
     ] = 512.0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
-    param: Annotated[list[str], typer.Option("--param", help="Another target param: KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    param: Annotated[
+        list[str], typer.Option("--param", metavar="KEY=VALUE", help="Another target param (repeatable).")
+    ] = [],  # noqa: B006
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
 ) -> None:
     """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
