@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import AuditError, Interrupted
+from .errors import AuditError, Interrupted, PluginFailure
 
 from .console import err as err_console
 from .console import out as console
@@ -41,16 +41,26 @@ def _root(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Also print the traceback of a plugin failure (it always goes to the run's audit.log).")
+    ] = False,
 ) -> None:
     """Membership-inference audits of diffusion models."""
+    if debug:
+        from . import guard
+
+        guard.debug = True
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="The audit.yaml to run.")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
+    ] = [],  # noqa: B006
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>; run.name defaults to the config file's name).")
+        Optional[Path],
+        typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>; run.name defaults to the config file's name)."),
     ] = None,
     resume: Annotated[
         Optional[bool],
@@ -79,10 +89,16 @@ def sweep(
     config: Annotated[Path, typer.Argument(help="The audit.yaml whose attacks to sweep.")],
     param: Annotated[
         list[str],
-        typer.Option("--param", "-p", help="ATTACK.param=v1,v2,... e.g. rediffuse.n=1,2,5,10 (repeatable: a grid)."),
+        typer.Option(
+            "--param", "-p", metavar="ATTACK.PARAM=V1,V2", help="e.g. rediffuse.n=1,2,5,10 (repeatable: a grid)."
+        ),
     ] = [],  # noqa: B006
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>-sweep).")] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
+    ] = [],  # noqa: B006
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>-sweep).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted sweep in the same directory.")] = False,
 ) -> None:
     """Run a parameter sweep (ablation): only the attacks named in --param, one entry per value,
@@ -135,19 +151,32 @@ def plugins_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Output JSON.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Include the core's built-in plugins.")] = False,
 ) -> None:
-    """List installed plugins: name, distribution, version and hooks."""
+    """List installed plugins: distribution, version, hooks and the names each registers (as
+    written in audit.yaml), plus disabled (broken) plugins and names registered twice."""
     from .plugins import get_plugins
 
     plugins = get_plugins(all=all_)
     if as_json:
         typer.echo(json.dumps(plugins, indent=2))
         return
-    table = Table(title="audit plugins")
-    for col in ("name", "distribution", "version", "hooks"):
-        table.add_column(col)
+    table = Table(title="audit plugins", caption="names as written in audit.yaml (attacks[].plugin, target.plugin, ...)")
+    for col in ("plugin", "distribution", "version", "registers"):
+        table.add_column(col, overflow="fold")
     for p in plugins:
-        table.add_row(p["name"], p.get("distribution", "-"), p.get("version", "-"), ", ".join(p["hooks"]))
+        if p.get("broken"):
+            continue
+        regs = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items())
+        if "register_commands" in p["hooks"]:
+            regs += ("\n" if regs else "") + "commands (audit CLI)"
+        table.add_row(escape(p["name"]), p.get("distribution", "-"), p.get("version", "-"), escape(regs or "-"))
     console.print(table)
+    for p in plugins:
+        for clash in p.get("clashes", []):
+            console.print(f"[yellow]name clash:[/] {escape(p['name'])}: {escape(clash)} (neither is used)", highlight=False, soft_wrap=True)
+    for p in plugins:
+        if p.get("broken"):
+            dist = f" ({p['distribution']} {p['version']})" if p.get("distribution") else ""
+            console.print(f"[red]disabled:[/] {escape(p['name'])}{escape(dist)}: {escape(p['broken'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -155,7 +184,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     reporter: Annotated[
         list[str],
-        typer.Option("--reporter", "-r", help="Render this reporter (repeatable), e.g. html-report; default: the run's own."),
+        typer.Option("--reporter", "-r", metavar="NAME", help="Render this reporter (repeatable), e.g. html-report; default: the run's own."),
     ] = [],  # noqa: B006
 ) -> None:
     """Re-render the reports of a finished run without running attacks, or add a reporter."""
@@ -176,31 +205,6 @@ def report(
         )
     for p in paths:
         console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
-
-
-@app.command()
-def serve(
-    target: Annotated[str, typer.Option("--target", help="A registered target plugin, e.g. ddim.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="The target's model (its `model` param), e.g. builtin:digits-ddpm.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; the bound one is printed).")] = 8000,
-    token_env: Annotated[
-        Optional[str], typer.Option("--token-env", help="Name of the environment variable holding the bearer token every request must present.")
-    ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per request.")] = 64,
-    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Most variations per image per request.")] = 64,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=1 / 1024, help="Largest request body, in MiB.")] = 64.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting for the model before 503.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
-    param: Annotated[list[str], typer.Option("--param", help="Another target param: KEY=VALUE (repeatable).")] = [],  # noqa: B006
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
-) -> None:
-    """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
-    from .serve import Limits, parse_params
-    from .serve import serve as run_server
-
-    limits = Limits(max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue)
-    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log)
 
 
 _CacheDir = Annotated[
@@ -267,11 +271,44 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _plain_help(cmd) -> None:
+    """Plain metavars in every ``--help``: Typer 0.29 prints ``<bool>`` after flags (``--version``,
+    ``--help``), ``{config}`` for a required argument in the usage line and ``<list[str]>`` for a
+    repeatable option. Flags get no metavar, arguments their name in capitals, and any remaining
+    repeatable option VALUE (the options above name theirs, e.g. KEY=VALUE)."""
+    import typer._click as tclick
+    from typer.core import TyperArgument, TyperOption
+
+    help_opt = cmd.get_help_option(tclick.Context(cmd, info_name=cmd.name))
+    for p in [*cmd.params, *([help_opt] if help_opt is not None else [])]:
+        if isinstance(p, TyperArgument):
+            p.metavar = p.metavar or (p.name or "arg").upper()
+            # bound per argument: the usage line shows CONFIG (or [DIR] when optional), not {config}
+            p._usage_display_name = lambda p=p: (p.metavar if p.required else f"[{p.metavar}]") + ("..." if p.nargs != 1 else "")
+        elif isinstance(p, TyperOption) and p.metavar is None:
+            if p.is_flag or p.count:
+                p.metavar = ""
+            elif p.multiple:
+                p.metavar = "VALUE"
+    for sub in (getattr(cmd, "commands", None) or {}).values():
+        _plain_help(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
+        from . import guard
+
+        guard.debug = True
+        args = [a for i, a in enumerate(args) if a != "--debug" or i == 0]
     try:
-        build_app()(args=argv, standalone_mode=True)
+        cmd = typer.main.get_command(build_app())
+        _plain_help(cmd)
+        cmd(args=args, standalone_mode=True)
     except AuditError as exc:
         _fail(str(exc), 2)
+    except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log
+        _fail(str(exc), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except SystemExit:

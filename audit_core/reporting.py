@@ -99,14 +99,12 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
 
 def build_reporter(name: str, params: dict | None = None, where: tuple[str, str] = ("--reporter", "command line")) -> Reporter:
     """The reporter plugin ``name`` with validated ``params``; errors name ``where`` (key, place)."""
+    from . import plugins
     from .runner import lookup_plugin
 
     key, place = where
     rcls = lookup_plugin("reporters", name, (key,), place)
-    try:
-        return rcls(rcls.Params.model_validate(params or {}))
-    except ValidationError as exc:
-        raise ConfigError(f"{key}.params ({place}): reporter {name!r}: {_one_line(exc)}") from None
+    return plugins.construct(rcls, plugins.validate(rcls, params or {}, at=(key, "params"), label=place))
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -117,6 +115,7 @@ def render_reports(view: RunView, reporters: list[Reporter], console: Any = None
     """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
     only: the scores and results are already saved, so it is a warning, not a failed run."""
     from . import console as term
+    from . import guard
 
     paths: list[Path] = []
     for rep in reporters:
@@ -125,7 +124,9 @@ def render_reports(view: RunView, reporters: list[Reporter], console: Any = None
         except (OSError, AuditError):
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
-            term.reporter_failed(console, rep.name or type(rep).__name__, exc, view.dir)
+            guard.set_log_dir(view.dir)
+            guard.failure(rep, "failed", exc, resumable=False)  # its traceback to <run_dir>/audit.log
+            term.reporter_failed(console, guard.who(rep).removeprefix("reporter "), exc, view.dir)
     return paths
 
 

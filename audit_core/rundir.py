@@ -22,7 +22,7 @@ MANIFEST_FORMAT = "audit-run/1"
 STATE_FILES = (STATE_FILE, STATE_FILE + "-wal", STATE_FILE + "-shm")
 #: names a run directory written before manifests existed may hold (adopted when it has a store)
 LEGACY_NAMES = {*STATE_FILES, LOCK_FILE, "config.resolved.yaml", "results.json", "scores.csv", "artifacts",
-                "report.html", "summary.md"}
+                "report.html", "summary.md", "audit.log"}
 
 
 class Manifest:

@@ -49,7 +49,7 @@ def test_run_writes_the_contract_run_directory(toy_config, audit_cli, tmp_path):
     assert {r["label"] for r in rows} == {"member", "nonmember"}
     assert (out / "config.resolved.yaml").exists()
     assert results["environment"]["packages"]["torch"]
-    assert len(a["gallery"]) == 6 and (out / a["gallery"][0]["reconstruction"]).exists()
+    assert len(a["gallery"]) == 12 and (out / a["gallery"][0]["reconstruction"]).exists()
 
 
 def test_scores_do_not_depend_on_batch_size(toy_config, audit_cli, tmp_path):
@@ -120,7 +120,7 @@ def test_a_crashing_reporter_is_a_warning_and_the_run_is_kept(toy_config, audit_
     out = tmp_path / "run"
     code, output = audit_cli("run", toy_config(reports=[{"plugin": "broken"}]), "--output", out)
     assert code == 0, output
-    assert "reporter broken failed" in output and "ZeroDivisionError" in output and no_traceback(output)
+    assert "reporter 'broken' (registered in-process as 'broken-reporter') failed" in output and "ZeroDivisionError" in output and no_traceback(output)
     assert json.loads((out / "results.json").read_text())["attacks"]
 
 

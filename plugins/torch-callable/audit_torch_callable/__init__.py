@@ -13,7 +13,7 @@ The function returns a mapping (or an object with these attributes):
 - ``image_size`` and ``channels``.
 
 The target serves both access levels (noise prediction, and the variation API through the core's
-DDIM on top of it), so every attack runs on it. The function is your code: it runs with your
+DDIM on top of it, unclipped unless the caller asks for ``clip``), so every attack runs on it. The function is your code: it runs with your
 privileges, like any Python you import.
 """
 
@@ -89,8 +89,9 @@ class TorchCallableTarget(Target):
             self.stats.nfe += chunk.shape[0]
         return torch.cat(out)
 
-    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        return z.clamp(-1.0, 1.0)
+    # The variation API is the base class's ``_variations`` (seeded noise, the core's DDIM over
+    # ``eps``): pixel space is model space, so nothing is decoded, and a variation is clipped to
+    # [-1, 1] only when the caller passes ``clip=True``.
 
 
 @hookimpl
