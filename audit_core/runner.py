@@ -85,6 +85,7 @@ class Runner:
         self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        self.conditions = {r.id: self.target.condition(r) for r in self.data.records}  # checked before any query
         self._image_cache: dict[str, torch.Tensor] = {}
         self._image_cache_bytes = 0
         self._converted_ids: set[str] = set()
@@ -310,7 +311,7 @@ class Runner:
         bs = self.cfg.run.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self._images_of(chunk))
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=self._images_of(chunk))
 
     def _images_of(self, chunk: list[ImageRecord]) -> torch.Tensor:
         """Decode and convert images for the target, once per run: every attack after the first
