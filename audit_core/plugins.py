@@ -129,7 +129,7 @@ def _collect(hook_name: str, what: str) -> dict[str, tuple[Any, str]]:
 
 def registry(what: str) -> dict[str, Any]:
     """``registry("attacks")`` -> {name: class}. ``what`` is targets, attacks, distances,
-    reporters, executors or datasets."""
+    reporters, executors, datasets or generators."""
     return {name: value for name, (value, _) in _collect(f"register_{what}", what).items()}
 
 

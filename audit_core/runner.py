@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import environment, metrics, plugins, secrets, sweeps
+from . import environment, metrics, plugins, secrets, shift, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint
@@ -448,6 +448,7 @@ class Runner:
                 csv_rows.append(row)
         sweeps.extend_results(self, results)
         self._post_results(results, csv_rows)
+        shift.extend_results(self, results)  # copyright mode: reference provenance + shift check
         header = ["attack", "image_id", "path", "label", "score"] + (["split"] if split_col else [])
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -139,6 +139,7 @@ class HtmlReport(Reporter):
             "histograms": hist,
             "hist_note": hist_note,
             "set_inference": self._set_inference(results),
+            "reference": results.get("reference"),
             "sweeps": self._sweeps(results),
             "galleries": self._galleries(run, attacks, results),
             "details": self._details(attacks),
