@@ -253,13 +253,16 @@ def serve(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
     param: Annotated[list[str], typer.Option("--param", help="Another target param: KEY=VALUE (repeatable).")] = [],  # noqa: B006
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
+    txt2img: Annotated[
+        Optional[str], typer.Option("--txt2img", help="Also serve AUTOMATIC1111-style /sdapi/v1/txt2img with this generator on --model (e.g. diffusers).")
+    ] = None,
 ) -> None:
     """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
     from .serve import Limits, parse_params
     from .serve import serve as run_server
 
     limits = Limits(max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue)
-    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log)
+    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log, txt2img)
 
 
 _CacheDir = Annotated[

@@ -522,8 +522,10 @@ def serve(
     device: str = "auto",
     params: dict[str, Any] | None = None,
     access_log: bool = False,
+    txt2img: str | None = None,
 ) -> None:
-    """Build the target and serve it until interrupted (``audit serve``)."""
+    """Build the target and serve it until interrupted (``audit serve``); with ``txt2img``, also
+    AUTOMATIC1111-style text-to-image from that generator on the same model (audit_http.txt2img)."""
     try:
         import uvicorn
     except ImportError:  # pragma: no cover - the `serve` extra
@@ -540,8 +542,13 @@ def serve(
     sock = bind(host, port)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    app = create_app(service, token)
+    if txt2img:
+        from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
+
+        serve_generator(app, txt2img, model, device)
     config = uvicorn.Config(
-        create_app(service, token), log_level="info", access_log=access_log, lifespan="off",
+        app, log_level="info", access_log=access_log, lifespan="off",
         timeout_graceful_shutdown=5, server_header=False,
     )
     server = uvicorn.Server(config)

@@ -11,3 +11,11 @@ def register_targets(register):
     from .target import HTTPTarget
 
     register(HTTPTarget)
+
+
+@hookimpl
+def register_generators(register):
+    """``audit reference build --generator a1111 --param url=...``: an AUTOMATIC1111 txt2img server."""
+    from .txt2img import A1111Generator
+
+    register(A1111Generator)
