@@ -544,8 +544,10 @@ def serve(
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     app = create_app(service, token)
     if txt2img:
-        from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
-
+        try:
+            from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
+        except ImportError:
+            raise PluginError("audit serve --txt2img needs the audit-http plugin: pip install -e plugins/http") from None
         serve_generator(app, txt2img, model, device)
     config = uvicorn.Config(
         app, log_level="info", access_log=access_log, lifespan="off",
