@@ -114,11 +114,9 @@ def provenance(spec: str | None, base_dir: Path, records: list[ImageRecord]) -> 
     return out
 
 
-def extend_results(runner: Any, results: dict) -> None:
-    """Copyright mode: add results["reference"] (provenance + shift check). No-op otherwise."""
-    if runner.data.mode != "copyright":
-        return
+def reference_block(runner: Any) -> dict[str, Any]:
+    """Copyright mode's results["reference"]: provenance + shift check."""
     records = runner.data.records
     block = provenance(runner.cfg.data.reference, Path(runner.loaded.base_dir), records)
     block["shift_check"] = shift_check(records, runner.cfg.run.seed)
-    results["reference"] = block
+    return block
