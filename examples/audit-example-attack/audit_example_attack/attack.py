@@ -1,0 +1,37 @@
+"""The ``variation-similarity`` attack: params, validation and scoring (the hook that registers
+it is in ``__init__.py``)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch
+from audit_core.targets import VARIATION
+
+
+class Params(AttackParams):
+    t: int = Field(100, description="diffusion step the image is noised to")
+    k: int = Field(50, description="DDIM sampling interval")
+    n: int = Field(2, ge=1, description="variations per image")
+    distance: str = "l2"
+
+
+class VariationSimilarity(Attack):
+    name = "variation-similarity"
+    requires = frozenset({VARIATION})
+    Params = Params
+
+    def check(self) -> None:
+        self.check_t(self.params.t)
+        self.check_divides(self.params.t, self.params.k)
+        self.dist = self.distance(self.params.distance)  # fails early on an unknown distance
+
+    def score(self, batch: Batch) -> AttackOutput:
+        p = self.params
+        images, captions = batch.repeat(p.n)  # image-major: rows i*n .. i*n+n-1 are image i
+        variations = self.target.variation(images, p.t, p.k, batch.seed_matrix(p.n), captions)
+        d = self.dist(variations, images).reshape(len(batch), p.n)
+        best = d.min(dim=1).values
+        closest = variations.reshape(len(batch), p.n, *variations.shape[1:])[torch.arange(len(batch)), d.argmin(1)]
+        return AttackOutput(scores=-best, residuals=(batch.images - closest).abs(), reconstructions=closest)
