@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import environment, metrics, plugins, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
+from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint
 from .data import LoadedData, load_records, open_image, tensor_to_uint8
@@ -81,8 +82,19 @@ class Runner:
         self.target_context = {
             "device": cfg.run.device,
             "config_dir": str(loaded.base_dir),
+            "dtype": cfg.run.dtype,
+            "channels_last": cfg.run.channels_last,
+            "compile": cfg.run.compile,
         }
         self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
+        self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
+        precision = getattr(self.target, "precision", None)
+        self.console.print(
+            f"target {escape(self.target.name)} on {self.target.device}"
+            + (f", {precision['dtype']} ({escape(precision['reason'])})" if precision else "")
+            + f"; batch size {self.batch_size}" + (f" ({escape(batch_why)})" if cfg.run.batch_size == "auto" else ""),
+            highlight=False, soft_wrap=True,
+        )
         self.target_cls, self.target_params = tcls, tparams
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         self._image_cache: dict[str, torch.Tensor] = {}
@@ -307,7 +319,7 @@ class Runner:
         self.console.print("[yellow]Ctrl-C: stopping after the current batch (press again to abort now)…[/]")
 
     def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
-        bs = self.cfg.run.batch_size
+        bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
             yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self._images_of(chunk))

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ConfigError, ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, resolve_device
+from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams
 
 
 class Params(TargetParams):
@@ -57,8 +57,8 @@ class TorchCallableTarget(Target):
             self.channels = int(_get(spec, "channels"))
         except (TypeError, ValueError):
             raise ModelError(f"target.factory: {params.factory} must return integer `image_size` and `channels`") from None
-        self.device = resolve_device(self.context.device)
-        self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else model
+        self._place()  # run.dtype (fp32 unless set), run.channels_last, run.compile
+        self.model = self._prepare_network(model) if isinstance(model, torch.nn.Module) else model
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "factory": self.params.factory}
@@ -68,7 +68,7 @@ class TorchCallableTarget(Target):
         out = []
         for chunk in z_t.split(self.params.max_batch):
             steps = torch.full((chunk.shape[0],), int(t), device=self.device, dtype=torch.long)
-            out.append(self.model(chunk.to(self.device, torch.float32), steps).to(z_t.device, torch.float32))
+            out.append(self.model(self._network_input(chunk), steps).to(z_t.device, torch.float32))
             self.stats.nfe += chunk.shape[0]
         return torch.cat(out)
 
