@@ -168,7 +168,10 @@ class Target:
         run's ``channels_last`` and ``compile`` applied; call after :meth:`_place`."""
         import torch
 
-        module = module.to(self.device, self.dtype).eval()
+        first = next(iter(module.parameters()), None)
+        if first is not None and first.dtype != self.dtype:  # a model loaded in its dtype is left as is
+            module = module.to(dtype=self.dtype)
+        module = module.to(self.device).eval()
         if self.precision.get("channels_last"):
             module = module.to(memory_format=torch.channels_last)
         if self.precision.get("compile"):
