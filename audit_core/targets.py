@@ -166,8 +166,6 @@ class Target:
     def _prepare_network(self, module):
         """A network (``nn.Module``) on ``self.device`` in ``self.dtype``, eval mode, with the
         run's ``channels_last`` and ``compile`` applied; call after :meth:`_place`."""
-        import torch
-
         first = next(iter(module.parameters()), None)
         if first is not None and first.dtype != self.dtype:  # a model loaded in its dtype is left as is
             module = module.to(dtype=self.dtype)
@@ -180,8 +178,6 @@ class Target:
 
     def _network_input(self, x):
         """``x`` on the device in the network's dtype (and memory format)."""
-        import torch
-
         x = x.to(self.device, self.dtype)
         if getattr(self, "precision", {}).get("channels_last") and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -82,8 +82,8 @@ class Timeline:
 
 
 def instrument(tl: Timeline) -> dict[str, Any]:
-    """Wrap the runner's phases (by method name; nothing in the run changes)."""
-    from audit_core import metrics, runner
+    """Wrap the runner's phases (by name; nothing the run computes changes)."""
+    from audit_core import metrics, plugins, runner
 
     held: dict[str, Any] = {}
     R = runner.Runner
@@ -110,11 +110,35 @@ def instrument(tl: Timeline) -> dict[str, Any]:
         wrap_executor(self.executor)
 
     wrap(R, "prepare", before=lambda self: tl.mark("prepare_start"), after=prepare_done)
-    # data loading is the first thing after the target is built: its start ends "load"
-    wrap(runner, "load_records", before=lambda *a: tl.mark("data_start"), after=lambda s, *a: tl.mark("data_end"))
+    wrap(runner, "load_records", after=lambda s, *a: tl.add("data", s))
     wrap(R, "finalize", after=lambda s, *a: tl.add("finalize", s))
     wrap(metrics, "compute", after=lambda s, *a: tl.add("metrics", s))
     wrap(R, "render_reports", after=lambda s, *a: tl.add("reports", s))
+
+    # building the target ("load": diffusers' import, the weights): its class's __init__, wrapped
+    # when the registry hands it out (importing it here would move that import into start-up)
+    registry, depth = plugins.registry, [0]
+
+    def timed_registry(what):
+        reg = registry(what)
+        for cls in reg.values() if what == "targets" else ():
+            if isinstance(cls, type) and "_bench_init" not in cls.__dict__:
+                init = cls.__init__
+
+                def timed_init(self, *a, _init=init, **kw):
+                    depth[0] += 1
+                    t = time.perf_counter()
+                    try:
+                        return _init(self, *a, **kw)
+                    finally:
+                        depth[0] -= 1
+                        if depth[0] == 0:  # a registered subclass calling its registered base
+                            tl.add("load", time.perf_counter() - t)
+
+                cls.__init__, cls._bench_init = timed_init, True
+        return reg
+
+    plugins.registry = timed_registry
 
     def wrap_executor(executor):
         run = executor.run
@@ -205,11 +229,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     nfe_per_image = sum(a["nfe_per_image"] for a in results["attacks"].values())
     scoring = {k: round(v["seconds"], 2) for k, v in tl.attacks.items()}
     whole = m["run_end"]
+    sp = tl.spans
     split = {
         "startup": m["prepare_start"],
-        "load": m["data_start"] - m["prepare_start"],
-        "data": m["data_end"] - m["data_start"],
-        "setup": m["prepare_end"] - m["data_end"],
+        "load": sp.get("load", 0.0),
+        "data": sp.get("data", 0.0),
+        "setup": m["prepare_end"] - m["prepare_start"] - sp.get("load", 0.0) - sp.get("data", 0.0),
         "scoring": sum(scoring.values()),
         "metrics": tl.spans.get("metrics", 0.0),
         "results": tl.spans.get("finalize", 0.0) - tl.spans.get("metrics", 0.0),
