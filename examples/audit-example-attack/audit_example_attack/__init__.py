@@ -4,7 +4,8 @@
 interval ``k`` and score the image by how close the *closest* variation is to it (higher = more
 member-like). It needs only the variation API, so it runs against black-box targets.
 
-Install with ``pip install -e examples/audit-example-attack`` and use it in audit.yaml::
+Install with ``pip install -e examples/audit-example-attack`` (its tests: ``pytest
+examples/audit-example-attack/tests``) and use it in audit.yaml::
 
     attacks:
       - {plugin: variation-similarity, params: {t: 100, k: 50, n: 2, distance: l2}}
@@ -23,3 +24,12 @@ def register_attacks(register):
     from .attack import VariationSimilarity
 
     register(VariationSimilarity)
+
+
+def __getattr__(name: str):
+    """``from audit_example_attack import VariationSimilarity`` works too (loaded on first use)."""
+    if name in ("Params", "VariationSimilarity"):
+        from . import attack
+
+        return getattr(attack, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

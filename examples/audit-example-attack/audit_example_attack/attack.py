@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch
-from audit_core.targets import VARIATION
+from audit_core import VARIATION, Attack, AttackOutput, AttackParams, Batch
 
 
 class Params(AttackParams):
@@ -21,6 +20,13 @@ class VariationSimilarity(Attack):
     name = "variation-similarity"
     requires = frozenset({VARIATION})
     Params = Params
+    residual_maps = True  # score() returns residual maps, so `scorer: classifier` may be used
+
+    @property
+    def expected_nfe_per_image(self) -> float | None:
+        """n variations, each t/k DDIM steps on a target that knows its NFEs (the core warns
+        when the target's counters measure something else)."""
+        return self.params.n * (self.params.t // self.params.k) if self.target.nfe_per_query(self.params.t, self.params.k) else None
 
     def check(self) -> None:
         self.check_t(self.params.t)
