@@ -122,7 +122,7 @@ def summary(results: dict, console: Console | None = None) -> None:
         )
     console.print(table)
     if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
-        console.print("* unsupported: fewer non-members than the FPR level resolves (see results.json notes)", highlight=False)
+        console.print("* unsupported: fewer non-members than the FPR level resolves (results.json: metrics.*.note)", highlight=False)
     if results.get("set_inference"):
         set_inference_summary(results["set_inference"], console)
     if results.get("sweeps"):
