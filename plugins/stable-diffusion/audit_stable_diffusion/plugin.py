@@ -2,15 +2,17 @@
 
 from audit_core import hookimpl
 
-from .generator import DiffusersGenerator
-from .target import StableDiffusionTarget
-
 
 @hookimpl
 def register_targets(register):
+    # imported here, not above: `audit --help` and `audit plugins` must not load torch
+    from .target import StableDiffusionTarget
+
     register(StableDiffusionTarget)
 
 
 @hookimpl
 def register_generators(register):
+    from .generator import DiffusersGenerator
+
     register(DiffusersGenerator)
