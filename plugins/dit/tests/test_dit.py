@@ -30,8 +30,8 @@ def test_tiny_folder_loads_with_shapes_counts_and_learned_sigma_dropped(tiny_dit
     raw = t.transformer(z, timestep=torch.full((3,), 10), class_labels=torch.tensor([3, 7, 10])).sample
     assert e.shape == z.shape and torch.allclose(e, raw[:, :4], atol=1e-5)  # the variance half is dropped
     assert t.stats.nfe == 3 + 0
-    v = t.variation(x, 20, 10, [1, 2, 3], ["1", "2", None])
-    assert v.shape == x.shape and v.min() >= -1 and v.max() <= 1
+    v = t.variation(x, 20, 10, [[1], [2], [3]], ["1", "2", None])
+    assert v.shape == (3, 1, 3, 16, 16) and v.min() >= -1 and v.max() <= 1
     assert t.stats.nfe == 3 + 3 * 2 and t.stats.queries == 3
     assert t.describe()["vae_scaling_factor"] == pytest.approx(0.18215)
 
