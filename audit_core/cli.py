@@ -189,33 +189,6 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run director
         console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
 
 
-@app.command()
-def serve(
-    target: Annotated[str, typer.Option("--target", help="A registered target plugin, e.g. ddim.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="The target's model (its `model` param), e.g. builtin:digits-ddpm.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; the bound one is printed).")] = 8000,
-    token_env: Annotated[
-        Optional[str], typer.Option("--token-env", help="Name of the environment variable holding the bearer token every request must present.")
-    ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per request.")] = 64,
-    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Most variations per image per request.")] = 64,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=1 / 1024, help="Largest request body, in MiB.")] = 64.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting for the model before 503.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
-    param: Annotated[
-        list[str], typer.Option("--param", metavar="KEY=VALUE", help="Another target param (repeatable).")
-    ] = [],  # noqa: B006
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
-) -> None:
-    """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
-    from .serve import Limits, parse_params
-    from .serve import serve as run_server
-
-    limits = Limits(max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue)
-    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log)
-
-
 _CacheDir = Annotated[
     Optional[Path], typer.Option("--dir", help="Cache folder (default: $AUDIT_CACHE_DIR, else the user cache dir).")
 ]

@@ -35,9 +35,10 @@ class VariationSimilarity(Attack):
 
     def score(self, batch: Batch) -> AttackOutput:
         p = self.params
-        images, captions = batch.repeat(p.n)  # image-major: rows i*n .. i*n+n-1 are image i
-        variations = self.target.variation(images, p.t, p.k, batch.seed_matrix(p.n), captions)
-        d = self.dist(variations, images).reshape(len(batch), p.n)
+        # n draws of every image in one call: seeds [B][n] in, variations [B, n, C, H, W] out
+        variations = self.target.variation(batch.images, p.t, p.k, batch.seed_grid(p.n), batch.captions)
+        images = batch.images.float().repeat_interleave(p.n, dim=0)  # rows i*n .. i*n+n-1 are image i
+        d = self.dist(variations.flatten(0, 1), images).reshape(len(batch), p.n)
         best = d.min(dim=1).values
-        closest = variations.reshape(len(batch), p.n, *variations.shape[1:])[torch.arange(len(batch)), d.argmin(1)]
+        closest = variations[torch.arange(len(batch)), d.argmin(1)]
         return AttackOutput(scores=-best, residuals=(batch.images - closest).abs(), reconstructions=closest)

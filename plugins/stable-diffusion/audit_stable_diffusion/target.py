@@ -63,6 +63,9 @@ class StableDiffusionTarget(Target):
     kind = "latent"
     capabilities = frozenset({VARIATION, NOISE})
     Params = SDParams
+    # a variation is the VAE decoder's image, clamped to [-1, 1] like the official SD pipeline's
+    # output: `clip` changes nothing (the base class's `_variations` does the rest)
+    bounded_variations = True
 
     def __init__(self, params: SDParams, context: TargetContext | None = None):
         super().__init__(params, context)

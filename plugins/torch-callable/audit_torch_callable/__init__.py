@@ -13,7 +13,7 @@ The function returns a mapping (or an object with these attributes):
 - ``image_size`` and ``channels``.
 
 The target serves both access levels (noise prediction, and the variation API through the core's
-DDIM on top of it), so every attack runs on it. The function is your code: it runs with your
+DDIM on top of it, unclipped unless the caller asks for ``clip``), so every attack runs on it. The function is your code: it runs with your
 privileges, like any Python you import.
 """
 

@@ -72,5 +72,6 @@ class TorchCallableTarget(Target):
             self.stats.nfe += chunk.shape[0]
         return torch.cat(out)
 
-    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        return z.clamp(-1.0, 1.0)
+    # The variation API is the base class's ``_variations`` (seeded noise, the core's DDIM over
+    # ``eps``): pixel space is model space, so nothing is decoded, and a variation is clipped to
+    # [-1, 1] only when the caller passes ``clip=True``.
