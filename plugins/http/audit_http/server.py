@@ -422,7 +422,11 @@ def create_app(service: Service, token: str | None = None) -> Any:
             return JSONResponse({"error": "busy: too many queued requests"}, status_code=503, headers={"Retry-After": "1"})
         service.pending += 1
         try:
-            plan = await run_in_threadpool(service.plan, await request.body())  # validation off the event loop
+            # the body is read from the stream, not request.body() (which would keep a copy on the
+            # request for its lifetime): once validated, only the plan's PNG bytes stay while queued
+            body = b"".join([chunk async for chunk in request.stream()])
+            plan = await run_in_threadpool(service.plan, body)  # validation off the event loop
+            del body
             async with service.turn:  # requests queue here, in arrival order
                 if await request.is_disconnected():  # the client timed out or went away: skip the work
                     service.skipped += 1
