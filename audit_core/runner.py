@@ -24,8 +24,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import environment, guard, inference, plugins, results, secrets, sweeps
+from . import environment, guard, inference, plugins, results, secrets, shift, sweeps
 from .attacks import Attack, AttackContext, check_access
+from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, dotted, fingerprint
 from .defaults import with_defaults
@@ -115,9 +116,18 @@ class Runner:
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
-        self.target_context = {"device": cfg.run.device, "config_dir": str(loaded.base_dir)}
+        self.target_context = {
+            "device": cfg.run.device,
+            "config_dir": str(loaded.base_dir),
+            "dtype": cfg.run.dtype,
+            "channels_last": cfg.run.channels_last,
+            "compile": cfg.run.compile,
+        }
         self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
+        self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
+        term.target_ready(self.console, self.target, self.batch_size, batch_why if cfg.run.batch_size == "auto" else None)
+        self.conditions = {r.id: self.target.condition(r) for r in self.data.records}  # checked before any query
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
@@ -281,10 +291,10 @@ class Runner:
         term.stopping(self.console)
 
     def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
-        bs = self.cfg.run.batch_size
+        bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self.images.load(chunk))
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=self.images.load(chunk))
 
     # ------------------------------------------------------------------ results
     def finalize(self, store: RunStore) -> dict[str, Any]:
@@ -344,6 +354,7 @@ class Runner:
         if mode == "copyright":
             inf = cfg.inference
             res = results.with_set_inference(res, inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed))
+            res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.cfg.scorer == "classifier" for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:

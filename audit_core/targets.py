@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from . import ddim, seeding
 from .config import resolve_path
 from .params import PluginParams
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only
 NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
@@ -41,12 +41,16 @@ class TargetParams(PluginParams):
 
 @dataclass
 class TargetContext:
-    """What the runner hands a target: the device request, the query cache (or None) and the
-    audit.yaml's folder. (Precision is each target's own ``dtype`` param.)"""
+    """What the runner hands a target: the device request, the query cache (or None), the
+    audit.yaml's folder and the run's speed settings (``run.dtype``, ``run.channels_last``,
+    ``run.compile``; a target's own ``dtype`` param, when not ``auto``, wins over ``run.dtype``)."""
 
     device: str = "auto"
     cache: Any = None
     config_dir: Any = None  # folder of the audit.yaml, for relative model paths
+    dtype: str = "auto"  # run.dtype: auto | fp32 | fp16 | bf16
+    channels_last: bool = False  # run.channels_last: NHWC convolutions (faster on recent GPUs)
+    compile: bool = False  # run.compile: torch.compile the network (slow start, faster steps)
 
     def path(self, p: str | Path) -> Path:
         """A model path from the config, relative to the audit.yaml's folder when known."""
@@ -71,6 +75,24 @@ def weights_sha256(files: Sequence[Path]) -> str:
         h.update(Path(f).name.encode())
         h.update(_file_sha256(str(f), st.st_size, st.st_mtime_ns).encode())
     return h.hexdigest()
+
+
+def require_weights(folder: Path, subfolders: Sequence[str], allow_pickle: bool) -> None:
+    """Check, before anything is loaded, that each component subfolder of a diffusers folder
+    holds weights: safetensors, or pickles (``PICKLE_SUFFIXES``) only with ``allow_pickle``."""
+    for sub in subfolders:
+        files = list((folder / sub).glob("*"))
+        if any(f.suffix == ".safetensors" for f in files):
+            continue
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not allow_pickle:
+            raise ModelError(
+                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
+                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
+                f"config only for files you trust, or convert them to safetensors."
+            )
+        if not pickled:
+            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
 
 
 @dataclass
@@ -143,6 +165,7 @@ def resolve_device(request: str = "auto") -> torch.device:
 
 
 def resolve_dtype(request: str, device: torch.device) -> torch.dtype:
+    """fp32 / fp16 / bf16 (``auto``: fp32) as a torch dtype; the CPU always gets fp32."""
     table = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if request not in table:
         raise ConfigError(f"target dtype {request!r} is not one of {', '.join(table)}")
@@ -200,14 +223,54 @@ class Target:
             cls.variation = _counted(cls.__dict__["variation"], "queries")
         guard_methods(cls, cls.GUARDED)
 
-    def _place(self, dtype: str = "fp32", auto: str = "fp32") -> None:
-        """Set ``self.device`` from the run's device request and ``self.dtype`` from a ``dtype``
-        param (``auto`` means ``auto``, e.g. fp16 for a big model on a GPU). Half precision only
-        runs on a GPU: an explicit fp16/bf16 on the CPU runs fp32, noted in the results."""
+    def _place(self, dtype: str = "auto", auto: str = "fp32") -> None:
+        """Set ``self.device`` from the run's device request and ``self.dtype``: the target's own
+        ``dtype`` param when it is not ``auto``, else ``run.dtype`` when that is not ``auto``, else
+        ``auto`` (this target's default, e.g. fp16 for a big model on a GPU). Half precision only
+        runs on a GPU: fp16/bf16 on the CPU runs fp32, noted. ``self.precision`` records what was
+        used and why (results.json ``target.precision``)."""
         self.device = resolve_device(self.context.device)
-        self.dtype = resolve_dtype(auto if dtype == "auto" else dtype, self.device)
-        if dtype in ("fp16", "bf16") and self.device.type == "cpu":
-            self.stats.notes.append(f"dtype {dtype} was requested but the CPU runs fp32")
+        run = getattr(self.context, "dtype", "auto") or "auto"
+        if dtype != "auto":
+            request, source = dtype, "target.dtype"
+        elif run != "auto":
+            request, source = run, "run.dtype"
+        else:
+            request, source = auto, f"the {self.name or 'target'} default"
+        self.dtype = resolve_dtype(request, self.device)
+        used = str(self.dtype).replace("torch.", "")
+        reason = f"{request} from {source}"
+        if request in ("fp16", "bf16") and self.device.type == "cpu":
+            reason = f"{request} from {source}, but the CPU runs fp32"
+            self.stats.notes.append(f"dtype {request} was requested but the CPU runs fp32")
+        if dtype != "auto" and run not in ("auto", dtype):
+            reason += f" (overrides run.dtype {run})"
+        self.precision = {
+            "dtype": used,
+            "reason": reason,
+            "channels_last": bool(getattr(self.context, "channels_last", False)),
+            "compile": bool(getattr(self.context, "compile", False)),
+        }
+
+    def _prepare_network(self, module):
+        """A network (``nn.Module``) on ``self.device`` in ``self.dtype``, eval mode, with the
+        run's ``channels_last`` and ``compile`` applied; call after :meth:`_place`."""
+        first = next(iter(module.parameters()), None)
+        if first is not None and first.dtype != self.dtype:  # a model loaded in its dtype is left as is
+            module = module.to(dtype=self.dtype)
+        module = module.to(self.device).eval()
+        if self.precision.get("channels_last"):
+            module = module.to(memory_format=torch.channels_last)
+        if self.precision.get("compile"):
+            module = torch.compile(module)
+        return module
+
+    def _network_input(self, x):
+        """``x`` on the device in the network's dtype (and memory format)."""
+        x = x.to(self.device, self.dtype)
+        if getattr(self, "precision", {}).get("channels_last") and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # ----- description ---------------------------------------------------------------------
     def identity(self) -> str:
@@ -224,10 +287,18 @@ class Target:
             "channels": self.channels,
             "num_train_timesteps": self.num_train_timesteps,
             "device": str(self.device),
+            **({"precision": self.precision} if getattr(self, "precision", None) else {}),
         }
 
     def close(self) -> None:
         """Release resources (connections, GPU memory)."""
+
+    def condition(self, record: Any) -> str | None:
+        """The conditioning string of one image (an ``ImageRecord``): what the runner hands the
+        attacks as its caption and they pass back to ``variation``/``encode``/``eps``. Default:
+        the record's caption. A class-conditional target maps e.g. ``record.extra["class"]`` to
+        a label here; raise ``DataError`` naming the image for a value it cannot use."""
+        return record.caption
 
     # ----- black-box --------------------------------------------------------------------
     #: True when every variation the target returns already lies in [-1, 1] (e.g. images decoded

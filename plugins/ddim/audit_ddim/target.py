@@ -50,11 +50,11 @@ class DDIMTarget(Target):
         super().__init__(params, context)
         self.path = loading.resolve_model_path(params.model, self.context)
         self.folder = loading.inspect_folder(self.path, allow_pickle=params.allow_pickle)
-        self._place(params.dtype)  # auto: fp32
+        self._place(params.dtype)  # auto: run.dtype, else fp32
         if self.folder.pickled:
             self.stats.notes.append("the U-Net weights were loaded from a pickle (allow_pickle: true)")
 
-        self.unet = loading.load_unet(self.folder, self.dtype).to(self.device)
+        self.unet = self._prepare_network(loading.load_unet(self.folder, self.dtype))  # run.channels_last, run.compile
         self.scheduler = loading.load_scheduler(self.folder)
         self.alphas_cumprod = loading.alphas_cumprod_of(self.scheduler)
         cfg = self.unet.config
@@ -121,7 +121,7 @@ class DDIMTarget(Target):
             raise ValueError(f"timestep index {t} is outside 0..{self.num_train_timesteps - 1}")
         out = []
         for chunk in z_t.split(self.params.max_batch):
-            inp = chunk.to(self.device, self.dtype)
+            inp = self._network_input(chunk)
             steps = torch.full((inp.shape[0],), t, device=self.device, dtype=torch.long)
             e = self.unet(inp, steps).sample[:, : self.channels]  # drop a learned-variance half
             out.append(e.to(z_t.device, torch.float32))

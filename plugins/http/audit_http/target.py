@@ -152,6 +152,9 @@ class HTTPTarget(Target):
         else:
             self._init_a1111()
         self.kind = p.kind or self.kind
+        run_dtype = getattr(self.context, "dtype", "auto")
+        # the server runs the model at its own precision (`audit serve --param dtype=fp16`, for one)
+        self.precision = {"dtype": "remote", "reason": "the server's precision" + (f" (run.dtype {run_dtype} does not reach a remote model)" if run_dtype != "auto" else "")}
 
     # ----------------------------------------------------------------- set-up
     def _init_audit(self) -> None:
