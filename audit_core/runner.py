@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import environment, metrics, plugins, secrets, sweeps
+from . import environment, metrics, plugins, preflight, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint
@@ -113,6 +113,7 @@ class Runner:
                 raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
         self.sweep_note = sweeps.ensure_sharing(self)  # sweeps share queries even without the cache
+        preflight.check(loaded, self.data, self.attacks, self.target, self.console)  # sizes, memory, identical sets
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
         eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
         self.executor: Executor = ecls(eparams)
