@@ -246,8 +246,9 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     """``(data, line map)`` of a YAML text, bounded and strict (see ``_check_nodes``): duplicate
     keys, alias bombs, recursive aliases, NUL characters and nesting too deep for the parser
     are ConfigErrors naming the source and line, before any Python object is built."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader already refuses control characters
         root = loader.get_single_node()  # composition only: aliases are shared nodes here
         if root is None:
             return None, {}
@@ -258,7 +259,24 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     except RecursionError:
         raise ConfigError(f"{source}: YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _refuse_nul(obj: Any, path: tuple, lines: dict[tuple, int], source: str, depth: int = 0) -> None:
+    """ConfigError naming the key when a key or string value holds a NUL character (no name,
+    path or value may: the OS refuses such paths with a ValueError deep inside the run)."""
+    if depth > 100:
+        return
+    if isinstance(obj, str) and "\x00" in obj:
+        raise ConfigError(f"{dotted(path)} ({_where(path, lines, source)}): contains a NUL character, which no name, path or value may hold")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _refuse_nul(k, path, lines, source, depth + 1)
+            _refuse_nul(v, (*path, k), lines, source, depth + 1)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _refuse_nul(v, (*path, i), lines, source, depth + 1)
 
 
 def _line_map(text: str) -> dict[tuple, int]:
@@ -406,6 +424,7 @@ def load_config_text(text: str, source: str, base_dir: Path, overrides: list[str
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (run, target, data, attacks, reports)")
     raw = apply_overrides(raw, overrides or [])
+    _refuse_nul(raw, (), lines, source)  # --set values that are not YAML arrive here as raw text
     try:
         cfg = AuditConfig.model_validate(raw)
     except ValidationError as exc:

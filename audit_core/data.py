@@ -168,7 +168,8 @@ def _read_manifest(path: Path) -> list[dict]:
                 rows.append({"path": _row_field(path, n, r, "path", True), "caption": _row_field(path, n, r, "caption"),
                              "id": _row_field(path, n, r, "id"), "line": n})
         except csv.Error as exc:
-            raise DataError(f"manifest {path}, line {reader.line_num}: not valid CSV ({exc})") from None
+            # line_num counts the lines read before the one that failed
+            raise DataError(f"manifest {path}, line {reader.line_num + 1}: not valid CSV ({exc})") from None
         return rows
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -373,14 +374,14 @@ def to_8bit(img: Image.Image, fmt: str | None = None) -> tuple[Image.Image, bool
         return img.convert("RGB"), True
     if mode in SIXTEEN_BIT_MODES or (mode == "I" and fmt == "PNG"):
         arr = np.asarray(img).astype(np.float64)
-        if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise DataError(f"16-bit image (mode {mode}) with values outside 0..65535")
         return Image.fromarray(np.round(arr * (255 / 65535)).astype(np.uint8), "L"), True
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():
             raise DataError("float image (mode F) with NaN or infinite values")
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if lo < 0 or hi > 1:
             raise DataError(
                 f"float image (mode F) with values in [{lo:g}, {hi:g}]: only [0, 1] is understood "
