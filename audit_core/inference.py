@@ -218,48 +218,42 @@ def _loo_p_values(reference_scores) -> np.ndarray:
     return (1.0 + at_or_above) / len(ref)
 
 
-# --------------------------------------------------------------------------------- runner hook
-def extend_results(runner, results: dict[str, Any], csv_rows: list[list[Any]]) -> list[str]:
-    """Add blocks to ``results`` and columns to ``csv_rows``; return the extra column names.
+# --------------------------------------------------------------------------------- the results block
+def set_inference(rows, alpha: float, method: str, seed: int) -> dict[str, Any]:
+    """Copyright mode's ``set_inference`` block from plain score rows, filling each row's
+    ``flagged`` and ``p_value`` (scores.csv columns) in place.
 
-    Copyright mode only: ``results["set_inference"]`` and the scores.csv columns ``flagged`` and
-    ``p_value``. Suspect rows: flagged at the calibrated threshold and their p-value against the
-    reference; reference rows: whether they exceed the threshold (the calibration's in-sample
-    false positives) and their leave-one-out p-value; rows of a learned scorer's training split
-    (``split == calibration``) take no part in the inference and get empty values."""
-    if getattr(runner.data, "mode", "evaluation") != "copyright":
-        return []
-    cfg = runner.cfg.inference
-    seed = runner.cfg.run.seed
-    split_col = any(pa.cfg.scorer == "classifier" for pa in runner.attacks)
-    by_attack: dict[str, list[list[Any]]] = {}
-    for row in csv_rows:
-        by_attack.setdefault(row[0], []).append(row)
+    ``rows``: objects with ``attack``, ``label`` (``suspect`` | ``reference``), ``score`` and
+    ``split`` (e.g. :class:`audit_core.results.ScoreRow`). Suspect rows: flagged at the calibrated
+    threshold and their p-value against the reference; reference rows: whether they exceed the
+    threshold (the calibration's in-sample false positives) and their leave-one-out p-value; rows
+    of a learned scorer's training split (``split == calibration``) take no part in the inference
+    and keep empty values."""
+    ref_name, sus_name = LABEL_NAMES["copyright"]
+    by_attack: dict[str, list] = {}
+    for row in rows:
+        by_attack.setdefault(row.attack, []).append(row)
     block: dict[str, Any] = {}
-    for name, rows in by_attack.items():
-        used = [row for row in rows if not (split_col and row[5] == "calibration")]
-        ref_name, sus_name = LABEL_NAMES["copyright"]
-        sus = [row for row in used if row[3] == sus_name]
-        ref = [row for row in used if row[3] == ref_name]
-        for row in rows:
-            row.extend(["", ""])
+    for name, group in by_attack.items():
+        used = [row for row in group if row.split != "calibration"]
+        sus = [row for row in used if row.label == sus_name]
+        ref = [row for row in used if row.label == ref_name]
         if not sus or not ref:
             block[name] = {"p_value": None, "verdict": "not enough suspects or reference images to test", "notes": []}
             continue
-        s = np.array([float(row[4]) for row in sus])
-        r = np.array([float(row[4]) for row in ref])
-        entry, p_img, flags = copyright_inference(s, r, cfg.alpha, seed, name)
-        if split_col and len(used) < len(rows):
+        s = np.array([float(row.score) for row in sus])
+        r = np.array([float(row.score) for row in ref])
+        entry, p_img, flags = copyright_inference(s, r, alpha, seed, name)
+        if len(used) < len(group):
             entry["notes"].append(
                 "learned scorer: only the held-out (evaluation) split is tested; the images its classifier "
                 "was trained on are left out"
             )
         for row, p, f in zip(sus, p_img, flags):
-            row[-2:] = ["true" if f else "false", repr(float(p))]
+            row.flagged, row.p_value = ("true" if f else "false"), repr(float(p))
         for row, p, v in zip(ref, _loo_p_values(r), r):
-            row[-2:] = ["true" if v > entry["threshold"] else "false", repr(float(p))]
+            row.flagged, row.p_value = ("true" if v > entry["threshold"] else "false"), repr(float(p))
         block[name] = entry
     tested = {n: e["p_value"] for n, e in block.items() if e.get("p_value") is not None}
-    block["combined"] = combine(tested, cfg.combine, cfg.alpha)
-    results["set_inference"] = block
-    return ["flagged", "p_value"]
+    block["combined"] = combine(tested, method, alpha)
+    return block
