@@ -47,7 +47,7 @@ def test_classifier_with_one_image_each_is_refused_with_the_minimum(toy, refuse,
     assert "scorer: classifier" in msg and "at least 2 members and 2 non-members" in msg and "has 1 and 1" in msg
 
 
-def test_classifier_at_the_minimum_trains_and_evaluates():
+def test_classifier_at_the_minimum_trains_and_evaluates(one_torch_thread):
     import numpy as np
 
     from audit_core import metrics
