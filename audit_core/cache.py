@@ -198,15 +198,18 @@ class QueryCache:
                     return f.path
         return None
 
-    def _require_owned(self, action: str) -> bool:
+    def _require_owned(self, action: str, strict: bool = True) -> bool:
         """For clear/trim: True when the folder is ours. An unmarked folder that holds only
-        cache files is adopted; one with other files is refused (ConfigError, nothing deleted)."""
+        cache files is adopted; one with other files is refused (``strict``: ConfigError, else
+        False), and nothing is deleted."""
         if not self.dir.is_dir():
             return False
         if self.owned:
             return True
         foreign = self.foreign_example()
         if foreign is not None:
+            if not strict:
+                return False
             raise ConfigError(
                 f"{self.dir} is not an audit query cache (no {MARKER} marker, and it holds other files such as "
                 f"{foreign}); nothing was {action}."
@@ -331,7 +334,7 @@ class QueryCache:
         """Evict least recently used entries until the cache holds at most 90% of the cap (so
         that trimming does not run on every write); return how many entries were removed."""
         cap = self.max_bytes if max_bytes is None else int(max_bytes)
-        if not self._require_owned("evicted"):
+        if not self._require_owned("evicted", strict=False):  # the marker vanished mid-run: evict nothing
             return 0
         self._remove_stale_tmp()
         entries = []

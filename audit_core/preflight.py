@@ -155,6 +155,6 @@ def check(loaded: Any, data: Any, attacks: list, target: Any, console: Any = Non
     if warning:
         data.notes.append(f"warning: {warning}")
         if console is not None:
-            from rich.markup import escape
+            from . import console as term
 
-            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+            term.warn(console, warning)
