@@ -136,5 +136,5 @@ def test_nul_from_the_api_set_path():
     from audit_core.errors import ConfigError
 
     text = "target: {plugin: toy}\ndata: {members: a, nonmembers: b}\nattacks: [{plugin: x}]\n"
-    with pytest.raises(ConfigError, match=r"run.name \(x.yaml.*contains a NUL character"):
+    with pytest.raises(ConfigError, match=r"run.name \(--set run.name=.*contains a NUL character"):
         load_config_text(text, "x.yaml", None, ["run.name=a\0b"])
