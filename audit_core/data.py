@@ -4,7 +4,7 @@ A source in ``data:`` is one of
 - ``builtin:NAME/SUBSET``: a dataset registered through the ``register_datasets`` hook;
 - a folder of images (searched recursively, sorted, ids = relative paths);
 - a CSV or JSONL manifest with a ``path`` column (relative to the manifest) and optional
-  ``caption`` and ``id`` columns.
+  ``caption`` and ``id`` columns; other columns (e.g. ``class``) are kept in ``ImageRecord.extra``.
 
 Every file is checked before anything is written (readable, non-empty, a decodable image, within
 the pixel limit, no symlink loop). Bad files are all listed in one error, or skipped and recorded
@@ -145,6 +145,11 @@ def _row_field(path: Path, n: int, row: dict, key: str, required: bool = False) 
     return str(v)
 
 
+def _extra(row: dict) -> dict[str, str]:
+    """The row's other columns (metadata kept on the record), as text."""
+    return {str(k): str(v) for k, v in row.items() if k not in ("path", "id", "caption") and v not in (None, "")}
+
+
 def _read_manifest(path: Path) -> list[dict]:
     """Rows ``{"path", "caption", "id", "line"}`` of a CSV or JSONL manifest, bounded and checked:
     a UTF-8 BOM is accepted; NUL bytes, fields over ``MAX_FIELD_CHARS`` characters, rows nested
@@ -166,7 +171,7 @@ def _read_manifest(path: Path) -> list[dict]:
                     if v is not None and len(v) > MAX_FIELD_CHARS:
                         raise DataError(f"manifest {path}, line {n}: field `{k}` is {len(v)} characters (limit {MAX_FIELD_CHARS})")
                 rows.append({"path": _row_field(path, n, r, "path", True), "caption": _row_field(path, n, r, "caption"),
-                             "id": _row_field(path, n, r, "id"), "line": n})
+                             "id": _row_field(path, n, r, "id"), "line": n, "extra": _extra(r)})
         except csv.Error as exc:
             # line_num counts the lines read before the one that failed
             raise DataError(f"manifest {path}, line {reader.line_num + 1}: not valid CSV ({exc})") from None
@@ -187,7 +192,7 @@ def _read_manifest(path: Path) -> list[dict]:
         if not isinstance(row, dict) or "path" not in row:
             raise DataError(f"manifest {path}, line {n}: each line needs an object with a `path`")
         rows.append({"path": _row_field(path, n, row, "path", True), "caption": _row_field(path, n, row, "caption"),
-                     "id": _row_field(path, n, row, "id"), "line": n})
+                     "id": _row_field(path, n, row, "id"), "line": n, "extra": _extra(row)})
     return rows
 
 
@@ -224,7 +229,7 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
             if rid in ids:
                 raise DataError(f"manifest {path}, line {row['line']}: repeats the image id {rid!r}")
             ids.add(rid)
-            records.append(ImageRecord(id=rid, path=str(img), caption=row["caption"], group=group))
+            records.append(ImageRecord(id=rid, path=str(img), caption=row["caption"], group=group, extra=row["extra"]))
         return records
     raise DataError(f"data.{group}: {path} is neither a folder nor a .csv/.jsonl manifest")
 

@@ -25,8 +25,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import console as term
-from . import environment, guard, inference, plugins, preflight, results, secrets, sweeps
+from . import environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
 from .attacks import Attack, AttackContext, check_access
+from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, dotted, fingerprint
 from .data import ImageLoader, LoadedData, load_records
@@ -100,9 +101,18 @@ class Runner:
             cfg.attacks, lambda i, a: self._lookup("attacks", a.plugin, ("attacks", i, "plugin")), loaded
         )
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
-        self.target_context = {"device": cfg.run.device, "config_dir": str(loaded.base_dir)}
+        self.target_context = {
+            "device": cfg.run.device,
+            "config_dir": str(loaded.base_dir),
+            "dtype": cfg.run.dtype,
+            "channels_last": cfg.run.channels_last,
+            "compile": cfg.run.compile,
+        }
         self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
+        self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
+        term.target_ready(self.console, self.target, self.batch_size, batch_why if cfg.run.batch_size == "auto" else None)
+        self.conditions = {r.id: self.target.condition(r) for r in self.data.records}  # checked before any query
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
@@ -261,10 +271,10 @@ class Runner:
         term.stopping(self.console)
 
     def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
-        bs = self.cfg.run.batch_size
+        bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self.images.load(chunk))
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=self.images.load(chunk))
 
     # ------------------------------------------------------------------ results
     def finalize(self, store: RunStore) -> dict[str, Any]:
@@ -323,6 +333,7 @@ class Runner:
         if mode == "copyright":
             inf = cfg.inference
             res = results.with_set_inference(res, inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed))
+            res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.cfg.scorer == "classifier" for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:
