@@ -227,12 +227,25 @@ def _cache_at(directory: Optional[Path], config: Optional[Path]):
 @cache_app.command("info")
 def cache_info(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
     """Show where the query cache is and how big it is."""
-    info = _cache_at(directory, config).info()
+    cache = _cache_at(directory, config)
+    info = cache.info()
     console.print(
         f"{info['dir']}: {info['entries']} entries, {_size(info['bytes'])}"
         + (f" (cap {_size(info['max_bytes'])})" if config is not None and info["max_bytes"] else ""),
         highlight=False, soft_wrap=True,  # a path is never broken over lines
     )
+    if info["legacy_entries"]:
+        console.print(
+            f"{info['legacy_entries']} entries ({_size(info['legacy_bytes'])}) from an earlier version have no "
+            f"checksum and are not used; `audit cache clear --legacy` removes them",
+            highlight=False, soft_wrap=True,
+        )
+    foreign = cache.foreign_example() if not info["marker"] else None
+    if foreign is not None:
+        console.print(
+            f"note: {info['dir']} is not an audit query cache (no marker; it holds other files such as {foreign})",
+            highlight=False, soft_wrap=True,
+        )
 
 
 def _size(n: float) -> str:
@@ -244,10 +257,16 @@ def _size(n: float) -> str:
 
 
 @cache_app.command("clear")
-def cache_clear(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
-    """Delete every cached variation."""
+def cache_clear(
+    directory: _CacheDir = None,
+    config: _CacheConfig = None,
+    legacy: Annotated[
+        bool, typer.Option("--legacy", help="Also delete the unverifiable <key>.npy entries an earlier version wrote.")
+    ] = False,
+) -> None:
+    """Delete every cached variation (only the cache's own entries: nothing else in the folder)."""
     cache = _cache_at(directory, config)
-    n = cache.clear()
+    n = cache.clear(legacy=legacy)
     console.print(f"removed {n} cached entries from {cache.dir}", highlight=False, soft_wrap=True)
 
 

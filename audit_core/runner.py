@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import environment, guard, inference, plugins, results, secrets, shift, sweeps
+from . import environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .batching import resolve_batch_size
 from .cache import QueryCache
@@ -144,6 +144,7 @@ class Runner:
             except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
                 raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
+        preflight.check(loaded, self.data, self.attacks, self.target, self.console)  # sizes, memory, identical sets
         self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
