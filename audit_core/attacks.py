@@ -85,6 +85,8 @@ class Attack:
     Params: ClassVar[type[BaseModel]] = AttackParams
     #: True when ``score`` returns residual maps, so ``scorer: classifier`` can be used.
     residual_maps: ClassVar[bool] = False
+    #: True for attacks that combine other entries' scores after scoring (audit_core.combine)
+    combines: ClassVar[bool] = False
     plugin_name: ClassVar[str] = ""
 
     def __init__(self, params: BaseModel, target: Target, context: AttackContext):

@@ -231,7 +231,7 @@ def extend_results(runner, results: dict[str, Any], csv_rows: list[list[Any]]) -
         return []
     cfg = runner.cfg.inference
     seed = runner.cfg.run.seed
-    split_col = any(pa.cfg.scorer == "classifier" for pa in runner.attacks)
+    split_col = any(pa.splits for pa in runner.attacks)
     by_attack: dict[str, list[list[Any]]] = {}
     for row in csv_rows:
         by_attack.setdefault(row[0], []).append(row)

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import environment, metrics, plugins, secrets, sweeps
+from . import combine, environment, metrics, plugins, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint
@@ -50,6 +50,12 @@ class PreparedAttack:
     params: Any
     attack: Attack
     seed_key: str
+
+    @property
+    def splits(self) -> bool:
+        """Whether the entry is fitted on a calibration split (learned scorer, combination), so
+        only its held-out images count for metrics and tests."""
+        return self.cfg.learned or self.cls.combines
 
 
 class Runner:
@@ -90,6 +96,7 @@ class Runner:
         self._converted_ids: set[str] = set()
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
+        params_where: dict[str, str] = {}  # entry name -> "attacks[i].params (file, line)"
         # list-valued params expand into one entry per grid point (i stays the config index)
         self.sweeps, entries = sweeps.expand(
             cfg.attacks, lambda i, a: self._lookup("attacks", a.plugin, ("attacks", i, "plugin")), loaded
@@ -99,7 +106,7 @@ class Runner:
             check_access(acls, self.target, acfg.key)
             values = {**acls.defaults_for(self.target), **acfg.params}
             params = loaded.validate_params(acls.Params, values, ("attacks", i, "params"))
-            if acfg.scorer == "classifier" and not acls.residual_maps:
+            if acfg.learned and not acls.residual_maps:
                 raise ConfigError(
                     f"attacks[{i}].scorer ({loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
                     f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
@@ -112,6 +119,8 @@ class Runner:
             except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
                 raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
+            params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
+        combine.check_components(self.attacks, lambda pa: params_where[pa.name])
         self.sweep_note = sweeps.ensure_sharing(self)  # sweeps share queries even without the cache
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
         eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
@@ -262,6 +271,8 @@ class Runner:
                 for pa in sweeps.execution_order(self.attacks, self.sweeps):  # largest n first
                     if self._stop:  # Ctrl-C during the last batch of the previous attack
                         raise Interrupted()
+                    if pa.cls.combines:  # scored from the other entries' scores in finalize
+                        continue
                     done = store.done_ids(pa.name)
                     todo = [r for r in records if r.id not in done]
                     task = progress.add_task(
@@ -376,9 +387,16 @@ class Runner:
                 f"to {self.target.image_size}x{self.target.image_size} for the target"
             )
         csv_rows: list[list[Any]] = []
-        split_col = any(pa.cfg.scorer == "classifier" for pa in self.attacks)
+        split_col = any(pa.splits for pa in self.attacks)
         for pa in self.attacks:
-            stored = store.scores(pa.name)
+            combined = None
+            if pa.cls.combines:
+                combined = combine.combine_entry(
+                    pa, store, records, cfg.inference.calibration_fraction, cfg.run.seed
+                )
+                stored = {i: (s, f, q) for i, s, f, q in zip(combined.ids, combined.scores, combined.nfe, combined.queries)}
+            else:
+                stored = store.scores(pa.name)
             ids = [r.id for r in records if r.id in stored]
             raw = np.array([stored[i][0] for i in ids])
             labels = np.array([by_id[i].label for i in ids])
@@ -392,12 +410,22 @@ class Runner:
             splits = np.array(["all"] * len(ids), dtype=object)
             scores = raw
             eval_mask = np.ones(len(ids), dtype=bool)
-            if pa.cfg.scorer == "classifier":
-                from .scorer import train_classifier
+            if combined is not None:
+                eval_mask = ~combined.calibration
+                splits = np.where(combined.calibration, "calibration", "evaluation").astype(object)
+                entry["scorer"] = combined.info
+                entry["components_on_evaluation"] = {  # each component on the same held-out images
+                    n: metrics.compute(s[eval_mask], labels[eval_mask], cfg.metrics.bootstrap, cfg.run.seed)
+                    for n, s in combined.component_scores.items()
+                }
+            elif pa.cfg.learned:
+                from .scorer import train_recipe
 
                 maps = store.maps(pa.name)
                 stack = np.stack([maps[i][0] for i in ids])
-                sr = train_classifier(stack, labels, fraction=cfg.inference.calibration_fraction, seed=cfg.run.seed)
+                sr = train_recipe(
+                    stack, labels, pa.cfg.scorer.recipe, fraction=cfg.inference.calibration_fraction, seed=cfg.run.seed
+                )
                 scores = sr.scores
                 eval_mask = ~sr.calibration
                 splits = np.where(sr.calibration, "calibration", "evaluation").astype(object)
@@ -434,6 +462,9 @@ class Runner:
                     "n_nonmembers": int((l_eval == 0).sum()),
                 }
             )
+            if combined is not None:  # it queries nothing itself: its cost is its components'
+                entry["spent"] = {"queries": 0, "nfe": 0}
+                entry["cost_note"] = "nfe/queries per image are the sum of the combined entries' (already spent by them)"
             if stats["extras"]:
                 entry["extras"] = stats["extras"]
             entry["gallery"] = self._gallery(store, pa.name, ids, scores, labels)

@@ -10,6 +10,10 @@ model space (pixels, or scaled VAE latents with the caption as text condition):
 3. score ``= -sum((eps(x_t, t) - z)^2)``, the training loss at step t, negated (members have a
    lower loss). With ``draws: n`` the loss is averaged over n independent noises.
 
+The residual map ``|eps(x_t, t) - z|`` (averaged over the draws) is returned too, so
+``scorer: classifier`` trains the core's ResNet scorer on it, as the official DDIM script does for
+every attack.
+
 Cost: ``draws`` U-Net evaluations per image (all draws of a batch in one forward pass).
 All DDIM math comes from ``audit_core.ddim``.
 """
@@ -37,6 +41,7 @@ class NaiveLoss(Attack):
     name = "naive-loss"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = NaiveLossParams
+    residual_maps = True  # |eps(x_t, t) - z|: `scorer: classifier` learns from it
 
     def check(self) -> None:
         p = self.params
@@ -60,5 +65,6 @@ class NaiveLoss(Attack):
         # draw d of image i uses batch.seeds(d)[i] (seed_matrix is the image-major stack of them)
         z = seeding.randn(z0.shape[1:], batch.seed_matrix(n), device=z0.device, dtype=z0.dtype)
         x_t = ddim.q_sample(z0, z, ddim.abar_at(target.alphas_cumprod, p.t))
-        loss = flat_sum((target.eps(x_t, p.t, captions) - z).square())
-        return AttackOutput(scores=-mean_over(loss, n))
+        err = target.eps(x_t, p.t, captions) - z
+        loss = flat_sum(err.square())
+        return AttackOutput(scores=-mean_over(loss, n), residuals=mean_over(err.abs(), n))

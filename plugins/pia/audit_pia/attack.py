@@ -10,6 +10,10 @@ model space (pixels, or scaled VAE latents with the caption as text condition):
 2. ``x_t = sqrt(abar[t]) x + sqrt(1 - abar[t]) e0`` (deterministic: no random noise at all);
 3. score ``= -sum(|eps(x_t, t) - e0|^p)`` (higher = more member-like).
 
+The residual map ``|eps(x_t, t) - e0|`` (per pixel, or per latent element) is returned too, so
+``scorer: classifier`` trains the core's ResNet scorer on it, as the official DDIM script does for
+every attack.
+
 Defaults: ``t = 200``, ``p = 4``; ``t = 500`` on latent targets (Stable Diffusion), supplied by
 :meth:`PIA.defaults_for` (a ``t`` in audit.yaml wins). Cost: 2 U-Net evaluations per image.
 All DDIM math comes from ``audit_core.ddim``.
@@ -45,6 +49,7 @@ class PIA(Attack):
     name = "pia"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = PIAParams
+    residual_maps = True  # |eps(x_t, t) - e0|: `scorer: classifier` learns from it
 
     @classmethod
     def defaults_for(cls, target: Target) -> dict[str, Any]:
@@ -74,4 +79,4 @@ class PIA(Attack):
             e0 = e0 / scale * HALF_NORMAL_MEAN
         x_t = ddim.q_sample(z0, e0, ddim.abar_at(target.alphas_cumprod, p.t))
         err = (eps(x_t, p.t) - e0).abs()
-        return AttackOutput(scores=-flat_sum(err.pow(p.p)))
+        return AttackOutput(scores=-flat_sum(err.pow(p.p)), residuals=err)

@@ -67,6 +67,7 @@ def test_score_is_secmi_stat_closed_form_on_linear_toy(scale):
     want = -((back - 1) ** 2) * c_tilde**2 * (x**2).reshape(3, -1).sum(1)
     np.testing.assert_allclose(out.scores.double().numpy(), want, rtol=1e-9)
     np.testing.assert_allclose(out.residuals.double().numpy(), np.abs(back - 1) * abs(c_tilde) * np.abs(x), rtol=1e-9)
+    assert tuple(out.residuals.shape) == (3, 1, 8, 8)  # one map per image, the image's shape
 
 
 def test_score_by_hand_on_toy_with_shift():
