@@ -87,6 +87,9 @@ class Attack:
     residual_maps: ClassVar[bool] = False
     #: True for attacks that combine other entries' scores after scoring (audit_core.combine)
     combines: ClassVar[bool] = False
+    #: named param sets (``params: {preset: NAME}``), e.g. a paper's published setting; the
+    #: ``Params`` model must then have a ``preset`` field (see :func:`resolve_params`)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     plugin_name: ClassVar[str] = ""
 
     def __init__(self, params: BaseModel, target: Target, context: AttackContext):
@@ -127,6 +130,20 @@ class Attack:
         except KeyError:
             avail = ", ".join(sorted(self.context.distances))
             raise ConfigError(f"attack {self.context.name!r}: unknown distance {name!r} (available: {avail})") from None
+
+
+def resolve_params(attack_cls: type[Attack], target: Target, params: dict[str, Any]) -> dict[str, Any]:
+    """The param values to validate for one attack entry: the target-dependent defaults, then the
+    named preset's values (``params.preset``), then the user's own values (which always win).
+    Raises ConfigError (naming the available presets) for an unknown preset."""
+    values = dict(attack_cls.defaults_for(target))
+    name = params.get("preset")
+    if name is not None:
+        if name not in attack_cls.presets:
+            avail = ", ".join(sorted(attack_cls.presets)) or "none"
+            raise ConfigError(f"unknown preset {name!r} for attack plugin {attack_cls.name!r} (presets: {avail})")
+        values.update(attack_cls.presets[name])
+    return {**values, **params}
 
 
 def check_access(attack_cls: type[Attack], target: Target, attack_name: str) -> None:

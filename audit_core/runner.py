@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import combine, environment, metrics, plugins, secrets, sweeps
-from .attacks import Attack, AttackContext, check_access
+from .attacks import Attack, AttackContext, check_access, resolve_params
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint
 from .data import LoadedData, load_records, open_image, tensor_to_uint8
@@ -104,7 +104,10 @@ class Runner:
         for i, acfg in entries:
             acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
             check_access(acls, self.target, acfg.key)
-            values = {**acls.defaults_for(self.target), **acfg.params}
+            try:
+                values = resolve_params(acls, self.target, acfg.params)
+            except ConfigError as exc:
+                raise ConfigError(f"attacks[{i}].params.preset ({loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
             params = loaded.validate_params(acls.Params, values, ("attacks", i, "params"))
             if acfg.learned and not acls.residual_maps:
                 raise ConfigError(

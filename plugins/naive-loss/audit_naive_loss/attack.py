@@ -20,7 +20,7 @@ All DDIM math comes from ``audit_core.ddim``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -30,9 +30,17 @@ from audit_core.errors import ConfigError
 from audit_core.targets import NOISE
 
 
+#: the official ReDiffuse scripts' setting for the naive loss (github lijingwei0502/diffusion_mia):
+#: t = interval (DDIM 200, SD 50), one noise draw
+PRESETS: dict[str, dict[str, Any]] = {"paper-ddim": {"t": 200, "draws": 1}, "paper-sd": {"t": 50, "draws": 1}}
+
+
 class NaiveLossParams(AttackParams):
     """``attacks[].params`` of ``plugin: naive-loss`` (unknown keys are errors)."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official ReDiffuse scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     t: int = Field(200, description="the step the loss is measured at (0 < t < T)")
     draws: int = Field(1, description="independent noise draws averaged per image (draws >= 1); NFE = draws")
 
@@ -41,6 +49,7 @@ class NaiveLoss(Attack):
     name = "naive-loss"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = NaiveLossParams
+    presets = PRESETS
     residual_maps = True  # |eps(x_t, t) - z|: `scorer: classifier` learns from it
 
     def check(self) -> None:

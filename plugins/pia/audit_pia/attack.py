@@ -37,9 +37,17 @@ HALF_NORMAL_MEAN = math.sqrt(2.0 / math.pi)
 LATENT_T = 500
 
 
+#: the official ReDiffuse scripts' setting for PIA (github lijingwei0502/diffusion_mia): t = interval
+#: (DDIM 200, SD 50); the SD script's threshold score is the squared error (p = 2)
+PRESETS: dict[str, dict[str, Any]] = {"paper-ddim": {"t": 200}, "paper-sd": {"t": 50, "p": 2.0}}
+
+
 class PIAParams(AttackParams):
     """``attacks[].params`` of ``plugin: pia`` (unknown keys are errors)."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official ReDiffuse scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     variant: Literal["pia", "pian"] = Field("pia", description="pia, or pian (normalised proximal noise)")
     t: int = Field(200, description="the step the image is noised to with its own e0 (0 < t < T); 500 on latent targets")
     p: float = Field(4.0, description="the exponent of the l_p error (p > 0)")
@@ -49,6 +57,7 @@ class PIA(Attack):
     name = "pia"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = PIAParams
+    presets = PRESETS
     residual_maps = True  # |eps(x_t, t) - e0|: `scorer: classifier` learns from it
 
     @classmethod

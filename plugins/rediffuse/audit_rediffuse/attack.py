@@ -59,6 +59,17 @@ from audit_core.targets import VARIATION, Target
 #: the paper's defaults per variant (pixel = DDIM on CIFAR/STL; latent = Stable Diffusion)
 PIXEL_DEFAULTS: dict[str, Any] = {"t": 200, "k": 100, "n": 10, "distance": "l2"}
 LATENT_DEFAULTS: dict[str, Any] = {"t": 10, "k": 10, "n": 1, "distance": "ssim"}
+#: the official scripts' settings (github lijingwei0502/diffusion_mia): ``params: {preset: NAME}``
+#: fills these in before your own values; the remaining differences are listed in README.md
+PRESETS: dict[str, dict[str, Any]] = {
+    # DDIM/attack.py main(): interval 200, k 100, average 10, residual |x - x_bar|^1 (norm 1)
+    "paper-ddim": {"variant": "pixel", "t": 200, "k": 100, "n": 10, "distance": "l1"},
+    # Stable_Diffusion/attack.py main(): interval 50, k 50, average 1, the reference is the
+    # decoded latent of x, SSIM of the greyscale uint8 images (skimage defaults)
+    "paper-sd": {"variant": "latent", "t": 50, "k": 50, "n": 1, "distance": "ssim-grey-uint8", "latent_reference": "roundtrip"},
+}
+#: the official SD script's classifier-free guidance (a target setting: stable-diffusion's guidance_scale)
+PAPER_SD_GUIDANCE = 7.5
 
 
 class ReDiffuseParams(AttackParams):
@@ -67,6 +78,9 @@ class ReDiffuseParams(AttackParams):
     The field defaults are the pixel ones; on a latent target :meth:`ReDiffuse.defaults_for`
     replaces them with :data:`LATENT_DEFAULTS` before your values are applied."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     variant: Literal["auto", "pixel", "latent"] = Field(
         "auto", description="auto: latent on latent targets (target.kind), pixel otherwise"
     )
@@ -87,6 +101,7 @@ class ReDiffuse(Attack):
     name = "rediffuse"
     requires = frozenset({VARIATION})  # black-box: the variation API is all it needs
     Params = ReDiffuseParams
+    presets = PRESETS
     residual_maps = True  # score() returns residual maps, so `scorer: classifier` is available
 
     # ------------------------------------------------------------------ configuration
@@ -136,16 +151,42 @@ class ReDiffuse(Attack):
             out["latent_reference"] = p.latent_reference
             out["statistic"] = f"{self._score_text()} between the mean of the even draws and {ref} (t={p.t}, k={p.k}, n={p.n})"
         out["expected_queries_per_image"] = self.queries_per_image()
+        if p.preset is not None:
+            out["preset"] = p.preset
+            notes = self.preset_notes()
+            if notes:
+                out["preset_notes"] = notes
         return out
 
+    def preset_notes(self) -> list[str]:
+        """Where this run still differs from the preset's official setting for reasons outside the
+        attack's params (the target's guidance; the scorer)."""
+        notes = []
+        if self.params.preset == "paper-sd":
+            g = getattr(getattr(self.target, "params", None), "guidance_scale", None)
+            if g != PAPER_SD_GUIDANCE:
+                notes.append(
+                    f"the official SD script samples with classifier-free guidance {PAPER_SD_GUIDANCE} and an empty "
+                    f"negative prompt; this target uses guidance_scale={g} (set target.guidance_scale: {PAPER_SD_GUIDANCE})"
+                )
+        if self.params.preset == "paper-ddim":
+            notes.append(
+                "the official DDIM script scores every attack with its ResNet-18 on the residual maps: use "
+                "`scorer: {kind: classifier, recipe: paper}` on this entry to reproduce that"
+            )
+        return notes
+
     def _score_text(self) -> str:
-        return "SSIM" if self.params.distance == "ssim" else f"-{self.params.distance}"
+        return "SSIM" if self._is_ssim() else f"-{self.params.distance}"
+
+    def _is_ssim(self) -> bool:
+        return self.params.distance in ("ssim", "ssim-grey-uint8")
 
     # ------------------------------------------------------------------ scoring
     def _similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Higher = closer: ``-D(a, b)``, or the SSIM index ``1 - D`` for ssim."""
         d = self.dist(a, b).float()
-        return 1.0 - d if self.params.distance == "ssim" else -d
+        return 1.0 - d if self._is_ssim() else -d
 
     def _variations(self, batch: Batch, draws: int) -> torch.Tensor:
         """``draws`` variations of every image in ONE call: ``[B, draws, C, H, W]``."""
