@@ -186,6 +186,15 @@ def _set_inference_summary(si: dict) -> None:
     c = si.get("combined", {})
     if c.get("p_value") is not None:
         console.print(f"[bold]Combined ({c['method']}, p = {c['p_value']:.3g}):[/] {c['verdict']}", highlight=False)
+    power = c.get("power")
+    if power:
+        k = power["smallest_set_size"]
+        size = f"about {k} images" if k is not None else f"more than {max(int(s) for s in power['power_by_set_size'])} images"
+        console.print(
+            f"[bold]Power:[/] a set of true members would be flagged at alpha = {power['alpha']:g} with probability "
+            f">= {power['target_power']:.0%} from {size} ({power['note']}).",
+            highlight=False,
+        )
 
 
 @app.command("plugins")

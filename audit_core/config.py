@@ -146,7 +146,8 @@ class InferenceCfg(Strict):
 
     alpha: float = Field(0.01, gt=0, lt=1)
     calibration_fraction: float = Field(0.2, gt=0, lt=1)
-    combine: Literal["bonferroni", "fisher", "none"] = "bonferroni"
+    combine: Literal["rank", "bonferroni", "fisher", "none"] = "rank"
+    permutations: int = Field(9999, ge=99, le=1_000_000)  # combine: rank
 
 
 class MetricsCfg(Strict):
