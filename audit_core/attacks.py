@@ -77,6 +77,9 @@ class AttackOutput:
     residuals: torch.Tensor | None = None  # [B, C, H, W] residual maps (for the learned scorer)
     reconstructions: torch.Tensor | None = None  # [B, C, H, W] in [-1, 1] (for the gallery)
     extras: dict[str, Any] = field(default_factory=dict)  # per-batch JSON-able notes
+    #: [B] variation rows each image used, when an attack spends unequal amounts (adaptive
+    #: budgets); None: the batch's measured queries and NFEs are split evenly
+    queries: torch.Tensor | None = None
 
 
 class Attack:
@@ -110,6 +113,17 @@ class Attack:
 
     def describe(self) -> dict[str, Any]:
         """Extra JSON-able facts for results.json (variant, distance, ...)."""
+        return {}
+
+    def needs_calibration(self) -> bool:
+        """True when the attack sets some params from labelled calibration images (an adaptive
+        budget's threshold): the runner then scores the run's calibration split first, calls
+        :meth:`calibrated_params` with those scores and labels, scores the other images with the
+        updated params, and reports metrics on the other images only."""
+        return False
+
+    def calibrated_params(self, scores: Any, labels: Any) -> dict[str, Any]:
+        """Param updates from the calibration images' scores ``[N]`` and labels ``[N]`` (1 = member)."""
         return {}
 
     # helpers for subclasses -----------------------------------------------------------------

@@ -94,12 +94,17 @@ def execute_batch(target, attack: Attack, batch: WorkBatch, run_seed: int, seed_
     scores = out.scores.detach().double().cpu().numpy().reshape(-1)
     if scores.shape[0] != n:
         raise RuntimeError(f"attack {attack.context.name!r} returned {scores.shape[0]} scores for {n} images")
+    nfe_total = st.nfe - nfe0 + st.cached_nfe - c0
+    share = np.full(n, 1.0 / n)
+    if out.queries is not None:  # unequal budgets: split the measured cost by the attack's own count
+        q = out.queries.detach().double().cpu().numpy().reshape(-1)
+        share = q / q.sum() if q.sum() > 0 else share
     return BatchResult(
         index=batch.index,
         ids=list(batch.ids),
         scores=scores,
-        nfe=np.full(n, (st.nfe - nfe0 + st.cached_nfe - c0) / n),
-        queries=np.full(n, (st.queries - q0 + st.cache_hits - h0) / n),
+        nfe=nfe_total * share,
+        queries=(st.queries - q0 + st.cache_hits - h0) * share,
         residuals=shrink(out.residuals) if keep_maps else None,
         reconstructions=shrink(out.reconstructions) if keep_maps else None,
         seconds=seconds,

@@ -47,12 +47,14 @@ How the plugin uses the framework (copy these patterns):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
 
 from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch
+
+from . import adaptive
 from audit_core.errors import ConfigError
 from audit_core.targets import VARIATION, Target
 
@@ -86,7 +88,15 @@ class ReDiffuseParams(AttackParams):
     )
     t: int = Field(PIXEL_DEFAULTS["t"], description="the step images are noised to (0 < t < T); 10 on latent targets")
     k: int = Field(PIXEL_DEFAULTS["k"], description="DDIM sampling interval, must divide t; 10 on latent targets")
-    n: int = Field(PIXEL_DEFAULTS["n"], ge=1, description="variations averaged per reconstruction; 1 on latent targets")
+    n: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        PIXEL_DEFAULTS["n"], description="variations averaged per reconstruction; 1 on latent targets; auto: adaptive (pixel, l2)"
+    )
+    max_n: int = Field(10, ge=2, description="n: auto - the most variations per image")
+    min_n: int = Field(2, ge=2, description="n: auto - the variations every image gets first (>= 2)")
+    stop_z: float = Field(2.0, gt=0, description="n: auto - stop once |estimate - threshold| > stop_z standard errors")
+    stop_threshold: float | None = Field(
+        None, description="n: auto - the l2 distance threshold; calibrated on the calibration images when not given"
+    )
     distance: str = Field(
         PIXEL_DEFAULTS["distance"],
         description="a registered distance (built in: l2, l1, mse, ssim); ssim on latent targets",
@@ -123,6 +133,14 @@ class ReDiffuse(Attack):
         self.check_t(p.t, "t")  # 0 < t < T, T read from the target
         self.check_divides(p.t, p.k, "t", "k")
         self.dist = self.distance(p.distance)  # ConfigError naming the distance and the choices
+        if p.n == "auto":
+            if self.variant != "pixel" or p.distance != "l2":
+                raise ConfigError(
+                    f"attack {name!r}: n=auto (adaptive budget) needs the pixel variant and distance l2 "
+                    f"(this entry: variant={self.variant!r}, distance={p.distance!r})"
+                )
+            if p.min_n > p.max_n:
+                raise ConfigError(f"attack {name!r}: min_n={p.min_n} must be <= max_n={p.max_n}")
         if p.latent_reference == "roundtrip":
             if self.variant != "latent":
                 raise ConfigError(
@@ -136,7 +154,10 @@ class ReDiffuse(Attack):
                 )
 
     def queries_per_image(self) -> int:
+        """Variations per image (for ``n: auto``, the most: ``max_n``)."""
         p = self.params
+        if p.n == "auto":
+            return p.max_n
         if self.variant == "latent" and p.latent_reference == "variation":
             return 2 * p.n
         return p.n
@@ -146,6 +167,11 @@ class ReDiffuse(Attack):
         out: dict[str, Any] = {"variant": self.variant, "distance": p.distance}
         if self.variant == "pixel":
             out["statistic"] = f"{self._score_text()} between x and the mean of n={p.n} variations V(x, t={p.t}, k={p.k})"
+            if p.n == "auto":
+                out["statistic"] = (
+                    f"-l2 between x and the mean of min_n={p.min_n}..max_n={p.max_n} variations V(x, t={p.t}, k={p.k}), "
+                    f"bias-corrected to max_n for images that stop early (stop_z={p.stop_z}, threshold {p.stop_threshold})"
+                )
         else:
             ref = "decode(encode(x))" if p.latent_reference == "roundtrip" else "the mean of the odd draws"
             out["latent_reference"] = p.latent_reference
@@ -182,20 +208,32 @@ class ReDiffuse(Attack):
     def _is_ssim(self) -> bool:
         return self.params.distance in ("ssim", "ssim-grey-uint8")
 
+    # ------------------------------------------------------------------ adaptive budget
+    def needs_calibration(self) -> bool:
+        """``n: auto`` without a ``stop_threshold``: the runner scores the calibration images first
+        (whole budget) and calls :meth:`calibrated_params` with their scores."""
+        return self.params.n == "auto" and self.params.stop_threshold is None
+
+    def calibrated_params(self, scores, labels) -> dict[str, Any]:
+        return {"stop_threshold": adaptive.calibrate_threshold(scores, labels)}
+
     # ------------------------------------------------------------------ scoring
     def _similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Higher = closer: ``-D(a, b)``, or the SSIM index ``1 - D`` for ssim."""
         d = self.dist(a, b).float()
         return 1.0 - d if self._is_ssim() else -d
 
-    def _variations(self, batch: Batch, draws: int) -> torch.Tensor:
-        """``draws`` variations of every image in ONE call: ``[B, draws, C, H, W]``."""
+    def _variations(self, batch: Batch, draws: int, first_draw: int = 0) -> torch.Tensor:
+        """``draws`` variations of every image in ONE call: ``[B, draws, C, H, W]``, draws
+        ``first_draw .. first_draw + draws - 1`` (their seeds do not depend on the other images)."""
         p = self.params
         images, captions = batch.repeat(draws)  # image-major, matching seed_matrix
-        v = self.target.variation(images, p.t, p.k, batch.seed_matrix(draws), captions)
+        v = self.target.variation(images, p.t, p.k, batch.seed_matrix(draws, first_draw), captions)
         return v.reshape(len(batch), draws, *v.shape[1:])  # variation() answers in float32 on x's device
 
     def score(self, batch: Batch) -> AttackOutput:
+        if self.params.n == "auto":
+            return adaptive.score_adaptive(self, batch)
         x = batch.images.float()
         n = self.params.n
         if self.variant == "pixel":
