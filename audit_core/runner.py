@@ -55,7 +55,7 @@ class PreparedAttack:
     def splits(self) -> bool:
         """Whether the entry is fitted on a calibration split (learned scorer, combination), so
         only its held-out images count for metrics and tests."""
-        return self.cfg.learned or self.cls.combines
+        return self.cfg.learned or self.cls.combines or self.attack.needs_calibration()
 
 
 class Runner:
@@ -264,6 +264,7 @@ class Runner:
 
     def _score_all(self, store: RunStore) -> None:
         records = self.data.records
+        self._calibration_updates: dict[str, dict[str, Any]] = {}
         old_handler = None
         try:
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -281,38 +282,71 @@ class Runner:
                     task = progress.add_task(
                         escape(pa.name), total=len(records), completed=len(records) - len(todo), nfe=0.0, rate=""
                     )
-                    t_start, n_done = time.perf_counter(), 0
-                    if not todo:
-                        continue
-                    job = Job(
-                        target_plugin=self.target_cls.name,
-                        target_params=self.target_params.model_dump(),
-                        target_context={
-                            **self.target_context,
-                            "cache_dir": str(self.cache.dir) if self.cache else None,
-                            "cache_max_bytes": self.cache.max_bytes if self.cache else 0,
-                        },
-                        attack_plugin=pa.cls.name,
-                        attack_params=pa.params.model_dump(),
-                        attack_context={"name": pa.name, "seed_key": pa.seed_key, "run_seed": self.cfg.run.seed},
-                        keep_maps=True,
-                        local=(self.target, pa.attack),
-                    )
-                    for res in self.executor.run(job, self._batches(todo)):
-                        maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
-                        maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
-                        rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
-                        store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
-                        if res.extras:
-                            store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
-                        n_done += len(res.ids)
-                        rate = f"{n_done / max(time.perf_counter() - t_start, 1e-9):6.1f} img/s"
-                        progress.update(task, advance=len(res.ids), nfe=float(np.mean(res.nfe)), rate=rate)
-                        if self._stop:
-                            raise Interrupted()
+                    attack, params = pa.attack, pa.params
+                    if attack.needs_calibration():  # its calibration images first, then the rest
+                        cal = set(self._calibration_ids())
+                        self._score_records(store, progress, task, pa, attack, params, [r for r in todo if r.id in cal])
+                        attack, params = self._calibrated(store, pa)
+                        todo = [r for r in todo if r.id not in cal]
+                    self._score_records(store, progress, task, pa, attack, params, todo)
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
+
+    def _score_records(self, store, progress, task, pa: PreparedAttack, attack: Attack, params: Any, todo: list[ImageRecord]) -> None:
+        """Score ``todo`` with one attack (built from ``params``), committing every batch."""
+        if not todo:
+            return
+        t_start, n_done = time.perf_counter(), 0
+        job = Job(
+            target_plugin=self.target_cls.name,
+            target_params=self.target_params.model_dump(),
+            target_context={
+                **self.target_context,
+                "cache_dir": str(self.cache.dir) if self.cache else None,
+                "cache_max_bytes": self.cache.max_bytes if self.cache else 0,
+            },
+            attack_plugin=pa.cls.name,
+            attack_params=params.model_dump(),
+            attack_context={"name": pa.name, "seed_key": pa.seed_key, "run_seed": self.cfg.run.seed},
+            keep_maps=True,
+            local=(self.target, attack),
+        )
+        for res in self.executor.run(job, self._batches(todo)):
+            maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
+            maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
+            rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
+            store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
+            if res.extras:
+                store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
+            n_done += len(res.ids)
+            rate = f"{n_done / max(time.perf_counter() - t_start, 1e-9):6.1f} img/s"
+            progress.update(task, advance=len(res.ids), nfe=float(np.mean(res.nfe)), rate=rate)
+            if self._stop:
+                raise Interrupted()
+
+    def _calibration_ids(self) -> list[str]:
+        """The run's seeded calibration split (the learned scorer's), by record order."""
+        from .scorer import calibration_split
+
+        labels = np.array([r.label for r in self.data.records])
+        mask = calibration_split(labels, self.cfg.inference.calibration_fraction, self.cfg.run.seed)
+        return [r.id for r, m in zip(self.data.records, mask) if m]
+
+    def _calibrated(self, store: RunStore, pa: PreparedAttack) -> tuple[Attack, Any]:
+        """The attack rebuilt with the params it derives from its calibration images' stored scores
+        (deterministic, so a resumed run gets the same); the updates are kept for results.json."""
+        stored = store.scores(pa.name)
+        label_of = {r.id: r.label for r in self.data.records}
+        ids = self._calibration_ids()
+        updates = pa.attack.calibrated_params(
+            np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids])
+        )
+        self._calibration_updates[pa.name] = updates
+        params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
+        attack = pa.cls(params, self.target, pa.attack.context)
+        attack.check()
+        return attack, params
 
     def _on_sigint(self, signum, frame) -> None:
         if self._stop:  # second Ctrl-C: stop now
@@ -421,6 +455,20 @@ class Runner:
                     n: metrics.compute(s[eval_mask], labels[eval_mask], cfg.metrics.bootstrap, cfg.run.seed)
                     for n, s in combined.component_scores.items()
                 }
+            elif pa.attack.needs_calibration():
+                cal = set(self._calibration_ids())
+                in_cal = np.array([i in cal for i in ids])
+                eval_mask = ~in_cal
+                splits = np.where(in_cal, "calibration", "evaluation").astype(object)
+                entry["scorer"] = {
+                    "kind": "threshold",
+                    "calibrated_params": self._calibration_updates.get(pa.name, {}),
+                    "note": (
+                        "params calibrated on the run's calibration split (scored first, with the whole budget); "
+                        "metrics are on the other images only"
+                    ),
+                }
+                entry["queries_per_image_evaluation"] = float(np.mean([stored[i][2] for i, m in zip(ids, eval_mask) if m]))
             elif pa.cfg.learned:
                 from .scorer import train_recipe
 

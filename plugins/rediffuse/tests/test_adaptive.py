@@ -13,7 +13,16 @@ from audit_core import seeding
 from audit_core.attacks import Batch
 from audit_core.errors import ConfigError
 
-from .test_rediffuse import NOISE, SHRINK, RecordingLatentTarget, RecordingVariationTarget, make_attack, make_batch
+from .test_rediffuse import (  # noqa: F401  (run_cfg and rec_plugin are fixtures)
+    NOISE,
+    SHRINK,
+    RecordingLatentTarget,
+    RecordingVariationTarget,
+    make_attack,
+    make_batch,
+    rec_plugin,
+    run_cfg,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -105,3 +114,41 @@ def test_calibrated_threshold_separates_members_best():
 def test_invalid_adaptive_params(target, params, word):
     with pytest.raises(ConfigError, match=word):
         make_attack(target(), n="auto", **params)
+
+
+# ---------------------------------------------------------------------- through the runner
+def test_adaptive_run_is_batch_size_independent_and_resumes_to_the_same_scores(run_cfg, audit_cli, tmp_path):
+    import csv
+    import shutil
+    import sqlite3
+
+    from audit_core.testing import assert_batch_size_independent
+
+    cfg = run_cfg("rec-variation", {"t": 100, "k": 50, "n": "auto", "max_n": 6})
+    rows = assert_batch_size_independent(audit_cli, cfg, tmp_path / "bs", sizes=(1, 8))
+    assert {r["split"] for r in rows} == {"calibration", "evaluation"}
+    first = tmp_path / "bs" / "bs1-0"
+    e = results(first)["attacks"]["rediffuse"]
+    tau = e["scorer"]["calibrated_params"]["stop_threshold"]
+    assert isinstance(tau, float) and e["n_members"] + e["n_nonmembers"] == 8  # the held-out 80 %
+    assert 2 <= e["queries_per_image_evaluation"] <= 6
+    # resume after losing the held-out images' scores: the threshold is re-derived from the stored
+    # calibration scores, and every score comes out the same
+    again = tmp_path / "resumed"
+    shutil.copytree(first, again)
+    cal = [r["image_id"] for r in rows if r["split"] == "calibration"]
+    db = sqlite3.connect(again / "state.sqlite")
+    db.execute(f"DELETE FROM scores WHERE image_id NOT IN ({','.join('?' * len(cal))})", cal)
+    db.execute("DELETE FROM meta WHERE key = 'finished'")
+    db.commit()
+    db.close()
+    code, output = audit_cli("run", cfg, "--output", again, "--resume", "--set", "run.batch_size=3")
+    assert code == 0, output
+    assert (again / "scores.csv").read_text() == (first / "scores.csv").read_text()
+    assert list(csv.DictReader((again / "scores.csv").open()))[0]["attack"] == "rediffuse"
+
+
+def results(out):
+    import json
+
+    return json.loads((out / "results.json").read_text())
