@@ -74,3 +74,24 @@ def test_power_estimate_needs_fewer_images_for_a_stronger_effect():
     null = rank_test.power_estimate(rng.uniform(size=200) * 0.98, ref, 0.01)
     assert strong["smallest_set_size"] < weak["smallest_set_size"]
     assert null["smallest_set_size"] is None and "not reached" in null["note"]
+
+
+def test_null_rate_on_100_disjoint_splits_of_the_demo_non_members():
+    """The demo's 500 non-members (ReDiffuse and PIA scores of `audit run audit.yaml`, stored in
+    tests/data/demo_scores.csv): 100 disjoint suspect sets of 5, each tested against the other
+    495. The rate of p <= alpha stays within the binomial 99.9 % bound at alpha = 0.05 and 0.1."""
+    import csv
+    from pathlib import Path
+
+    rows = [r for r in csv.DictReader((Path(__file__).parent / "data" / "demo_scores.csv").open()) if r["label"] == "nonmember"]
+    table = np.array([[float(r["rediffuse"]), float(r["pia"])] for r in rows])
+    order = np.random.default_rng(0).permutation(len(table))
+    ps = []
+    for k in range(100):
+        suspect = np.zeros(len(table), dtype=bool)
+        suspect[order[5 * k : 5 * k + 5]] = True
+        ps.append(rank_test.combined_rank_test(table, suspect, ["rediffuse", "pia"], 0.05, seed=k, permutations=999)["p_value"])
+    ps = np.array(ps)
+    for alpha in (0.05, 0.1):
+        assert (ps <= alpha).sum() <= stats.binom.ppf(0.999, 100, alpha), (alpha, np.sort(ps)[:10])
+    assert stats.kstest(ps, "uniform").pvalue > 0.001  # roughly uniform under the null
