@@ -16,9 +16,11 @@ below 90% of the cap."""
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,3 +189,37 @@ class QueryCache:
                     pass
         self._total = 0
         return n
+
+
+# --------------------------------------------------------------------------------- run-local cache
+class MemoryCache:
+    """A run-local query cache in memory (float32, exact), least recently used evicted past
+    ``max_bytes``. Same ``get``/``put`` as :class:`audit_core.cache.QueryCache`."""
+
+    def __init__(self, max_bytes: int = 2_000_000_000):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._bytes = 0
+        self.evicted = 0
+
+    def get(self, key: str):
+        v = self._items.get(key)
+        if v is not None:
+            self._items.move_to_end(key)
+        return v
+
+    def put(self, key: str, value) -> None:
+        v = value.detach().to("cpu").float().clone()
+        size = v.numel() * v.element_size()
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old.numel() * old.element_size()
+        self._items[key] = v
+        self._bytes += size
+        while self.max_bytes and self._bytes > self.max_bytes and len(self._items) > 1:
+            _, ev = self._items.popitem(last=False)
+            self._bytes -= ev.numel() * ev.element_size()
+            self.evicted += 1
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -10,16 +10,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
 from .errors import AuditError, Interrupted
 
-console = Console()
-err_console = Console(stderr=True)
+from .console import err as err_console
+from .console import out as console
 
 app = typer.Typer(
     name="audit",
@@ -96,24 +94,17 @@ def sweep(
 def _execute(runner, command: list[str], set_: list[str]) -> None:
     """Run, print the summary and where the run directory and report are; on Ctrl-C say what was
     kept and print the command (``command`` + the --set overrides) that resumes it."""
+    from . import console as term
+
     try:
         run_dir = runner.run()
     except (Interrupted, KeyboardInterrupt):
         run_dir = getattr(runner, "run_dir", None)
-        if run_dir is None or not (run_dir / "state.sqlite").exists():
-            err_console.print("[yellow]Interrupted[/] before anything was scored.")
-        else:
-            err_console.print(
-                f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(run_dir))}. Resume with:\n"
-                f"  {escape(_resume_command(command, set_, run_dir))}",
-                highlight=False, soft_wrap=True,
-            )
+        saved = run_dir is not None and (run_dir / "state.sqlite").exists()
+        term.interrupted(err_console, run_dir, _resume_command(command, set_, run_dir) if saved else None)
         raise typer.Exit(130) from None
-    _summary(runner.results)
-    console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
-    report = run_dir / "report.html"
-    if report.exists():
-        console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
+    term.summary(runner.results, console)
+    term.run_finished(run_dir, console)
 
 
 def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
@@ -131,70 +122,6 @@ def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
         parts += ["--set", item]
     parts += ["--output", str(run_dir), "--resume"]
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def _summary(results: dict) -> None:
-    table = Table(
-        title=f"{results['run']['name']} ({results['run']['mode']} mode)",
-        caption="value over its 95% bootstrap interval; TPR at 1% / 0.1% FPR; NFE and queries (qry) per image; s = seconds",
-        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
-    )
-    width = max((len(n) for n in results["attacks"]), default=6)
-    table.add_column("attack", no_wrap=True, min_width=min(width, 28), overflow="fold")
-    for col in ("AUC", "ASR", "TPR@1%", "TPR@.1%"):
-        table.add_column(col, justify="right", no_wrap=True, min_width=9)
-    for col in ("NFE", "qry", "s"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for name, a in results["attacks"].items():
-        m = a["metrics"]
-
-        def fmt(k: str) -> str:
-            mark = "*" if m[k].get("supported") is False else ""
-            return f"{m[k]['value']:.3f}{mark}\n{m[k]['ci95'][0]:.2f}-{m[k]['ci95'][1]:.2f}"
-
-        table.add_row(
-            escape(name), fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
-            f"{a['nfe_per_image']:g}", f"{a['queries_per_image']:g}", f"{a['seconds']:.1f}",
-        )
-    console.print(table)
-    if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
-        console.print("* unsupported: fewer non-members than the FPR level resolves (see results.json notes)", highlight=False)
-    if results.get("set_inference"):
-        _set_inference_summary(results["set_inference"])
-    if results.get("sweeps"):
-        from .sweeps import print_summary
-
-        print_summary(console, results["sweeps"])
-
-
-def _set_inference_summary(si: dict) -> None:
-    """Copyright mode: the set-level test per attack and the combined verdict."""
-    table = Table(title="Was the suspect set used?", caption="suspects vs reference, one-sided Mann-Whitney U; evidence: p <= alpha; flagged at FPR alpha")
-    for col in ("attack", "suspects", "reference", "flagged", "p-value", "AUC", "evidence"):
-        table.add_column(col, justify="left" if col == "attack" else "right")
-    for name, e in si.items():
-        if name == "combined" or e.get("p_value") is None:
-            continue
-        table.add_row(
-            name, str(e["n_suspects"]), str(e["n_reference"]), str(e["flagged"]), f"{e['p_value']:.3g}",
-            f"{e['effect_auc']:.3f}", "yes" if e["p_value"] <= e["alpha"] else "no",
-        )
-    console.print(table)
-    for name, e in si.items():
-        for note in e.get("notes", []) if name != "combined" else []:
-            console.print(f"[yellow]{name}:[/] {note}", highlight=False)
-    c = si.get("combined", {})
-    if c.get("p_value") is not None:
-        console.print(f"[bold]Combined ({c['method']}, p = {c['p_value']:.3g}):[/] {c['verdict']}", highlight=False)
-    power = c.get("power")
-    if power:
-        k = power["smallest_set_size"]
-        size = f"about {k} images" if k is not None else f"more than {max(int(s) for s in power['power_by_set_size'])} images"
-        console.print(
-            f"[bold]Power:[/] a set of true members would be flagged at alpha = {power['alpha']:g} with probability "
-            f">= {power['target_power']:.0%} from {size} ({power['note']}).",
-            highlight=False,
-        )
 
 
 @app.command("plugins")
@@ -220,8 +147,7 @@ def plugins_cmd(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
     """Re-render the reports of a finished run without running attacks."""
-    from .reporting import RunView
-    from .runner import render_reports, reporters_from_config
+    from .reporting import RunView, render_reports, reporters_from_config
 
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")

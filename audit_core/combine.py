@@ -20,8 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import metrics
 from .attacks import Attack, AttackOutput, Batch
 from .errors import ConfigError
+from .results import FinalScores
 from .scorer import calibration_split
 
 
@@ -128,4 +130,21 @@ def combine_entry(pa: Any, store: Any, records: list[Any], fraction: float, seed
         nfe=np.array([sum(stored[n][i][1] for n in names) for i in ids], dtype=np.float64),
         queries=np.array([sum(stored[n][i][2] for n in names) for i in ids], dtype=np.float64),
         component_scores={n: table[:, j] for j, n in enumerate(names)},
+    )
+
+
+def final_scores(combined: Combined, labels: np.ndarray, *, bootstrap: int, seed: int) -> FinalScores:
+    """The combining entry's :class:`audit_core.results.FinalScores`: evaluated on the held-out
+    images, with each component's metrics on the same images, and no cost of its own."""
+    held = ~combined.calibration
+    labels = np.asarray(labels)
+    return FinalScores(
+        combined.scores, held, np.where(combined.calibration, "calibration", "evaluation").astype(object), combined.info,
+        extra={
+            "components_on_evaluation": {
+                n: metrics.compute(s[held], labels[held], bootstrap, seed) for n, s in combined.component_scores.items()
+            },
+            "cost_note": "nfe/queries per image are the sum of the combined entries' (already spent by them)",
+        },
+        free=True,
     )

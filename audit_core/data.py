@@ -325,3 +325,36 @@ def b64_bytes(data: str) -> bytes:
     if data.startswith("data:"):
         data = data.split(",", 1)[-1]
     return base64.b64decode(data, validate=True)
+
+
+# --------------------------------------------------------------------------------- run-time image loading
+#: decoded, converted images kept in memory for the attacks after the first (per run), bytes
+IMAGE_CACHE_BYTES = 1 << 30
+
+
+class ImageLoader:
+    """Decode and convert a run's images for its target, once per run: every attack after the
+    first gets them from memory (up to ``max_bytes``; beyond that they are decoded again).
+    ``converted`` holds the ids the target had to convert or resize (a note in results.json)."""
+
+    def __init__(self, preprocess, max_bytes: int = IMAGE_CACHE_BYTES):
+        self.preprocess = preprocess  # PIL image -> ([C, H, W] tensor, converted?), the target's
+        self.max_bytes = max_bytes
+        self.converted: set[str] = set()
+        self._cache: dict[str, torch.Tensor] = {}
+        self._bytes = 0
+
+    def load(self, records: list[ImageRecord]) -> torch.Tensor:
+        """``[B, C, H, W]`` in [-1, 1] for these records."""
+        out = []
+        for r in records:
+            t = self._cache.get(r.id)
+            if t is None:
+                t, changed = self.preprocess(open_image(r))
+                if changed:
+                    self.converted.add(r.id)
+                if self._bytes + t.nbytes <= self.max_bytes:
+                    self._cache[r.id] = t
+                    self._bytes += t.nbytes
+            out.append(t)
+        return torch.stack(out)

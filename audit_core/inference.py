@@ -213,34 +213,6 @@ def copyright_inference(
     return entry, p_img, flags
 
 
-def rank_block(
-    rows_by_attack: dict[str, list[list[Any]]], alpha: float, seed: int, permutations: int, split_col: bool
-) -> dict[str, Any]:
-    """``combine: rank``: the permutation test of the attacks' mean pooled rank on the images every
-    attack tested (a learned scorer's or an ensemble's calibration rows are left out), with its
-    verdict and the power estimate (:mod:`audit_core.rank_test`)."""
-    from .rank_test import combined_rank_test
-
-    names = list(rows_by_attack)
-    if not names:
-        return {"method": "rank", "attacks": [], "n_attacks": 0, "alpha": alpha, "p_value": None,
-                "verdict": "no attack could be tested"}
-    ref_name, sus_name = LABEL_NAMES["copyright"]
-    tested: dict[str, dict[str, tuple[str, float]]] = {}
-    for n, rows in rows_by_attack.items():
-        tested[n] = {row[1]: (row[3], float(row[4])) for row in rows if not (split_col and row[5] == "calibration")}
-    ids = [i for i in tested[names[0]] if all(i in tested[n] for n in names)]
-    labels = np.array([tested[names[0]][i][0] == sus_name for i in ids])
-    if not labels.any() or labels.all():
-        return {"method": "rank", "attacks": names, "n_attacks": len(names), "alpha": alpha, "p_value": None,
-                "verdict": "not enough suspects or reference images to test"}
-    table = np.array([[tested[n][i][1] for n in names] for i in ids], dtype=np.float64)
-    out = combined_rank_test(table, labels, names, alpha, seed, permutations)
-    what = f"attack {names[0]!r}" if len(names) == 1 else f"{len(names)} attacks combined (rank, permutation)"
-    out["verdict"] = verdict(out["p_value"], alpha, None, what=what)
-    return out
-
-
 def _loo_p_values(reference_scores) -> np.ndarray:
     """Leave-one-out p-values of the reference images (each against the others)."""
     r = np.asarray(reference_scores, dtype=np.float64)
@@ -249,55 +221,75 @@ def _loo_p_values(reference_scores) -> np.ndarray:
     return (1.0 + at_or_above) / len(ref)
 
 
-# --------------------------------------------------------------------------------- runner hook
-def extend_results(runner, results: dict[str, Any], csv_rows: list[list[Any]]) -> list[str]:
-    """Add blocks to ``results`` and columns to ``csv_rows``; return the extra column names.
+# --------------------------------------------------------------------------------- the results block
+def set_inference(
+    rows, alpha: float, method: str, seed: int, permutations: int = 9999, exclude: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Copyright mode's ``set_inference`` block from plain score rows, filling each row's
+    ``flagged`` and ``p_value`` (scores.csv columns) in place.
 
-    Copyright mode only: ``results["set_inference"]`` and the scores.csv columns ``flagged`` and
-    ``p_value``. Suspect rows: flagged at the calibrated threshold and their p-value against the
-    reference; reference rows: whether they exceed the threshold (the calibration's in-sample
-    false positives) and their leave-one-out p-value; rows of a learned scorer's training split
-    (``split == calibration``) take no part in the inference and get empty values."""
-    if getattr(runner.data, "mode", "evaluation") != "copyright":
-        return []
-    cfg = runner.cfg.inference
-    seed = runner.cfg.run.seed
-    split_col = any(pa.splits for pa in runner.attacks)
-    by_attack: dict[str, list[list[Any]]] = {}
-    for row in csv_rows:
-        by_attack.setdefault(row[0], []).append(row)
+    ``rows``: objects with ``attack``, ``image_id``, ``label`` (``suspect`` | ``reference``), ``score`` and
+    ``split`` (e.g. :class:`audit_core.results.ScoreRow`). Suspect rows: flagged at the calibrated
+    threshold and their p-value against the reference; reference rows: whether they exceed the
+    threshold (the calibration's in-sample false positives) and their leave-one-out p-value; rows
+    of a learned scorer's training split (``split == calibration``) take no part in the inference
+    and keep empty values."""
+    ref_name, sus_name = LABEL_NAMES["copyright"]
+    by_attack: dict[str, list] = {}
+    for row in rows:
+        by_attack.setdefault(row.attack, []).append(row)
     block: dict[str, Any] = {}
-    for name, rows in by_attack.items():
-        used = [row for row in rows if not (split_col and row[5] == "calibration")]
-        ref_name, sus_name = LABEL_NAMES["copyright"]
-        sus = [row for row in used if row[3] == sus_name]
-        ref = [row for row in used if row[3] == ref_name]
-        for row in rows:
-            row.extend(["", ""])
+    for name, group in by_attack.items():
+        used = [row for row in group if row.split != "calibration"]
+        sus = [row for row in used if row.label == sus_name]
+        ref = [row for row in used if row.label == ref_name]
         if not sus or not ref:
             block[name] = {"p_value": None, "verdict": "not enough suspects or reference images to test", "notes": []}
             continue
-        s = np.array([float(row[4]) for row in sus])
-        r = np.array([float(row[4]) for row in ref])
-        entry, p_img, flags = copyright_inference(s, r, cfg.alpha, seed, name)
-        if split_col and len(used) < len(rows):
+        s = np.array([float(row.score) for row in sus])
+        r = np.array([float(row.score) for row in ref])
+        entry, p_img, flags = copyright_inference(s, r, alpha, seed, name)
+        if len(used) < len(group):
             entry["notes"].append(
-                "learned scorer: only the held-out (evaluation) split is tested; the images its classifier "
-                "was trained on are left out"
+                "only the held-out (evaluation) split is tested; the images its learned scorer or combination "
+                "was fitted on are left out"
             )
         for row, p, f in zip(sus, p_img, flags):
-            row[-2:] = ["true" if f else "false", repr(float(p))]
+            row.flagged, row.p_value = ("true" if f else "false"), repr(float(p))
         for row, p, v in zip(ref, _loo_p_values(r), r):
-            row[-2:] = ["true" if v > entry["threshold"] else "false", repr(float(p))]
+            row.flagged, row.p_value = ("true" if v > entry["threshold"] else "false"), repr(float(p))
         block[name] = entry
     tested = {n: e["p_value"] for n, e in block.items() if e.get("p_value") is not None}
-    if cfg.combine == "rank":
-        combining = {pa.name for pa in runner.attacks if pa.cls.combines}
+    if method == "rank":  # combining entries (ensembles) would count their components twice
         block["combined"] = rank_block(
-            {n: rows for n, rows in by_attack.items() if n in tested and n not in combining},
-            cfg.alpha, seed, cfg.permutations, split_col,
+            {n: g for n, g in by_attack.items() if n in tested and n not in exclude}, alpha, seed, permutations
         )
     else:
-        block["combined"] = combine(tested, cfg.combine, cfg.alpha)
-    results["set_inference"] = block
-    return ["flagged", "p_value"]
+        block["combined"] = combine(tested, method, alpha)
+    return block
+
+
+def rank_block(rows_by_attack: dict[str, list], alpha: float, seed: int, permutations: int) -> dict[str, Any]:
+    """``combine: rank``: the permutation test of the attacks' mean pooled rank on the images every
+    attack tested (a learned scorer's or an ensemble's calibration rows are left out), with its
+    verdict and the power estimate (:mod:`audit_core.rank_test`)."""
+    from .rank_test import combined_rank_test
+
+    names = list(rows_by_attack)
+    empty = {"method": "rank", "attacks": names, "n_attacks": len(names), "alpha": alpha, "p_value": None}
+    if not names:
+        return {**empty, "verdict": "no attack could be tested"}
+    _, sus_name = LABEL_NAMES["copyright"]
+    tested = {
+        n: {row.image_id: (row.label, float(row.score)) for row in rows if row.split != "calibration"}
+        for n, rows in rows_by_attack.items()
+    }
+    ids = [i for i in tested[names[0]] if all(i in tested[n] for n in names)]
+    suspect = np.array([tested[names[0]][i][0] == sus_name for i in ids], dtype=bool)
+    if not suspect.any() or suspect.all():
+        return {**empty, "verdict": "not enough suspects or reference images to test"}
+    table = np.array([[tested[n][i][1] for n in names] for i in ids], dtype=np.float64)
+    out = combined_rank_test(table, suspect, names, alpha, seed, permutations)
+    what = f"attack {names[0]!r}" if len(names) == 1 else f"{len(names)} attacks combined (rank, permutation)"
+    out["verdict"] = verdict(out["p_value"], alpha, None, what=what)
+    return out

@@ -1,16 +1,17 @@
 """The runner: validate everything, then score every image with every attack, committing
-per-image results to the run store as they come, then compute metrics and write the run
-directory (config.resolved.yaml, results.json, scores.csv, artifacts/) and the reports."""
+per-image results to the run store as they come, then hand the stored scores to
+:mod:`audit_core.results` and write the run directory (config.resolved.yaml, results.json,
+scores.csv, artifacts/) and the reports.
+
+The run directory's lifecycle (lock, resume policy, clearing, atomic writes, the secret scrub)
+is :mod:`audit_core.store`'s; image decoding :mod:`audit_core.data`'s; terminal output
+:mod:`audit_core.console`'s; results.json :mod:`audit_core.results`'s."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
-import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -19,27 +20,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import combine, environment, metrics, plugins, secrets, sweeps
+from . import console as term
+from . import combine, environment, inference, plugins, results, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access, resolve_params
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, fingerprint
-from .data import LoadedData, load_records, open_image, tensor_to_uint8
-from .errors import AuditError, ConfigError, Interrupted, ResumeError
+from .data import ImageLoader, LoadedData, load_records
+from .errors import ConfigError, Interrupted
 from .executors import Executor, Job, WorkBatch
+from .gallery import save_png, safe_name, write_gallery  # noqa: F401  (save_png, safe_name: old import path)
 from .records import LABEL_NAMES, ImageRecord
-from .reporting import Reporter, RunView
-from .store import STATE_FILE, RunLock, RunStore, disk_error
+from .reporting import Reporter, RunView, render_reports, reporters_from_config  # noqa: F401  (old import path)
+from .store import RunLock, RunStore, clear_run_dir, disk_error, resume_policy, scrub_run_dir, write_text
 from .targets import Target, TargetContext
 
-GALLERY_SIZE = 3
-#: decoded, converted images kept in memory for the attacks after the first (per run)
-IMAGE_CACHE_BYTES = 1 << 30
+
+def lookup_plugin(what: str, name: str, path: tuple, where: str) -> Any:
+    """The registered plugin class ``name`` of kind ``what`` (targets, attacks, executors,
+    reporters), or a ConfigError naming the config key (``path``), where it was written and the
+    installed choices. Every plugin the runner and ``audit report`` build is looked up here."""
+    reg = plugins.registry(what)
+    if name not in reg:
+        avail = ", ".join(sorted(reg)) or "none installed"
+        key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
+        raise ConfigError(f"{key} ({where}): unknown {what[:-1]} plugin {name!r} (installed: {avail})")
+    return reg[name]
 
 
 @dataclass
@@ -53,8 +62,8 @@ class PreparedAttack:
 
     @property
     def splits(self) -> bool:
-        """Whether the entry is fitted on a calibration split (learned scorer, combination), so
-        only its held-out images count for metrics and tests."""
+        """Whether the entry is fitted on a calibration split (learned scorer, combination,
+        calibrated params), so only its held-out images count for metrics and tests."""
         return self.cfg.learned or self.cls.combines or self.attack.needs_calibration()
 
 
@@ -72,40 +81,36 @@ class Runner:
         self.output = output
         self.resume = resume
         self.force = force
-        self.console = console or Console(stderr=True)
+        self.console = console or term.err
         self._stop = False
 
     # ------------------------------------------------------------------ preparation (no writes)
+    def _lookup(self, what: str, name: str, path: tuple) -> Any:
+        return lookup_plugin(what, name, path, self.loaded.where(*path))
+
     def prepare(self) -> None:
         cfg, loaded = self.cfg, self.loaded
         secrets.register_config(loaded.raw)  # scrubbed from everything the run writes
         tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
         tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
-        self.cache = None
-        if cfg.cache.enabled:
-            self.cache = QueryCache.for_config(loaded)
-        self.target_context = {
-            "device": cfg.run.device,
-            "config_dir": str(loaded.base_dir),
-        }
-        self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
-        self.target_cls, self.target_params = tcls, tparams
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
-        self._image_cache: dict[str, torch.Tensor] = {}
-        self._image_cache_bytes = 0
-        self._converted_ids: set[str] = set()
-        distances = plugins.registry("distances")
-        self.attacks: list[PreparedAttack] = []
-        params_where: dict[str, str] = {}  # entry name -> "attacks[i].params (file, line)"
         # list-valued params expand into one entry per grid point (i stays the config index)
         self.sweeps, entries = sweeps.expand(
             cfg.attacks, lambda i, a: self._lookup("attacks", a.plugin, ("attacks", i, "plugin")), loaded
         )
+        self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
+        self.target_context = {"device": cfg.run.device, "config_dir": str(loaded.base_dir)}
+        self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
+        self.target_cls, self.target_params = tcls, tparams
+        self.images = ImageLoader(self.target.preprocess)
+        distances = plugins.registry("distances")
+        self.attacks: list[PreparedAttack] = []
+        params_where: dict[str, str] = {}  # entry name -> "attacks[i].params (file, line)"
         for i, acfg in entries:
             acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
             check_access(acls, self.target, acfg.key)
             try:
-                values = resolve_params(acls, self.target, acfg.params)
+                values = resolve_params(acls, self.target, acfg.params)  # defaults, preset, yours
             except ConfigError as exc:
                 raise ConfigError(f"attacks[{i}].params.preset ({loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
             params = loaded.validate_params(acls.Params, values, ("attacks", i, "params"))
@@ -124,7 +129,6 @@ class Runner:
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
             params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
         combine.check_components(self.attacks, lambda pa: params_where[pa.name])
-        self.sweep_note = sweeps.ensure_sharing(self)  # sweeps share queries even without the cache
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
         eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
         self.executor: Executor = ecls(eparams)
@@ -132,62 +136,19 @@ class Runner:
         for i, rcfg in enumerate(cfg.reports):
             rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
             self.reporters.append(rcls(loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
-        self.run_dir = self._run_dir()
-        self._check_resume()
-
-    def _lookup(self, what: str, name: str, path: tuple) -> Any:
-        reg = plugins.registry(what)
-        if name not in reg:
-            avail = ", ".join(sorted(reg)) or "none installed"
-            raise ConfigError(
-                f"{'.'.join(str(p) if not isinstance(p, int) else f'[{p}]' for p in path).replace('.[', '[')} "
-                f"({self.loaded.where(*path)}): unknown {what[:-1]} plugin {name!r} (installed: {avail})"
-            )
-        return reg[name]
-
-    def _run_dir(self) -> Path:
-        return Path(self.output) if self.output is not None else self.loaded.run_dir()
-
-    def _check_resume(self) -> None:
-        """Decide what happens to an existing run state (no writes): continue it (``--resume``
-        with an unchanged config), refuse (changed config without ``--force``; an unfinished run
-        when neither ``--resume`` nor ``--no-resume`` was given), or start over."""
-        state = self.run_dir / STATE_FILE
+        self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         self.fingerprint = self._fingerprint()
-        self._discard_state = False
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise AuditError(f"output {self.run_dir} exists and is not a folder")
-        if not state.exists():
-            return
-        RunLock.check(self.run_dir)  # another process writing there: refuse before touching it
-        store = RunStore(self.run_dir) if self.resume is not False else None
-        try:
-            old = store.get_meta("fingerprint") if store else None
-            finished = store.get_meta("finished") if store else None
-            n_saved = store.count() if store else 0
-        finally:
-            if store:
-                store.close()
-        if self.resume is None:  # neither --resume nor --no-resume
-            if finished is None and n_saved:
-                raise ResumeError(
-                    f"{self.run_dir} holds an unfinished run ({n_saved} image score(s) saved). Continue it "
-                    f"with --resume, start it over with --no-resume, or use another --output."
-                )
-            self._discard_state = True
-            return
-        if not self.resume:
-            self._discard_state = True  # a fresh run replaces the old state (the query cache keeps the queries)
-            return
-        if old is not None and old != self.fingerprint:
-            if not self.force:
-                raise ResumeError(
-                    f"cannot resume into {self.run_dir}: the config changed since that run started (target, "
-                    f"model, data, attacks, their params or the seed differ; report, metrics and cache "
-                    f"options may change freely). Use a new --output, run with --no-resume to start over, "
-                    f"or add --force to discard the old results."
-                )
-            self._discard_state = True
+        self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
+
+    def _open_cache(self) -> tuple[Any, str | None]:
+        """The query cache (``cache.enabled``), else for a run with sweeps a run-local one so the
+        points still share queries (with a note for results.json), else none."""
+        cfg = self.cfg
+        if cfg.cache.enabled:
+            return QueryCache.for_config(self.loaded), None
+        if self.sweeps:
+            return sweeps.sharing_cache(cfg.run.executor.plugin, cfg.cache.max_bytes)
+        return None, None
 
     def _fingerprint(self) -> str:
         """What the scores depend on: the config (minus report/metrics/cache/batching options),
@@ -212,7 +173,7 @@ class Runner:
             lock = RunLock(self.run_dir).acquire()
             try:
                 if self._discard_state:
-                    self._clear_run_dir()
+                    clear_run_dir(self.run_dir)
                 write_text(self.run_dir / "config.resolved.yaml", self.resolved_yaml())
             except OSError as exc:
                 raise disk_error(exc, str(self.run_dir)) from None
@@ -230,33 +191,13 @@ class Runner:
                 self.render_reports()
             except OSError as exc:
                 raise disk_error(exc, f"the reports in {self.run_dir}") from None
-            self._scrub_run_dir()
+            term.scrubbed(self.console, *scrub_run_dir(self.run_dir))
         finally:
             if lock is not None:
                 lock.release()
             self.target.close()
             self.executor.close()
         return self.run_dir
-
-    def _clear_run_dir(self) -> None:
-        """Start over: remove the old state and this program's outputs (nothing else)."""
-        state = self.run_dir / STATE_FILE
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(state) + suffix).unlink(missing_ok=True)
-        for name in ("results.json", "scores.csv"):
-            (self.run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir / "artifacts", ignore_errors=True)
-
-    def _scrub_run_dir(self) -> None:
-        """Last line of defence: no registered secret stays in any file of the run directory."""
-        scrubbed, binary = secrets.scrub_tree(self.run_dir)
-        for p in scrubbed:
-            self.console.print(f"[yellow]warning:[/] removed a secret from {escape(str(p))}", highlight=False)
-        for p in binary:
-            self.console.print(
-                f"[bold red]warning:[/] the binary file {escape(str(p))} contains a secret value; delete it",
-                highlight=False,
-            )
 
     def resolved_yaml(self) -> str:
         data = secrets.redact(self.cfg.model_dump(mode="json", exclude_none=True))
@@ -271,7 +212,7 @@ class Runner:
         except ValueError:  # not the main thread
             pass
         try:
-            with self._progress() as progress:
+            with term.progress(self.console) as progress:
                 for pa in sweeps.execution_order(self.attacks, self.sweeps):  # largest n first
                     if self._stop:  # Ctrl-C during the last batch of the previous attack
                         raise Interrupted()
@@ -294,25 +235,11 @@ class Runner:
                 signal.signal(signal.SIGINT, old_handler)
 
     def _score_records(self, store, progress, task, pa: PreparedAttack, attack: Attack, params: Any, todo: list[ImageRecord]) -> None:
-        """Score ``todo`` with one attack (built from ``params``), committing every batch."""
+        """Score ``todo`` with ``attack`` (built from ``params``), committing every batch."""
         if not todo:
             return
         t_start, n_done = time.perf_counter(), 0
-        job = Job(
-            target_plugin=self.target_cls.name,
-            target_params=self.target_params.model_dump(),
-            target_context={
-                **self.target_context,
-                "cache_dir": str(self.cache.dir) if self.cache else None,
-                "cache_max_bytes": self.cache.max_bytes if self.cache else 0,
-            },
-            attack_plugin=pa.cls.name,
-            attack_params=params.model_dump(),
-            attack_context={"name": pa.name, "seed_key": pa.seed_key, "run_seed": self.cfg.run.seed},
-            keep_maps=True,
-            local=(self.target, attack),
-        )
-        for res in self.executor.run(job, self._batches(todo)):
+        for res in self.executor.run(self._job(pa, attack, params), self._batches(todo)):
             maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
             maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
             rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
@@ -326,7 +253,7 @@ class Runner:
                 raise Interrupted()
 
     def _calibration_ids(self) -> list[str]:
-        """The run's seeded calibration split (the learned scorer's), by record order."""
+        """The run's seeded calibration split (the learned scorer's), in record order."""
         from .scorer import calibration_split
 
         labels = np.array([r.label for r in self.data.records])
@@ -335,341 +262,132 @@ class Runner:
 
     def _calibrated(self, store: RunStore, pa: PreparedAttack) -> tuple[Attack, Any]:
         """The attack rebuilt with the params it derives from its calibration images' stored scores
-        (deterministic, so a resumed run gets the same); the updates are kept for results.json."""
+        (deterministic, so a resumed run derives the same); the updates go to results.json."""
         stored = store.scores(pa.name)
         label_of = {r.id: r.label for r in self.data.records}
         ids = self._calibration_ids()
-        updates = pa.attack.calibrated_params(
-            np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids])
-        )
+        updates = pa.attack.calibrated_params(np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids]))
         self._calibration_updates[pa.name] = updates
         params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
         attack = pa.cls(params, self.target, pa.attack.context)
         attack.check()
         return attack, params
 
+    def _job(self, pa: PreparedAttack, attack: Attack | None = None, params: Any = None) -> Job:
+        """What an executor needs to score ``pa`` (remote workers rebuild target and attack from
+        it); ``attack``/``params``: a recalibrated instance instead of ``pa``'s own."""
+        attack, params = attack or pa.attack, params or pa.params
+        folder = self.cache if isinstance(self.cache, QueryCache) else None
+        return Job(
+            target_plugin=self.target_cls.name,
+            target_params=self.target_params.model_dump(),
+            target_context={
+                **self.target_context,
+                "cache_dir": str(folder.dir) if folder else None,
+                "cache_max_bytes": folder.max_bytes if folder else 0,
+            },
+            attack_plugin=pa.cls.name,
+            attack_params=params.model_dump(),
+            attack_context={"name": pa.name, "seed_key": pa.seed_key, "run_seed": self.cfg.run.seed},
+            keep_maps=True,
+            local=(self.target, attack),
+        )
+
     def _on_sigint(self, signum, frame) -> None:
         if self._stop:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop = True
-        self.console.print("[yellow]Ctrl-C: stopping after the current batch (press again to abort now)…[/]")
+        term.stopping(self.console)
 
     def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
         bs = self.cfg.run.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self._images_of(chunk))
-
-    def _images_of(self, chunk: list[ImageRecord]) -> torch.Tensor:
-        """Decode and convert images for the target, once per run: every attack after the first
-        gets them from memory (up to IMAGE_CACHE_BYTES; beyond that they are decoded again)."""
-        out = []
-        for r in chunk:
-            t = self._image_cache.get(r.id)
-            if t is None:
-                t, changed = self.target.preprocess(open_image(r))
-                if changed:
-                    self._converted_ids.add(r.id)
-                if self._image_cache_bytes + t.nbytes <= IMAGE_CACHE_BYTES:
-                    self._image_cache[r.id] = t
-                    self._image_cache_bytes += t.nbytes
-            out.append(t)
-        return torch.stack(out)
-
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description:<14}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("NFE/img {task.fields[nfe]:.0f}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-            disable=not self.console.is_terminal and os.environ.get("AUDIT_PROGRESS") != "1",
-        )
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self.images.load(chunk))
 
     # ------------------------------------------------------------------ results
     def finalize(self, store: RunStore) -> dict[str, Any]:
-        cfg = self.cfg
+        """Assemble results.json and scores.csv from the store (and write the galleries)."""
+        cfg, mode = self.cfg, self.data.mode
         records = self.data.records
         by_id = {r.id: r for r in records}
-        results: dict[str, Any] = {
-            "run": {
-                "name": cfg.run.name,
-                "seed": cfg.run.seed,
-                "mode": self.data.mode,
-                "started": store.get_meta("started"),
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "config_fingerprint": self.fingerprint,
-                "n_members": sum(1 for r in records if r.label == 1),
-                "n_nonmembers": sum(1 for r in records if r.label == 0),
-                "skipped": self.data.skipped,
-                "notes": list(self.data.notes),
-                "executor": secrets.redact(self.executor.describe()),
-            },
-            "environment": environment.collect(self.target),
-            "target": secrets.redact(self.target.describe()),
-            "attacks": {},
-        }
-        if self.data.mode == "copyright":
-            results["run"]["n_suspects"] = results["run"].pop("n_members")
-            results["run"]["n_reference"] = results["run"].pop("n_nonmembers")
-        converted = len(self._converted_ids)
-        if converted:
-            results["run"]["notes"].append(
-                f"{converted} image(s) were converted to {self.target.channels} channel(s) and/or resized "
-                f"to {self.target.image_size}x{self.target.image_size} for the target"
+        notes = list(self.data.notes)
+        if self.images.converted:  # counted before the galleries decode anything
+            notes.append(
+                f"{len(self.images.converted)} image(s) were converted to {self.target.channels} channel(s) and/or "
+                f"resized to {self.target.image_size}x{self.target.image_size} for the target"
             )
-        csv_rows: list[list[Any]] = []
-        split_col = any(pa.splits for pa in self.attacks)
+        label_names = LABEL_NAMES[mode]
+        entries: dict[str, results.AttackResult] = {}
+        rows: list[results.ScoreRow] = []
         for pa in self.attacks:
             combined = None
-            if pa.cls.combines:
-                combined = combine.combine_entry(
-                    pa, store, records, cfg.inference.calibration_fraction, cfg.run.seed
-                )
-                stored = {i: (s, f, q) for i, s, f, q in zip(combined.ids, combined.scores, combined.nfe, combined.queries)}
+            if pa.cls.combines:  # fitted on the calibration split from its components' scores
+                combined = combine.combine_entry(pa, store, records, cfg.inference.calibration_fraction, cfg.run.seed)
+                stored = {i: v for i, v in zip(combined.ids, zip(combined.scores, combined.nfe, combined.queries))}
             else:
                 stored = store.scores(pa.name)
             ids = [r.id for r in records if r.id in stored]
-            raw = np.array([stored[i][0] for i in ids])
             labels = np.array([by_id[i].label for i in ids])
-            stats = store.attack_stats(pa.name)
-            entry: dict[str, Any] = {
-                "plugin": pa.cls.name,
-                "params": secrets.redact(pa.params.model_dump(mode="json")),
-                "requires": sorted(pa.cls.requires),
-                **pa.attack.describe(),
-            }
-            splits = np.array(["all"] * len(ids), dtype=object)
-            scores = raw
-            eval_mask = np.ones(len(ids), dtype=bool)
+            raw = np.array([stored[i][0] for i in ids])
             if combined is not None:
-                eval_mask = ~combined.calibration
-                splits = np.where(combined.calibration, "calibration", "evaluation").astype(object)
-                entry["scorer"] = combined.info
-                entry["components_on_evaluation"] = {  # each component on the same held-out images
-                    n: metrics.compute(s[eval_mask], labels[eval_mask], cfg.metrics.bootstrap, cfg.run.seed)
-                    for n, s in combined.component_scores.items()
-                }
+                final = combine.final_scores(combined, labels, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed)
             elif pa.attack.needs_calibration():
                 cal = set(self._calibration_ids())
-                in_cal = np.array([i in cal for i in ids])
-                eval_mask = ~in_cal
-                splits = np.where(in_cal, "calibration", "evaluation").astype(object)
-                entry["scorer"] = {
-                    "kind": "threshold",
-                    "calibrated_params": self._calibration_updates.get(pa.name, {}),
-                    "note": (
-                        "params calibrated on the run's calibration split (scored first, with the whole budget); "
-                        "metrics are on the other images only"
-                    ),
-                }
-                entry["queries_per_image_evaluation"] = float(np.mean([stored[i][2] for i, m in zip(ids, eval_mask) if m]))
-            elif pa.cfg.learned:
-                from .scorer import train_recipe
-
-                maps = store.maps(pa.name)
-                stack = np.stack([maps[i][0] for i in ids])
-                sr = train_recipe(
-                    stack, labels, pa.cfg.scorer.recipe, fraction=cfg.inference.calibration_fraction, seed=cfg.run.seed
-                )
-                scores = sr.scores
-                eval_mask = ~sr.calibration
-                splits = np.where(sr.calibration, "calibration", "evaluation").astype(object)
-                entry["scorer"] = sr.info
-                entry["threshold_scorer_metrics"] = metrics.compute(
-                    raw[eval_mask], labels[eval_mask], cfg.metrics.bootstrap, cfg.run.seed
+                final = results.calibrated_scores(
+                    raw, np.array([i in cal for i in ids]), self._calibration_updates.get(pa.name, {}),
+                    [stored[i][2] for i in ids],
                 )
             else:
-                entry["scorer"] = {"kind": "threshold", "note": "the attack's score, thresholded"}
-            s_eval, l_eval = scores[eval_mask], labels[eval_mask]
-            entry["metrics"] = metrics.compute(s_eval, l_eval, cfg.metrics.bootstrap, cfg.run.seed)
-            entry["roc"] = metrics.roc_points(s_eval, l_eval)
-            if self.data.mode == "copyright":
-                entry["metrics_note"] = (
-                    "copyright mode: metrics and ROC compare suspects (positive class) with the reference; "
-                    "they measure membership only if every suspect is a member. See set_inference."
+                maps = None
+                if pa.cfg.learned:
+                    all_maps = store.maps(pa.name)
+                    maps = np.stack([all_maps[i][0] for i in ids])
+                final = results.final_scores(
+                    raw, labels, pa.cfg.scorer.kind, maps, recipe=pa.cfg.scorer.recipe,
+                    fraction=cfg.inference.calibration_fraction, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed,
                 )
-            if self.data.mode == "evaluation":
-                entry["calibrated"] = metrics.calibrated_operating_point(
-                    s_eval, l_eval, cfg.inference.alpha, cfg.inference.calibration_fraction, cfg.run.seed
-                )
-            entry.update(
-                {
-                    "nfe_per_image": float(np.mean([stored[i][1] for i in ids])),
-                    "queries_per_image": float(np.mean([stored[i][2] for i in ids])),
-                    "cache_hits": int(stats["cache_hits"]),
-                    "spent": {
-                        "queries": int(round(sum(stored[i][2] for i in ids))) - int(stats["cache_hits"]),
-                        "nfe": int(round(sum(stored[i][1] for i in ids))) - int(stats["nfe_saved"]),
-                    },
-                    "seconds": round(float(stats["seconds"]), 3),
-                    "seconds_per_100_images": round(100 * float(stats["seconds"]) / max(len(ids), 1), 3),
-                    "n_members": int((l_eval == 1).sum()),
-                    "n_nonmembers": int((l_eval == 0).sum()),
-                }
+            gallery = write_gallery(
+                self.run_dir, pa.name, ids, final.scores, labels,
+                lambda want, name=pa.name: store.maps(name, want), by_id, self.images.load,
             )
-            if combined is not None:  # it queries nothing itself: its cost is its components'
-                entry["spent"] = {"queries": 0, "nfe": 0}
-                entry["cost_note"] = "nfe/queries per image are the sum of the combined entries' (already spent by them)"
-            if stats["extras"]:
-                entry["extras"] = stats["extras"]
-            entry["gallery"] = self._gallery(store, pa.name, ids, scores, labels)
-            results["attacks"][pa.name] = entry
-            label_names = LABEL_NAMES[self.data.mode]
-            for j, i in enumerate(ids):
-                r = by_id[i]
-                row = [pa.name, i, r.path or "", label_names[int(labels[j])], repr(float(scores[j]))]
-                if split_col:
-                    row.append(splits[j])
-                csv_rows.append(row)
-        sweeps.extend_results(self, results)
-        self._post_results(results, csv_rows)
-        header = ["attack", "image_id", "path", "label", "score"] + (["split"] if split_col else [])
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header + self._extra_columns)
-        w.writerows(csv_rows)
-        results = secrets.scrub_obj(results)
+            entries[pa.name] = results.attack_result(
+                plugin=pa.cls.name, params=secrets.redact(pa.params.model_dump(mode="json")),
+                requires=pa.cls.requires, description=pa.attack.describe(), final=final, labels=labels,
+                nfe=[stored[i][1] for i in ids], queries=[stored[i][2] for i in ids],
+                stats=store.attack_stats(pa.name), mode=mode, alpha=cfg.inference.alpha,
+                fraction=cfg.inference.calibration_fraction, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed,
+                gallery=gallery,
+            )
+            rows += [
+                results.ScoreRow(pa.name, i, by_id[i].path or "", label_names[int(labels[j])], float(final.scores[j]),
+                                 str(final.splits[j]))
+                for j, i in enumerate(ids)
+            ]
+        run = results.run_info(
+            name=cfg.run.name, seed=cfg.run.seed, mode=mode, started=store.get_meta("started"),
+            finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), fingerprint=self.fingerprint,
+            labels=[r.label for r in records], skipped=self.data.skipped, notes=notes,
+            executor=secrets.redact(self.executor.describe()),
+        )
+        res = results.assemble(run, environment.collect(self.target), secrets.redact(self.target.describe()), entries)
+        if self.sweeps:
+            block = sweeps.summarize(self.sweeps, results.to_dict(res)["attacks"])
+            res = results.with_sweeps(res, block, sweeps.points_by_name(self.sweeps), self.sweep_note)
+        if mode == "copyright":
+            inf = cfg.inference
+            combining = {pa.name for pa in self.attacks if pa.cls.combines}
+            block = inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining)
+            res = results.with_set_inference(res, block)
+        split_col = any(pa.splits for pa in self.attacks)
+        out = secrets.scrub_obj(results.to_dict(res))
         try:
-            write_text(self.run_dir / "scores.csv", buf.getvalue())
-            write_text(self.run_dir / "results.json", json.dumps(results, indent=2, default=_json_default))
+            write_text(self.run_dir / "scores.csv", results.scores_csv(rows, split_col, mode == "copyright"))
+            write_text(self.run_dir / "results.json", results.to_json(out))
         except OSError as exc:
             raise disk_error(exc, str(self.run_dir)) from None
-        self.results = results
-        return results
-
-    _extra_columns: list[str] = []
-
-    def _post_results(self, results: dict, csv_rows: list[list[Any]]) -> None:
-        """Extension point for result blocks computed from all attacks (copyright mode...)."""
-        from . import inference
-
-        self._extra_columns = inference.extend_results(self, results, csv_rows)
-
-    def _gallery(self, store: RunStore, attack: str, ids: list[str], scores: np.ndarray, labels: np.ndarray) -> list[dict]:
-        """PNG triples (original, reconstruction, residual) of the most and least member-like images."""
-        order = np.argsort(-scores, kind="stable")
-        picks = [("most member-like", j) for j in order[:GALLERY_SIZE]] + [
-            ("least member-like", j) for j in order[::-1][:GALLERY_SIZE]
-        ]
-        maps = store.maps(attack, [ids[j] for _, j in picks])
-        folder = self.run_dir / "artifacts" / safe_name(attack)
-        by_id = {r.id: r for r in self.data.records}
-        out = []
-        for rank, (kind, j) in enumerate(picks):
-            image_id = ids[j]
-            residual, recon = maps.get(image_id, (None, None))
-            item: dict[str, Any] = {
-                "kind": kind,
-                "image_id": image_id,
-                "label": int(labels[j]),
-                "score": float(scores[j]),
-                "caption": by_id[image_id].caption,
-            }
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                original = self._images_of([by_id[image_id]])[0]
-                item["original"] = save_png(folder / f"{rank:02d}_original.png", original.numpy(), self.run_dir)
-                if recon is not None:
-                    item["reconstruction"] = save_png(folder / f"{rank:02d}_reconstruction.png", recon, self.run_dir)
-                if residual is not None:
-                    item["residual"] = save_png(folder / f"{rank:02d}_residual.png", residual, self.run_dir, residual=True)
-            except AuditError:
-                continue
-            except OSError as exc:
-                raise disk_error(exc, str(folder)) from None
-            out.append(item)
+        self.results = out
         return out
 
     def render_reports(self) -> list[Path]:
         return render_reports(RunView(self.run_dir), self.reporters, self.console) if self.reporters else []
-
-
-def render_reports(view: RunView, reporters: list[Reporter], console: Console | None = None) -> list[Path]:
-    """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
-    only: the scores and results are already saved, so it is a warning, not a failed run."""
-    run_dir = view.dir
-    paths: list[Path] = []
-    for rep in reporters:
-        try:
-            paths.extend(rep.render(view))
-        except (OSError, AuditError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
-            (console or Console(stderr=True)).print(
-                f"[yellow]warning:[/] reporter {escape(rep.name or type(rep).__name__)} failed "
-                f"({escape(type(exc).__name__)}: {escape(str(exc))}); the results are saved in {escape(str(run_dir))}; "
-                f"re-render with `audit report {escape(str(run_dir))}`",
-                highlight=False,
-            )
-    return paths
-
-
-def reporters_from_config(run_dir: Path) -> list[Reporter]:
-    """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``)."""
-    from .config import ReportCfg
-
-    p = run_dir / "config.resolved.yaml"
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    reps = []
-    for item in raw.get("reports", []) or []:
-        rc = ReportCfg.model_validate(item)
-        reg = plugins.registry("reporters")
-        if rc.plugin not in reg:
-            raise ConfigError(f"{p}: unknown reporter plugin {rc.plugin!r} (installed: {', '.join(sorted(reg)) or 'none'})")
-        rcls = reg[rc.plugin]
-        reps.append(rcls(rcls.Params.model_validate(rc.params)))
-    return reps
-
-
-def safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)[:80] or "attack"
-
-
-def save_png(path: Path, chw: np.ndarray, run_dir: Path, residual: bool = False) -> str:
-    import torch
-    from PIL import Image
-
-    x = torch.as_tensor(np.asarray(chw, dtype=np.float32))
-    if residual:
-        x = x.abs()
-        x = x / x.max().clamp_min(1e-8) * 2 - 1  # stretch to [-1, 1] for display
-    arr = tensor_to_uint8(x)
-    Image.fromarray(arr).save(path)
-    return path.relative_to(run_dir).as_posix()
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic write (a temporary file in the same folder, flushed to disk, then renamed), with
-    registered secrets scrubbed: a full disk leaves the old file intact, never half of a new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(secrets.scrub(text))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def run_audit(loaded: LoadedConfig, **kwargs: Any) -> Path:
-    return Runner(loaded, **kwargs).run()

@@ -1,7 +1,9 @@
-"""The run store: SQLite in WAL mode inside the run directory.
+"""The run directory's lifecycle and its store (SQLite in WAL mode inside the run directory).
 
 Per-image results are committed batch by batch as they are produced, so a run killed at any
-moment (even SIGKILL) resumes where it stopped with ``audit run CONFIG --resume``.
+moment (even SIGKILL) resumes where it stopped with ``audit run CONFIG --resume``. Around the
+store: the lock (one writer per run directory), the resume policy (continue, refuse or start
+over), clearing a run's own outputs, the atomic text writer and the final secret scrub.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
+import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import secrets
 from .errors import AuditError, ResumeError
 
 STATE_FILE = "state.sqlite"
@@ -230,3 +236,89 @@ class RunStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+# --------------------------------------------------------------------------------- run directory
+#: files and folders a run writes besides the store (``clear_run_dir`` removes only these)
+RUN_OUTPUTS = ("results.json", "scores.csv", "artifacts")
+
+
+@dataclass
+class ExistingRun:
+    """What :func:`resume_policy` decided about a run directory: ``discard`` the old state
+    (start over) or keep it (a fresh directory, or ``--resume`` of an unchanged config)."""
+
+    discard: bool = False
+
+
+def resume_policy(run_dir: Path, fingerprint: str, resume: bool | None, force: bool) -> ExistingRun:
+    """Decide what happens to an existing run state (no writes): continue it (``--resume``
+    with an unchanged config), refuse (changed config without ``--force``; an unfinished run
+    when neither ``--resume`` nor ``--no-resume`` was given), or start over."""
+    state = run_dir / STATE_FILE
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AuditError(f"output {run_dir} exists and is not a folder")
+    if not state.exists():
+        return ExistingRun()
+    RunLock.check(run_dir)  # another process writing there: refuse before touching it
+    store = RunStore(run_dir) if resume is not False else None
+    try:
+        old = store.get_meta("fingerprint") if store else None
+        finished = store.get_meta("finished") if store else None
+        n_saved = store.count() if store else 0
+    finally:
+        if store:
+            store.close()
+    if resume is None:  # neither --resume nor --no-resume
+        if finished is None and n_saved:
+            raise ResumeError(
+                f"{run_dir} holds an unfinished run ({n_saved} image score(s) saved). Continue it "
+                f"with --resume, start it over with --no-resume, or use another --output."
+            )
+        return ExistingRun(discard=True)
+    if not resume:
+        return ExistingRun(discard=True)  # a fresh run replaces the old state (the query cache keeps the queries)
+    if old is not None and old != fingerprint:
+        if not force:
+            raise ResumeError(
+                f"cannot resume into {run_dir}: the config changed since that run started (target, "
+                f"model, data, attacks, their params or the seed differ; report, metrics and cache "
+                f"options may change freely). Use a new --output, run with --no-resume to start over, "
+                f"or add --force to discard the old results."
+            )
+        return ExistingRun(discard=True)
+    return ExistingRun()
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Start over: remove the old state and this program's outputs (nothing else)."""
+    state = run_dir / STATE_FILE
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(state) + suffix).unlink(missing_ok=True)
+    for name in RUN_OUTPUTS:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def scrub_run_dir(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Last line of defence: no registered secret stays in a file of the run directory.
+    Returns ``(files scrubbed, binary files holding a secret)`` for the console to report."""
+    return secrets.scrub_tree(run_dir)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic write (a temporary file in the same folder, flushed to disk, then renamed), with
+    registered secrets scrubbed: a full disk leaves the old file intact, never half of a new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(secrets.scrub(text))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -41,7 +41,6 @@ import json
 import shutil
 import tempfile
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from .cache import MemoryCache  # noqa: F401  (re-exported: it lived here before)
 from .config import AttackCfg, LoadedConfig
 from .errors import ConfigError
 
@@ -199,71 +199,28 @@ def execution_order(attacks: Sequence[Any], sweeps: dict[str, Sweep]) -> list[An
     return [pa for _, pa in sorted(indexed, key=sort_key)]
 
 
-class MemoryCache:
-    """A run-local query cache in memory (float32, exact), least recently used evicted past
-    ``max_bytes``. Same ``get``/``put`` as :class:`audit_core.cache.QueryCache`."""
-
-    def __init__(self, max_bytes: int = 2_000_000_000):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._bytes = 0
-        self.evicted = 0
-
-    def get(self, key: str):
-        v = self._items.get(key)
-        if v is not None:
-            self._items.move_to_end(key)
-        return v
-
-    def put(self, key: str, value) -> None:
-        v = value.detach().to("cpu").float().clone()
-        size = v.numel() * v.element_size()
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._bytes -= old.numel() * old.element_size()
-        self._items[key] = v
-        self._bytes += size
-        while self.max_bytes and self._bytes > self.max_bytes and len(self._items) > 1:
-            _, ev = self._items.popitem(last=False)
-            self._bytes -= ev.numel() * ev.element_size()
-            self.evicted += 1
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def ensure_sharing(runner: Any) -> str | None:
-    """Give a run with sweeps a cache even when the user disabled the query cache, so the points
-    still share queries. Returns a note for results.json (or None when nothing changed)."""
-    if not runner.sweeps or runner.cache is not None:
-        return None
-    cfg = runner.cfg
-    if cfg.run.executor.plugin == "inprocess":
-        cache: Any = MemoryCache(cfg.cache.max_bytes)
+def sharing_cache(executor: str, max_bytes: int) -> tuple[Any, str]:
+    """The run-local cache a run with sweeps uses when the user disabled the query cache, so the
+    points still share queries, and the note for results.json. In memory for the in-process
+    executor; a temporary folder (removed when the cache object goes) for remote workers, which
+    rebuild the target from the job and need a folder. The runner hands it to the target once."""
+    if executor == "inprocess":
         note = "cache disabled: the sweep shared queries through a run-local in-memory cache (not persisted)"
-    else:  # remote workers rebuild the target from the job: they need a folder
-        from .cache import QueryCache
+        return MemoryCache(max_bytes), note
+    from .cache import QueryCache
 
-        folder = tempfile.mkdtemp(prefix="audit-sweep-cache-")
-        cache = QueryCache(folder, cfg.cache.max_bytes)
-        weakref.finalize(cache, shutil.rmtree, folder, True)
-        runner.cache = cache  # the job passes its folder to the workers
-        note = "cache disabled: the sweep shared queries through a temporary cache folder, removed after the run"
-    runner.target.cache = cache
-    runner.target.context.cache = cache
-    return note
+    folder = tempfile.mkdtemp(prefix="audit-sweep-cache-")
+    cache = QueryCache(folder, max_bytes)
+    weakref.finalize(cache, shutil.rmtree, folder, True)
+    return cache, "cache disabled: the sweep shared queries through a temporary cache folder, removed after the run"
 
 
 # --------------------------------------------------------------------------------- results
+# (the terminal and Markdown tables of this block: audit_core.console / audit_core.reporting)
 
 
 def _metric(m: dict) -> dict:
     return {"value": m["value"], "ci95": m["ci95"]}
-
-
-def format_metric(m: dict) -> str:
-    """``0.900 [0.83, 0.95]``: a metric with its 95 % interval."""
-    return f"{m['value']:.3f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
 
 
 def pareto_front(points: list[dict], cost: str = "queries_per_image") -> list[str]:
@@ -324,21 +281,6 @@ def summarize(sweeps: dict[str, Sweep], attacks: dict[str, dict]) -> dict[str, A
             "pareto_cost": cost,
         }
     return out
-
-
-def extend_results(runner: Any, results: dict[str, Any]) -> None:
-    """Add the ``sweeps`` block (and the run-local-cache note) to results.json."""
-    if not getattr(runner, "sweeps", None):
-        return
-    results["sweeps"] = summarize(runner.sweeps, results["attacks"])
-    points = points_by_name(runner.sweeps)
-    for name, entry in results["attacks"].items():
-        if name in points:
-            base, values = points[name]
-            entry["sweep"] = {"base": base, "values": values}
-    note = getattr(runner, "sweep_note", None)
-    if note:
-        results["run"].setdefault("notes", []).append(note)
 
 
 # --------------------------------------------------------------------------------- `audit sweep`
@@ -405,53 +347,3 @@ def default_output(loaded: LoadedConfig):
     """``audit sweep``'s default run directory: the run's usual one with ``-sweep`` appended."""
     base = loaded.run_dir()
     return base.with_name(base.name + "-sweep")
-
-
-def print_summary(console: Any, sweeps: dict[str, Any]) -> None:
-    """One table per sweep: AUC and TPR@1%FPR per point, queries spent vs naive, the Pareto front."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    for base, s in sweeps.items():
-        q = s["queries"]
-        table = Table(
-            title=escape(f"sweep {base}: {q['spent']} queries spent vs {q['naive']} run separately without a cache")
-        )
-        for col in (*s["params"], "AUC", "TPR@1%FPR", "queries/img", "Pareto"):
-            table.add_column(col, justify="right")
-        front = set(s["pareto"])
-        for p in s["points"]:
-            table.add_row(
-                *(escape(format_value(p["values"][k])) for k in s["params"]),
-                format_metric(p["auc"]), format_metric(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
-                "*" if p["attack"] in front else "",
-            )
-        console.print(table)
-
-
-def markdown_table(sweeps_block: dict[str, Any]) -> str:
-    """The ``sweeps`` block of results.json as Markdown: one table per sweep (for notes and docs).
-    ``python -m audit_core.sweeps RUN_DIR`` prints it for a finished run."""
-    out = []
-    for base, s in sweeps_block.items():
-        q = s["queries"]
-        out.append(f"**{base}** ({q['spent']} queries spent, {q['naive']} run separately without a cache)\n")
-        head = [*s["params"], "AUC [95% CI]", "TPR@1%FPR [95% CI]", "queries/img", "NFE/img", "Pareto"]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "---|" * len(head))
-        front = set(s["pareto"])
-        for p in s["points"]:
-            row = [format_value(p["values"][k]) for k in s["params"]]
-            row += [format_metric(p["auc"]), format_metric(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
-                    f"{p.get('nfe_per_image', 0):g}", "yes" if p["attack"] in front else ""]
-            out.append("| " + " | ".join(row) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-if __name__ == "__main__":  # python -m audit_core.sweeps RUN_DIR
-    import sys
-    from pathlib import Path
-
-    results = json.loads((Path(sys.argv[1]) / "results.json").read_text(encoding="utf-8"))
-    print(markdown_table(results.get("sweeps", {})) or "no sweeps in this run")

@@ -127,7 +127,15 @@ class Target:
         self.params = params
         self.context = context or TargetContext()
         self.stats = Stats()
-        self.cache = self.context.cache
+
+    @property
+    def cache(self) -> Any:
+        """The query cache (or None): the context's, the one handle the runner gave this target."""
+        return self.context.cache
+
+    @cache.setter
+    def cache(self, value: Any) -> None:
+        self.context.cache = value
 
     def _place(self, dtype: str = "fp32", auto: str = "fp32") -> None:
         """Set ``self.device`` from the run's device request and ``self.dtype`` from a ``dtype``

@@ -133,11 +133,11 @@ def test_report_on_a_corrupt_results_file_exits_2(toy_config, audit_cli, tmp_pat
 
 
 def test_images_are_decoded_once_and_conversions_noted_once(image_folder, toy_plugin, write_config, audit_cli, tmp_path, monkeypatch):
-    import audit_core.runner as runner_mod
+    import audit_core.data as data_mod  # the run's ImageLoader decodes through data.open_image
 
     calls = []
-    real = runner_mod.open_image
-    monkeypatch.setattr(runner_mod, "open_image", lambda r: calls.append(r.id) or real(r))
+    real = data_mod.open_image
+    monkeypatch.setattr(data_mod, "open_image", lambda r: calls.append(r.id) or real(r))
     members = image_folder("m", n=5, size=12, channels=3, seed=1)  # the toy target wants 1x8x8
     nonmembers = image_folder("nm", n=5, size=12, channels=3, seed=2)
     attack = {"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 1}}

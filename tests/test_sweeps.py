@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from audit_core import sweeps
 from audit_core.config import load_config_text
 from audit_core.errors import ConfigError
+from audit_core.reporting import sweeps_markdown
 from audit_core.testing import no_traceback
 
 N_IMAGES = 4  # per class
@@ -160,7 +161,7 @@ def test_n_sweep_costs_the_largest_n_and_matches_plain_runs(sweep_config, audit_
     if not cache:
         assert any("run-local in-memory cache" in note for note in res["run"]["notes"])
     assert "sweep variation-similarity" in output  # the CLI summary table
-    md = sweeps.markdown_table(res["sweeps"])
+    md = sweeps_markdown(res["sweeps"])
     assert md.count("\n| ") == 1 + len(ns) and "| 10 | " in md
 
     # n=10 (and, with the exact in-memory cache, every n) equals a plain run with the same seed
@@ -307,34 +308,36 @@ def test_rediffuse_n_sweep_on_the_demo(write_config, audit_cli, tmp_path):
 def test_sharing_cache_without_the_query_cache():
     """cache disabled: in memory for the in-process executor, a temporary folder for remote workers."""
     import gc
-    from types import SimpleNamespace
 
     import torch
 
-    from audit_core.cache import QueryCache
+    from audit_core.cache import MemoryCache, QueryCache
 
-    def fake(executor):
-        cfg = SimpleNamespace(run=SimpleNamespace(executor=SimpleNamespace(plugin=executor)), cache=SimpleNamespace(max_bytes=1000))
-        target = SimpleNamespace(cache=None, context=SimpleNamespace(cache=None))
-        return SimpleNamespace(sweeps={"x": object()}, cache=None, cfg=cfg, target=target)
-
-    r = fake("inprocess")
-    assert "in-memory" in sweeps.ensure_sharing(r) and r.cache is None
-    mem = r.target.cache
-    assert isinstance(mem, sweeps.MemoryCache) and r.target.context.cache is mem
+    mem, note = sweeps.sharing_cache("inprocess", 1000)
+    assert "in-memory" in note and isinstance(mem, MemoryCache)
     for i in range(5):  # 400 bytes each, cap 1000: the least recently used go
         mem.put(f"k{i}", torch.full((10, 10), float(i)))
     assert len(mem) == 2 and mem.get("k0") is None and torch.equal(mem.get("k4"), torch.full((10, 10), 4.0))
 
-    r = fake("ray")
-    assert "temporary cache folder" in sweeps.ensure_sharing(r)
-    assert isinstance(r.cache, QueryCache) and r.target.cache is r.cache
-    folder = r.cache.dir
+    cache, note = sweeps.sharing_cache("ray", 1000)
+    assert "temporary cache folder" in note and isinstance(cache, QueryCache)
+    folder = cache.dir
     assert folder.is_dir()
-    del r
+    del cache
     gc.collect()
     assert not folder.exists()
 
-    r = fake("inprocess")
-    r.sweeps = {}
-    assert sweeps.ensure_sharing(r) is None and r.target.cache is None
+
+def test_one_cache_handle_per_target(sweep_config, tmp_path):
+    """The runner hands the target one cache; Target.cache is the context's (no second handle);
+    without sweeps and with the cache disabled there is none."""
+    from audit_core.config import load_config
+    from audit_core.runner import Runner
+
+    runner = Runner(load_config(sweep_config([{"plugin": "variation-similarity", "params": {"n": [1, 2]}}])), output=tmp_path / "r")
+    runner.prepare()
+    assert runner.cache is runner.target.cache is runner.target.context.cache
+    assert isinstance(runner.cache, sweeps.MemoryCache) and "in-memory" in runner.sweep_note
+    runner = Runner(load_config(sweep_config([{"plugin": "variation-similarity"}], name="b.yaml")), output=tmp_path / "r")
+    runner.prepare()
+    assert runner.cache is None and runner.target.cache is None and runner.sweep_note is None

@@ -166,4 +166,5 @@ def test_copyright_mode_tests_the_held_out_split(toy_plugin, image_folder, write
     assert code == 0, output
     si = json.loads((tmp_path / "c" / "results.json").read_text())["set_inference"]
     assert si["ensemble"]["n_suspects"] == 8 and si["ensemble"]["n_reference"] == 24
-    assert "ensemble" in si["combined"]["attacks"]
+    # the rank combination (default) pools the components, not the ensemble built from them
+    assert si["combined"]["method"] == "rank" and si["combined"]["attacks"] == ["pia", "naive-loss"]

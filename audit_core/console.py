@@ -1,0 +1,180 @@
+"""Terminal output: progress while attacks run, warnings during a run, and the summary of a
+finished run (metrics table, copyright verdict, sweep tables). Nothing else in the core prints.
+
+``out`` is standard output (the summary, where the run directory is); ``err`` is standard error
+(progress, warnings, errors), so ``audit run ... > summary.txt`` keeps the summary clean."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+# --------------------------------------------------------------------------------- during a run
+def progress(console: Console) -> Progress:
+    """One bar per attack: images done, img/s, NFE per image, elapsed, ETA. Shown on a terminal
+    (or with ``AUDIT_PROGRESS=1``)."""
+    return Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("NFE/img {task.fields[nfe]:.0f}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal and os.environ.get("AUDIT_PROGRESS") != "1",
+    )
+
+
+def warn(console: Console, message: str) -> None:
+    """A yellow ``warning:`` line (``message`` is plain text, escaped here)."""
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def stopping(console: Console) -> None:
+    console.print("[yellow]Ctrl-C: stopping after the current batch (press again to abort now)…[/]")
+
+
+def scrubbed(console: Console, changed: list[Path], binary: list[Path]) -> None:
+    """What the final secret scrub of the run directory found."""
+    for p in changed:
+        warn(console, f"removed a secret from {p}")
+    for p in binary:
+        console.print(
+            f"[bold red]warning:[/] the binary file {escape(str(p))} contains a secret value; delete it",
+            highlight=False,
+        )
+
+
+def reporter_failed(console: Console | None, name: str, exc: BaseException, run_dir: Path) -> None:
+    warn(
+        console or err,
+        f"reporter {name} failed ({type(exc).__name__}: {exc}); the results are saved in {run_dir}; "
+        f"re-render with `audit report {run_dir}`",
+    )
+
+
+def interrupted(console: Console, run_dir: Path | None, resume_command: str | None) -> None:
+    if run_dir is None or resume_command is None:
+        console.print("[yellow]Interrupted[/] before anything was scored.")
+        return
+    console.print(
+        f"[yellow]Interrupted.[/] Everything scored so far is saved in {escape(str(run_dir))}. Resume with:\n"
+        f"  {escape(resume_command)}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+# --------------------------------------------------------------------------------- after a run
+def format_metric(m: dict) -> str:
+    """``0.900 [0.83, 0.95]``: a metric with its 95 % interval."""
+    return f"{m['value']:.3f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
+
+
+def summary(results: dict, console: Console | None = None) -> None:
+    """The finished run's metrics table, then the copyright verdict and the sweep tables."""
+    console = console or out
+    table = Table(
+        title=f"{results['run']['name']} ({results['run']['mode']} mode)",
+        caption="value over its 95% bootstrap interval; TPR at 1% / 0.1% FPR; NFE and queries (qry) per image; s = seconds",
+        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+    )
+    width = max((len(n) for n in results["attacks"]), default=6)
+    table.add_column("attack", no_wrap=True, min_width=min(width, 28), overflow="fold")
+    for col in ("AUC", "ASR", "TPR@1%", "TPR@.1%"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=9)
+    for col in ("NFE", "qry", "s"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, a in results["attacks"].items():
+        m = a["metrics"]
+
+        def fmt(k: str) -> str:
+            mark = "*" if m[k].get("supported") is False else ""
+            return f"{m[k]['value']:.3f}{mark}\n{m[k]['ci95'][0]:.2f}-{m[k]['ci95'][1]:.2f}"
+
+        table.add_row(
+            escape(name), fmt("auc"), fmt("asr"), fmt("tpr_at_1pct_fpr"), fmt("tpr_at_0_1pct_fpr"),
+            f"{a['nfe_per_image']:g}", f"{a['queries_per_image']:g}", f"{a['seconds']:.1f}",
+        )
+    console.print(table)
+    if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
+        console.print("* unsupported: fewer non-members than the FPR level resolves (see results.json notes)", highlight=False)
+    if results.get("set_inference"):
+        set_inference_summary(results["set_inference"], console)
+    if results.get("sweeps"):
+        sweep_tables(results["sweeps"], console)
+
+
+def set_inference_summary(si: dict, console: Console | None = None) -> None:
+    """Copyright mode: the set-level test per attack and the combined verdict."""
+    console = console or out
+    table = Table(title="Was the suspect set used?", caption="suspects vs reference, one-sided Mann-Whitney U; evidence: p <= alpha; flagged at FPR alpha")
+    for col in ("attack", "suspects", "reference", "flagged", "p-value", "AUC", "evidence"):
+        table.add_column(col, justify="left" if col == "attack" else "right")
+    for name, e in si.items():
+        if name == "combined" or e.get("p_value") is None:
+            continue
+        table.add_row(
+            escape(name), str(e["n_suspects"]), str(e["n_reference"]), str(e["flagged"]), f"{e['p_value']:.3g}",
+            f"{e['effect_auc']:.3f}", "yes" if e["p_value"] <= e["alpha"] else "no",
+        )
+    console.print(table)
+    for name, e in si.items():
+        for note in e.get("notes", []) if name != "combined" else []:
+            console.print(f"[yellow]{escape(name)}:[/] {escape(note)}", highlight=False)
+    c = si.get("combined", {})
+    if c.get("p_value") is not None:
+        console.print(f"[bold]Combined ({c['method']}, p = {c['p_value']:.3g}):[/] {escape(c['verdict'])}", highlight=False)
+    power = c.get("power")
+    if power:
+        k = power["smallest_set_size"]
+        size = f"about {k} images" if k is not None else f"more than {max(int(s) for s in power['power_by_set_size'])} images"
+        console.print(
+            f"[bold]Power:[/] a set of true members would be flagged at alpha = {power['alpha']:g} with probability "
+            f">= {power['target_power']:.0%} from {size} ({escape(power['note'])}).",
+            highlight=False,
+        )
+
+
+def sweep_tables(sweeps: dict[str, Any], console: Console | None = None) -> None:
+    """One table per sweep: AUC and TPR@1%FPR per point, queries spent vs naive, the Pareto front."""
+    from .sweeps import format_value
+
+    console = console or out
+    for base, s in sweeps.items():
+        q = s["queries"]
+        table = Table(
+            title=escape(f"sweep {base}: {q['spent']} queries spent vs {q['naive']} run separately without a cache")
+        )
+        for col in (*s["params"], "AUC", "TPR@1%FPR", "queries/img", "Pareto"):
+            table.add_column(escape(col), justify="right")
+        front = set(s["pareto"])
+        for p in s["points"]:
+            table.add_row(
+                *(escape(format_value(p["values"][k])) for k in s["params"]),
+                format_metric(p["auc"]), format_metric(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
+                "*" if p["attack"] in front else "",
+            )
+        console.print(table)
+
+
+def run_finished(run_dir: Path, console: Console | None = None) -> None:
+    """Where the run directory and its HTML report are."""
+    console = console or out
+    console.print(f"Run directory: {run_dir}", soft_wrap=True, highlight=False)
+    report = run_dir / "report.html"
+    if report.exists():
+        console.print(f"Report: {report.resolve()}", soft_wrap=True, highlight=False)
