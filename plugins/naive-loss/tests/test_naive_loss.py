@@ -141,7 +141,7 @@ def test_audit_run_reports_nfe_equal_to_draws(run_config, audit_cli, tmp_path):
     attacks = json.loads((tmp_path / "run" / "results.json").read_text())["attacks"]
     assert attacks["naive-loss"]["nfe_per_image"] == 1 and attacks["naive-loss"]["spent"]["nfe"] == 8
     assert attacks["loss-x3"]["nfe_per_image"] == 3 and attacks["loss-x3"]["spent"]["nfe"] == 24
-    assert attacks["naive-loss"]["params"] == {"t": 200, "draws": 1}
+    assert attacks["naive-loss"]["params"] == {"preset": None, "t": 200, "draws": 1}
 
 
 def test_refused_on_variation_only_target(run_config, audit_cli, tmp_path):

@@ -134,7 +134,7 @@ def test_audit_run_reports_exactly_2_nfe_per_image(run_config, audit_cli, tmp_pa
     for name, variant in (("pia", "pia"), ("pian", "pian")):
         assert attacks[name]["nfe_per_image"] == 2
         assert attacks[name]["spent"]["nfe"] == 16
-        assert attacks[name]["params"] == {"variant": variant, "t": 200, "p": 4.0}
+        assert attacks[name]["params"] == {"preset": None, "variant": variant, "t": 200, "p": 4.0}
         assert attacks[name]["variant"] == variant
 
 

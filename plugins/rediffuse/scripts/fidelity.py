@@ -7,8 +7,10 @@ against the best single attack, on the demo model, through audit's runner.
 One ``audit run`` on ``builtin:digits/members`` vs ``builtin:digits/nonmembers`` (the first
 ``--limit`` of each) with the demo's four attacks (audit.yaml's params) and, per attack, one entry
 per classifier recipe sharing the attack's ``seed_key`` (the same per-image noise; ReDiffuse's
-variations come from the query cache, a fresh folder under ``--out``), plus three ensembles:
-logistic and rank-mean of [rediffuse, pia] and logistic of all four.
+variations come from the query cache, a folder under ``--out``), plus three ensembles:
+logistic and rank-mean of [rediffuse, pia] and logistic of all four, and ReDiffuse with the
+adaptive budget (``n: auto``, ``max_n: 10``) at ``stop_z`` 1, 2 and 3 (its draws are the fixed
+n=10 entry's, so they come from the cache too).
 
 Every number is on the same held-out images: the run's seeded 80 % (``inference.calibration_fraction``
 0.2 for training the classifiers and fitting the ensembles). The threshold column is each
@@ -32,6 +34,7 @@ ATTACKS = {
     "pia": {"plugin": "pia", "params": {"t": 200, "p": 4}},
     "naive-loss": {"plugin": "naive-loss", "params": {"t": 200}},
 }
+ADAPTIVE_Z = (1.0, 2.0, 3.0)
 ENSEMBLES = {
     "ensemble-logistic": {"of": ["rediffuse", "pia"], "combiner": "logistic"},
     "ensemble-rank-mean": {"of": ["rediffuse", "pia"], "combiner": "rank-mean"},
@@ -48,6 +51,11 @@ def build_config(args, out: Path) -> dict:
             attacks.append({**a, "name": f"{name}-{recipe}", "seed_key": name, "scorer": scorer})
     for name, p in ENSEMBLES.items():
         attacks.append({"plugin": "ensemble", "name": name, "params": p})
+    for z in ADAPTIVE_Z:
+        attacks.append({
+            "plugin": "rediffuse", "name": f"rediffuse-auto-z{z:g}", "seed_key": "rediffuse",
+            "params": {**ATTACKS["rediffuse"]["params"], "n": "auto", "max_n": 10, "stop_z": z},
+        })
     return {
         "run": {"name": "fidelity", "seed": args.seed, "device": "cpu", "batch_size": args.batch_size},
         "target": {"plugin": "ddim", "model": "builtin:digits-ddpm"},
@@ -110,6 +118,18 @@ def main() -> None:
         best = max(comps, key=lambda n: comps[n]["auc"]["value"])
         summary["ensembles"][name] = {"metrics": e["metrics"], "components": comps, "fit": e["scorer"]}
         print(f"| {name} ({', '.join(e['scorer']['of'])}) | {cell(e['metrics'])} | {best}: {cell(comps[best])} |")
+    fixed = res[f"rediffuse-{args.recipes[0]}"]["threshold_scorer_metrics"]
+    print("\n| ReDiffuse (t=200, k=100, l2), held-out images | AUC / TPR@1%FPR (%) | queries per held-out image |")
+    print("|---|---|---|")
+    print(f"| fixed n=10 | {cell(fixed)} | 10 |")
+    summary["adaptive"] = {"fixed_n10": fixed}
+    for z in ADAPTIVE_Z:
+        e = res[f"rediffuse-auto-z{z:g}"]
+        summary["adaptive"][f"z{z:g}"] = {
+            "metrics": e["metrics"], "queries_per_image_evaluation": e["queries_per_image_evaluation"],
+            "stop_threshold": e["scorer"]["calibrated_params"]["stop_threshold"],
+        }
+        print(f"| n: auto, max_n 10, stop_z {z:g} | {cell(e['metrics'])} | {e['queries_per_image_evaluation']:.2f} |")
     (out / "fidelity.json").write_text(json.dumps(summary, indent=2))
     print(f"\nwrote {out / 'fidelity.json'} and the run directory {run_dir}")
 

@@ -137,7 +137,7 @@ def test_audit_run_reports_exactly_11_nfe_per_image(run_config, audit_cli, tmp_p
     assert a["nfe_per_image"] == 11
     assert a["queries_per_image"] == 0
     assert a["spent"]["nfe"] == 8 * 11
-    assert a["params"] == {"t_sec": 100, "k": 10}
+    assert a["params"] == {"preset": None, "t_sec": 100, "k": 10}
     assert a["requires"] == ["noise"]
 
 
