@@ -1,6 +1,33 @@
-"""audit-core: membership-inference audits of diffusion models, extended by pluggy plugins."""
+"""audit-core: membership-inference audits of diffusion models, extended by pluggy plugins.
+
+``__all__`` is the public plugin API (see :mod:`audit_core.api` and the "Utilities" section
+of docs/writing-plugins.md). Only ``hookimpl`` is imported eagerly; the rest (torch included)
+loads on first use, so ``audit --version`` and the pytest plugin stay fast.
+"""
 
 from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "__version__"]
+
+__all__ = [
+    "__version__", "hookimpl",
+    "Attack", "AttackParams", "AttackContext", "AttackOutput", "Batch", "flat_sum", "mean_over",
+    "Target", "TargetParams", "TargetContext", "Stats", "VARIATION", "NOISE", "weights_sha256",
+    "ddim", "seeding", "randn", "derive_seed",
+    "Reporter", "ReporterParams", "RunView", "Executor", "ExecutorParams", "Job", "WorkBatch", "BatchResult",
+    "execute_batch", "build_local",
+    "ImageRecord", "resolve_path",
+    "AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure",
+]
+
+
+def __getattr__(name: str):
+    if name in ("ddim", "seeding"):  # submodules: `from . import seeding` must not load the whole API
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

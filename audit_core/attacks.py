@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from . import seeding
+from .params import PluginParams
 from .errors import ConfigError
 from .targets import ACCESS_NAMES, Target
 
 
-class AttackParams(BaseModel):
-    """Base for attack params: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class AttackParams(PluginParams):
+    """Base for attack params: unknown keys are errors, types are strict (see PluginParams)."""
 
 
 @dataclass
@@ -94,11 +93,22 @@ class Attack:
     #: ``Params`` model must then have a ``preset`` field (see :func:`resolve_params`)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     plugin_name: ClassVar[str] = ""
+    #: U-Net evaluations one image costs, when the attack knows (may be a property of the
+    #: params); the core warns when the target's counters measure something else
+    expected_nfe_per_image: ClassVar[float | None] = None
 
     def __init__(self, params: BaseModel, target: Target, context: AttackContext):
         self.params = params
         self.target = target
         self.context = context
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's ``check``, ``score`` and ``describe`` are guarded: an exception names
+        the attack and its distribution (see audit_core.guard)."""
+        super().__init_subclass__(**kwargs)
+        from .guard import guard_methods
+
+        guard_methods(cls, ("check", "score", "describe"))
 
     @classmethod
     def defaults_for(cls, target: Target) -> dict[str, Any]:
@@ -142,8 +152,13 @@ class Attack:
         try:
             return self.context.distances[name]
         except KeyError:
+            from .plugins import did_you_mean
+
             avail = ", ".join(sorted(self.context.distances))
-            raise ConfigError(f"attack {self.context.name!r}: unknown distance {name!r} (available: {avail})") from None
+            raise ConfigError(
+                f"attack {self.context.name!r}: unknown distance {name!r}.{did_you_mean(name, self.context.distances)} "
+                f"Available: {avail}."
+            ) from None
 
 
 def resolve_params(attack_cls: type[Attack], target: Target, params: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import AuditError, Interrupted
+from .errors import AuditError, Interrupted, PluginFailure
 
 from .console import err as err_console
 from .console import out as console
@@ -41,8 +41,15 @@ def _root(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Also print the traceback of a plugin failure (it always goes to the run's audit.log).")
+    ] = False,
 ) -> None:
     """Membership-inference audits of diffusion models."""
+    if debug:
+        from . import guard
+
+        guard.debug = True
 
 
 @app.command()
@@ -129,19 +136,32 @@ def plugins_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Output JSON.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Include the core's built-in plugins.")] = False,
 ) -> None:
-    """List installed plugins: name, distribution, version and hooks."""
+    """List installed plugins: distribution, version, hooks and the names each registers (as
+    written in audit.yaml), plus disabled (broken) plugins and names registered twice."""
     from .plugins import get_plugins
 
     plugins = get_plugins(all=all_)
     if as_json:
         typer.echo(json.dumps(plugins, indent=2))
         return
-    table = Table(title="audit plugins")
-    for col in ("name", "distribution", "version", "hooks"):
-        table.add_column(col)
+    table = Table(title="audit plugins", caption="names as written in audit.yaml (attacks[].plugin, target.plugin, ...)")
+    for col in ("plugin", "distribution", "version", "registers"):
+        table.add_column(col, overflow="fold")
     for p in plugins:
-        table.add_row(p["name"], p.get("distribution", "-"), p.get("version", "-"), ", ".join(p["hooks"]))
+        if p.get("broken"):
+            continue
+        regs = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items())
+        if "register_commands" in p["hooks"]:
+            regs += ("\n" if regs else "") + "commands (audit CLI)"
+        table.add_row(escape(p["name"]), p.get("distribution", "-"), p.get("version", "-"), escape(regs or "-"))
     console.print(table)
+    for p in plugins:
+        for clash in p.get("clashes", []):
+            console.print(f"[yellow]name clash:[/] {escape(p['name'])}: {escape(clash)} (neither is used)", highlight=False, soft_wrap=True)
+    for p in plugins:
+        if p.get("broken"):
+            dist = f" ({p['distribution']} {p['version']})" if p.get("distribution") else ""
+            console.print(f"[red]disabled:[/] {escape(p['name'])}{escape(dist)}: {escape(p['broken'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -249,10 +269,18 @@ def _fail(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
+        from . import guard
+
+        guard.debug = True
+        args = [a for i, a in enumerate(args) if a != "--debug" or i == 0]
     try:
-        build_app()(args=argv, standalone_mode=True)
+        build_app()(args=args, standalone_mode=True)
     except AuditError as exc:
         _fail(str(exc), 2)
+    except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log
+        _fail(str(exc), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except SystemExit:

@@ -212,12 +212,56 @@ def _line_map(text: str) -> dict[tuple, int]:
     return lines
 
 
-def _where(path: tuple, lines: dict[tuple, int], source: str) -> str:
+def _where(path: tuple, lines: dict[tuple, int | str], source: str) -> str:
+    """``source, line N`` of the closest enclosing key; a key set on the command line maps to
+    its ``--set key=value`` argument instead (it is not in the file)."""
     probe = tuple(path)
     while probe and probe not in lines:
         probe = probe[:-1]
     line = lines.get(probe)
+    if isinstance(line, str):
+        return line
     return f"{source}, line {line}" if line else source
+
+
+def _model_at(model: Any, loc: tuple) -> Any:
+    """The pydantic model that holds the key at ``loc`` (None when unknown): walks fields,
+    list items and Optional/Annotated wrappers of ``model``."""
+    import typing
+
+    def models_in(tp: Any) -> list:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [tp]
+        return [m for a in typing.get_args(tp) for m in models_in(a)]
+
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # a list index: the item type was already taken from the field
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        found = models_in(fields[part].annotation)
+        if not found:
+            return None
+        current = found[0]
+    return current
+
+
+def _unknown_key(model: Any, loc: tuple, owner: str | None = None) -> str:
+    """``unknown key; did you mean 'members'? valid keys: ...`` for an extra key at ``loc``
+    (``owner``, e.g. ``attack plugin 'pia'``, says whose keys they are)."""
+    holder = _model_at(model, loc) if model is not None else None
+    fields = list(getattr(holder, "model_fields", {}) or {})
+    fields = [f for f in fields if f != "seed_key"]  # set by sweep expansion, not by users
+    if not fields:
+        return "unknown key"
+    import difflib
+
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    of = f" of {owner}" if owner and len(loc) == 1 else ""
+    return f"unknown key{hint} valid keys{of}: {', '.join(fields)}"
 
 
 def dotted(path: tuple) -> str:
@@ -227,14 +271,21 @@ def dotted(path: tuple) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(exc: ValidationError, lines: dict[tuple, int], source: str, prefix: tuple = ()) -> str:
+def format_validation_error(
+    exc: ValidationError, lines: dict[tuple, int | str], source: str, prefix: tuple = (), model: Any = None,
+    owner: str | None = None,
+) -> str:
+    """One line per error: ``dotted.key (file, line N): what is wrong``. ``model`` is the schema
+    that was validated (default: the whole audit.yaml's), for the valid keys of an unknown one."""
+    if model is None and not prefix:
+        model = AuditConfig
     msgs = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = (*prefix, *loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unknown_key(model, loc, owner)
         elif err["type"] == "missing":
             msg = "required key is missing"
         msgs.append(f"{dotted(path)} ({_where(path, lines, source)}): {msg}")
@@ -269,12 +320,12 @@ class LoadedConfig:
         """The configured run directory: ``run.output``, else ``reports/<run.name>``."""
         return self.path(self.cfg.run.output) if self.cfg.run.output else Path("reports") / self.cfg.run.name
 
-    def validate_params(self, model: type[BaseModel], values: dict, path: tuple) -> BaseModel:
+    def validate_params(self, model: type[BaseModel], values: dict, path: tuple, owner: str | None = None) -> BaseModel:
         """Validate a plugin's params with the plugin's own schema; errors name key and line."""
         try:
             return model.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, self.lines, self.source, path)) from None
+            raise ConfigError(format_validation_error(exc, self.lines, self.source, path, model=model, owner=owner)) from None
 
 
 def parse_value(value: str) -> Any:
@@ -295,11 +346,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parse_value(value)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], lines: dict[tuple, int | str] | None = None) -> dict:
+    """``raw`` with every ``--set dotted.key=value`` applied. With ``lines`` (the file's line
+    map), each overridden key maps to its ``--set`` argument, so errors blame the command line."""
     data = copy.deepcopy(raw)
     for item in overrides or []:
         parts, value = parse_override(item)
         node: Any = data
+        key: tuple = ()  # the path as the line map spells it (list indices as int)
         for i, part in enumerate(parts[:-1]):
             nxt = parts[i + 1]
             if isinstance(node, list):
@@ -307,7 +361,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                     node = node[int(part)]
                 except (ValueError, IndexError):
                     raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a valid list index") from None
+                key += (int(part),)
                 continue
+            key += (part,)
             if part not in node or node[part] is None:
                 node[part] = {}
             node = node[part]
@@ -320,8 +376,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node[int(last)] = value
             except (ValueError, IndexError):
                 raise ConfigError(f"--set {item!r}: {last!r} is not a valid list index") from None
+            key += (int(last),)
         else:
             node[last] = value
+            key += (last,)
+        if lines is not None:
+            blame = f"--set {item}"
+            for k in [k for k in lines if k[: len(key)] == key]:
+                lines[k] = blame  # the file's value (and anything under it) was replaced
+            lines[key] = blame
     return data
 
 
@@ -352,7 +415,7 @@ def load_config_text(text: str, source: str, base_dir: Path, overrides: list[str
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (run, target, data, attacks, reports)")
     lines = _line_map(text)
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], lines)
     try:
         cfg = AuditConfig.model_validate(raw)
     except ValidationError as exc:

@@ -1,7 +1,8 @@
 """The DDIM math, in one place. Targets and attacks call these; none re-implements them.
 
-Conventions (see docs/attacks.md): ``abar`` is the target's ``alphas_cumprod`` with index 0 the
-first noising step; a clean image is the state at index 0; for an index below 0, abar = 1.
+Conventions (docs/writing-plugins.md, "Utilities"): ``abar`` is the target's ``alphas_cumprod``
+with index 0 the first noising step; a clean image is the state at index 0; for an index below 0,
+abar = 1.
 ``eps_fn(x, t)`` is a noise predictor taking a batch and an integer index.
 """
 

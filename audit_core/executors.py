@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from .attacks import Attack, AttackContext, Batch
+from . import guard
+from .attacks import Attack, AttackContext, AttackOutput, Batch
+from .errors import PluginFailure
+from .guard import PASS_THROUGH
 
 MAP_SIZE = 64  # residual maps and reconstructions are kept at most this size (gallery, scorer)
 
@@ -88,13 +91,15 @@ def execute_batch(target, attack: Attack, batch: WorkBatch, run_seed: int, seed_
     nfe0, q0, h0, c0 = st.nfe, st.queries, st.cache_hits, st.cached_nfe
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = attack.score(b)
+        out = _score(attack, b)
     seconds = time.perf_counter() - t0
     n = len(b)
-    scores = out.scores.detach().double().cpu().numpy().reshape(-1)
-    if scores.shape[0] != n:
-        raise RuntimeError(f"attack {attack.context.name!r} returned {scores.shape[0]} scores for {n} images")
+    scores = checked_scores(attack, out, b)
     nfe_total = st.nfe - nfe0 + st.cached_nfe - c0
+    nfe_per_image = nfe_total / n
+    note = nfe_mismatch(attack, nfe_per_image)
+    if note:
+        out.extras = {**out.extras, "nfe_warning": note}
     share = np.full(n, 1.0 / n)
     if out.queries is not None:  # unequal budgets: split the measured cost by the attack's own count
         q = out.queries.detach().double().cpu().numpy().reshape(-1)
@@ -112,6 +117,81 @@ def execute_batch(target, attack: Attack, batch: WorkBatch, run_seed: int, seed_
         nfe_saved=st.cached_nfe - c0,
         extras=out.extras,
     )
+
+
+def _score(attack: Attack, batch: Batch) -> AttackOutput:
+    """``attack.score(batch)``; a failure inside the target names the attack that called it."""
+    try:
+        return attack.score(batch)
+    except PluginFailure as exc:
+        if not str(exc).startswith("attack "):
+            exc.args = (f"{exc} (It happened while {guard.who(attack)} was scoring.)",)
+        raise
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an Attack subclass defined without the base's guard
+        raise guard.failure(attack, "failed in score()", exc) from exc
+
+
+def checked_scores(attack: Attack, out: Any, batch: Batch) -> np.ndarray:
+    """The scores of ``out`` as float64 ``[B]``, or a PluginFailure saying what is wrong with
+    what ``attack.score`` returned: not an AttackOutput, not one finite score per image, or maps
+    of the wrong shape."""
+    n = len(batch)
+    if not isinstance(out, AttackOutput):
+        kind = f"a {type(out).__module__}.{type(out).__qualname__}".replace("a torch.Tensor", "a bare torch.Tensor")
+        raise guard.failure(
+            attack, f"returned {kind} from score()",
+            hint="score() must return AttackOutput(scores=...) (from audit_core import AttackOutput), scores a Tensor[B].",
+        )
+    if not isinstance(out.scores, torch.Tensor):
+        raise guard.failure(attack, f"returned AttackOutput.scores of type {type(out.scores).__name__}", hint="It must be a torch.Tensor of shape [B].")
+    if out.scores.numel() != n or (out.scores.dim() > 1 and out.scores.shape[0] != n):
+        raise guard.failure(
+            attack, f"returned {out.scores.numel()} scores (shape {list(out.scores.shape)}) for a batch of {n} images",
+            hint="score() must return one score per image, in batch order (shape [B]).",
+        )
+    scores = out.scores.detach().double().cpu().numpy().reshape(-1)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        ids = [batch.ids[i] for i in np.flatnonzero(bad)[:3]]
+        kinds = sorted({"NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf") for v in scores[bad]})
+        raise guard.failure(
+            attack, f"returned non-finite scores ({'/'.join(kinds)}) for {int(bad.sum())} of {n} images (e.g. {', '.join(ids)})",
+            hint="Scores must be finite numbers, higher = more likely a member.",
+        )
+    for label, maps in (("residuals", out.residuals), ("reconstructions", out.reconstructions)):
+        if maps is not None and (not isinstance(maps, torch.Tensor) or maps.dim() != 4 or maps.shape[0] != n):
+            shape = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+            raise guard.failure(attack, f"returned AttackOutput.{label} of shape {shape} for {n} images", hint="Maps must be a Tensor [B, C, H, W] (or None).")
+    return scores
+
+
+def expected_nfe(attack: Attack) -> float | None:
+    """The attack's ``expected_nfe_per_image`` (attribute, else its ``describe()`` entry)."""
+    value = getattr(attack, "expected_nfe_per_image", None)
+    if value is None:
+        value = (attack.describe() or {}).get("expected_nfe_per_image")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def nfe_mismatch(attack: Attack, measured: float) -> str | None:
+    """A warning (printed once per attack, returned for results.json) when the NFEs per image
+    measured from the target's counters differ from what the attack expects."""
+    if getattr(attack, "_nfe_checked", False):
+        return None
+    attack._nfe_checked = True
+    expected = expected_nfe(attack)
+    if expected is None or abs(measured - expected) <= 1e-6 * max(1.0, expected):
+        return None
+    note = (
+        f"{guard.who(attack)} expects {expected:g} NFE per image, but {guard.who(attack.target)} counted "
+        f"{measured:g} per image: nfe_per_image in results.json may be wrong. Either the attack's "
+        f"expected_nfe_per_image is out of date or the target does not count its U-Net evaluations "
+        f"(a variation served without calling eps must add them to self.stats.nfe)."
+    )
+    guard.warn(note)
+    return note
 
 
 class Executor:
@@ -141,15 +221,13 @@ def build_local(job: Job):
     from .cache import QueryCache
     from .targets import TargetContext
 
-    tcls = plugins.lookup("targets", job.target_plugin)
-    acls = plugins.lookup("attacks", job.attack_plugin)
     ctx = dict(job.target_context)
     cache = QueryCache(ctx.pop("cache_dir"), ctx.pop("cache_max_bytes")) if ctx.get("cache_dir") else None
     ctx.pop("cache_dir", None)
     ctx.pop("cache_max_bytes", None)
-    target = tcls(tcls.Params.model_validate(job.target_params), TargetContext(cache=cache, **ctx))
+    target = plugins.build("targets", job.target_plugin, job.target_params, TargetContext(cache=cache, **ctx))
     distances = plugins.registry("distances")
     actx = AttackContext(distances=distances, **job.attack_context)
-    attack = acls(acls.Params.model_validate(job.attack_params), target, actx)
+    attack = plugins.build("attacks", job.attack_plugin, job.attack_params, target, actx)
     attack.check()  # validates and prepares the attack, as the runner does
     return target, attack

@@ -71,6 +71,7 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
     """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``)."""
     import yaml
 
+    from . import plugins
     from .config import ReportCfg
     from .runner import lookup_plugin
 
@@ -80,10 +81,8 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
     for i, item in enumerate(raw.get("reports", []) or []):
         rc = ReportCfg.model_validate(item)
         rcls = lookup_plugin("reporters", rc.plugin, ("reports", i, "plugin"), str(p))
-        try:
-            reps.append(rcls(rcls.Params.model_validate(rc.params)))
-        except ValidationError as exc:
-            raise ConfigError(f"{p}: reports[{i}].params of reporter {rc.plugin!r}: {exc}") from None
+        params = plugins.validate(rcls, rc.params, at=("reports", i, "params"), label=str(p))
+        reps.append(plugins.construct(rcls, params))
     return reps
 
 
@@ -91,6 +90,7 @@ def render_reports(view: RunView, reporters: list[Reporter], console: Any = None
     """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
     only: the scores and results are already saved, so it is a warning, not a failed run."""
     from . import console as term
+    from . import guard
 
     paths: list[Path] = []
     for rep in reporters:
@@ -99,7 +99,9 @@ def render_reports(view: RunView, reporters: list[Reporter], console: Any = None
         except (OSError, AuditError):
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
-            term.reporter_failed(console, rep.name or type(rep).__name__, exc, view.dir)
+            guard.set_log_dir(view.dir)
+            guard.failure(rep, "failed", exc, resumable=False)  # its traceback to <run_dir>/audit.log
+            term.reporter_failed(console, guard.who(rep).removeprefix("reporter "), exc, view.dir)
     return paths
 
 

@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import console as term
-from . import combine, environment, inference, plugins, results, secrets, sweeps
+from . import combine, environment, guard, inference, plugins, results, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access, resolve_params
 from .cache import QueryCache
-from .config import AttackCfg, LoadedConfig, fingerprint
+from .config import AttackCfg, LoadedConfig, dotted, fingerprint
 from .data import ImageLoader, LoadedData, load_records
 from .errors import ConfigError, Interrupted
 from .executors import Executor, Job, WorkBatch
@@ -42,13 +42,9 @@ from .targets import Target, TargetContext
 def lookup_plugin(what: str, name: str, path: tuple, where: str) -> Any:
     """The registered plugin class ``name`` of kind ``what`` (targets, attacks, executors,
     reporters), or a ConfigError naming the config key (``path``), where it was written and the
-    installed choices. Every plugin the runner and ``audit report`` build is looked up here."""
-    reg = plugins.registry(what)
-    if name not in reg:
-        avail = ", ".join(sorted(reg)) or "none installed"
-        key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
-        raise ConfigError(f"{key} ({where}): unknown {what[:-1]} plugin {name!r} (installed: {avail})")
-    return reg[name]
+    installed choices (with a did-you-mean, and why a name is missing when a plugin is broken or
+    two register it). Every plugin the runner and ``audit report`` build is looked up here."""
+    return plugins.lookup(what, name, where=f"{dotted(path)} ({where})")
 
 
 @dataclass
@@ -88,11 +84,22 @@ class Runner:
     def _lookup(self, what: str, name: str, path: tuple) -> Any:
         return lookup_plugin(what, name, path, self.loaded.where(*path))
 
+    def _check_names(self) -> None:
+        """Every plugin the config names exists (a typo costs no model load)."""
+        cfg = self.cfg
+        self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
+        for i, a in enumerate(cfg.attacks):
+            self._lookup("attacks", a.plugin, ("attacks", i, "plugin"))
+        self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
+        for i, r in enumerate(cfg.reports):
+            self._lookup("reporters", r.plugin, ("reports", i, "plugin"))
+
     def prepare(self) -> None:
         cfg, loaded = self.cfg, self.loaded
         secrets.register_config(loaded.raw)  # scrubbed from everything the run writes
+        self._check_names()  # every plugin name, then the data, before any model is loaded
         tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
-        tparams = loaded.validate_params(tcls.Params, cfg.target.options(), ("target",))
+        tparams = plugins.validate(tcls, cfg.target.options(), loaded, ("target",))
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         # list-valued params expand into one entry per grid point (i stays the config index)
         self.sweeps, entries = sweeps.expand(
@@ -100,7 +107,7 @@ class Runner:
         )
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {"device": cfg.run.device, "config_dir": str(loaded.base_dir)}
-        self.target: Target = tcls(tparams, TargetContext(cache=self.cache, **self.target_context))
+        self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
@@ -113,7 +120,7 @@ class Runner:
                 values = resolve_params(acls, self.target, acfg.params)  # defaults, preset, yours
             except ConfigError as exc:
                 raise ConfigError(f"attacks[{i}].params.preset ({loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
-            params = loaded.validate_params(acls.Params, values, ("attacks", i, "params"))
+            params = plugins.validate(acls, values, loaded, ("attacks", i, "params"))
             if acfg.learned and not acls.residual_maps:
                 raise ConfigError(
                     f"attacks[{i}].scorer ({loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
@@ -121,7 +128,7 @@ class Runner:
                 )
             seed_key = acfg.seed_key or acfg.key
             ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
-            attack = acls(params, self.target, ctx)
+            attack = plugins.construct(acls, params, self.target, ctx)
             try:
                 attack.check()
             except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
@@ -130,12 +137,12 @@ class Runner:
             params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
         combine.check_components(self.attacks, lambda pa: params_where[pa.name])
         ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
-        eparams = loaded.validate_params(ecls.Params, cfg.run.executor.options(), ("run", "executor"))
-        self.executor: Executor = ecls(eparams)
+        eparams = plugins.validate(ecls, cfg.run.executor.options(), loaded, ("run", "executor"))
+        self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = []
         for i, rcfg in enumerate(cfg.reports):
             rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
-            self.reporters.append(rcls(loaded.validate_params(rcls.Params, rcfg.params, ("reports", i, "params"))))
+            self.reporters.append(plugins.construct(rcls, plugins.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
         self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
@@ -171,6 +178,7 @@ class Runner:
             except OSError as exc:
                 raise disk_error(exc, str(self.run_dir)) from None
             lock = RunLock(self.run_dir).acquire()
+            guard.set_log_dir(self.run_dir)  # plugin tracebacks go to <run_dir>/audit.log
             try:
                 if self._discard_state:
                     clear_run_dir(self.run_dir)
@@ -269,7 +277,7 @@ class Runner:
         updates = pa.attack.calibrated_params(np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids]))
         self._calibration_updates[pa.name] = updates
         params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
-        attack = pa.cls(params, self.target, pa.attack.context)
+        attack = plugins.construct(pa.cls, params, self.target, pa.attack.context)
         attack.check()
         return attack, params
 

@@ -467,9 +467,9 @@ def build_target(plugin: str, model: str | None, device: str = "auto", params: d
     """A registered target with Params ``{model: PATH, **params}`` (errors exit with 2)."""
     from pathlib import Path
 
-    from .plugins import lookup
+    from .plugins import construct, lookup
 
-    tcls = lookup("targets", plugin)
+    tcls = lookup("targets", plugin, where="--target")
     values = dict(params or {})
     if model is not None:
         values["model"] = model
@@ -479,7 +479,7 @@ def build_target(plugin: str, model: str | None, device: str = "auto", params: d
         raise ConfigError(f"target {plugin!r}: {_first_error(exc).replace('`', '')}") from None
     if VARIATION not in tcls.capabilities:
         raise PluginError(f"target {plugin!r} has no variation API to serve")
-    return tcls(tparams, TargetContext(device=device, cache=None, config_dir=str(Path.cwd())))
+    return construct(tcls, tparams, TargetContext(device=device, cache=None, config_dir=str(Path.cwd())))
 
 
 def is_loopback(host: str) -> bool:

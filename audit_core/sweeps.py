@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
 
 from .cache import MemoryCache  # noqa: F401  (re-exported: it lived here before)
 from .config import AttackCfg, LoadedConfig
+from .params import is_list_typed
 from .errors import ConfigError
 
 SWEEP_KEY = "sweep"
@@ -83,18 +83,16 @@ def point_name(base: str, values: dict[str, Any]) -> str:
 
 
 def _schema_takes(params_model: Any, key: str, value: list) -> bool:
-    """Whether the attack's param schema accepts ``value`` (a list) as the value of ``key``."""
+    """Whether the attack's param ``key`` takes a list as its value: its annotation is
+    list-typed (then a plain list is that value, even a mixed one, and validation names the
+    param), or it takes anything (``Any``). Otherwise a plain list sweeps."""
     fields = getattr(params_model, "model_fields", {}) or {}
     f = fields.get(key)
     if f is None:
         return False  # an unknown key: expand, and let validation name it
-    try:
-        TypeAdapter(f.annotation).validate_python(value)
-    except (ValidationError, TypeError, ValueError):
-        return False
-    except Exception:  # an annotation TypeAdapter cannot handle: treat as not list-typed
-        return False
-    return True
+    if is_list_typed(f.annotation):
+        return True
+    return f.annotation is Any
 
 
 def swept_values(acfg: AttackCfg, params_model: Any, where: Callable[..., str], index: int) -> dict[str, list]:

@@ -17,11 +17,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from . import ddim, seeding
 from .config import resolve_path
+from .params import PluginParams
 from .errors import ConfigError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only
@@ -32,10 +34,8 @@ ACCESS_NAMES = {VARIATION: "variation API (black-box)", NOISE: "noise prediction
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-class TargetParams(BaseModel):
-    """Base for target params: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class TargetParams(PluginParams):
+    """Base for target params: unknown keys are errors, types are strict (see PluginParams)."""
 
 
 @dataclass
@@ -79,6 +79,49 @@ class Stats:
     cache_hits: int = 0  # variation rows served from the query cache
     cached_nfe: int = 0  # NFEs those cached rows would have cost
     notes: list[str] = field(default_factory=list)
+
+
+def _rows(fn: Any, self: Any, args: tuple, kwargs: dict) -> int:
+    """Rows of one eps/variation call: the number of seeds (variation), else of ``x``."""
+    import inspect
+
+    try:
+        bound = inspect.signature(fn).bind(self, *args, **kwargs).arguments
+    except TypeError:
+        bound = {}
+    seeds = bound.get("seeds")
+    if seeds is not None:
+        return int(seeds.numel()) if isinstance(seeds, torch.Tensor) else int(np.size(np.asarray(seeds, dtype=object)))
+    values = list(bound.values())[1:] if bound else list(args)  # after self: x (or z_t) first
+    x = values[0] if values else None
+    return int(x.shape[0]) if hasattr(x, "shape") else 0
+
+
+def _counted(fn: Any, counter: str) -> Any:
+    """``fn`` guarded, adding one to ``self.stats.<counter>`` per row when ``fn`` did not
+    count (``nfe`` for eps, ``queries`` for variation: cache hits count as answered)."""
+    import functools
+
+    from .guard import guarded
+
+    if getattr(fn, "__audit_counted__", False):
+        return fn
+    inner = guarded(fn)
+
+    @functools.wraps(fn)
+    def counted(self, *args: Any, **kwargs: Any) -> Any:
+        st = self.__dict__.get("stats")
+        if st is None:  # a subclass that skipped Target.__init__
+            st = self.stats = Stats()
+        before = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
+        out = inner(self, *args, **kwargs)
+        after = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
+        if after == before:
+            setattr(st, counter, getattr(st, counter) + _rows(fn, self, args, kwargs))
+        return out
+
+    counted.__audit_counted__ = True
+    return counted
 
 
 def resolve_device(request: str = "auto") -> torch.device:
@@ -136,6 +179,25 @@ class Target:
     @cache.setter
     def cache(self, value: Any) -> None:
         self.context.cache = value
+
+    #: methods the core calls on a target; a subclass's own versions are guarded (a failure
+    #: names the target and its distribution: see audit_core.guard)
+    GUARDED: ClassVar[tuple[str, ...]] = (
+        "_variation", "encode", "decode", "preprocess", "identity", "describe", "close", "nfe_per_query", "max_batch",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The core counts: a subclass's ``eps`` counts one NFE per row and its ``variation``
+        one query per row, unless the implementation counted itself (old-style targets that do
+        ``self.stats.nfe += rows`` are not counted twice). Its methods are guarded."""
+        super().__init_subclass__(**kwargs)
+        from .guard import guard_methods
+
+        if "eps" in cls.__dict__:
+            cls.eps = _counted(cls.__dict__["eps"], "nfe")
+        if "variation" in cls.__dict__:
+            cls.variation = _counted(cls.__dict__["variation"], "queries")
+        guard_methods(cls, cls.GUARDED)
 
     def _place(self, dtype: str = "fp32", auto: str = "fp32") -> None:
         """Set ``self.device`` from the run's device request and ``self.dtype`` from a ``dtype``
@@ -247,7 +309,9 @@ class Target:
         return z
 
     def eps(self, z_t: torch.Tensor, t: int, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        """The noise prediction at index ``t`` (counts one NFE per row)."""
+        """The noise prediction at index ``t``. The core counts one NFE per row of each call
+        (a subclass that costs more per row, e.g. 2 with classifier-free guidance, adds to
+        ``self.stats.nfe`` itself and is then left alone)."""
         raise NotImplementedError(f"target {self.name!r} has no noise-prediction access")
 
     def eps_fn(self, captions: Sequence[str | None] | None = None):

@@ -120,7 +120,7 @@ def test_a_crashing_reporter_is_a_warning_and_the_run_is_kept(toy_config, audit_
     out = tmp_path / "run"
     code, output = audit_cli("run", toy_config(reports=[{"plugin": "broken"}]), "--output", out)
     assert code == 0, output
-    assert "reporter broken failed" in output and "ZeroDivisionError" in output and no_traceback(output)
+    assert "reporter 'broken' (registered in-process as 'broken-reporter') failed" in output and "ZeroDivisionError" in output and no_traceback(output)
     assert json.loads((out / "results.json").read_text())["attacks"]
 
 

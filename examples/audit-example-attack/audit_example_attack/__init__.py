@@ -4,7 +4,8 @@
 interval ``k`` and score the image by how close the *closest* variation is to it (higher = more
 member-like). It needs only the variation API, so it runs against black-box targets.
 
-Install with ``pip install -e examples/audit-example-attack`` and use it in audit.yaml::
+Install with ``pip install -e examples/audit-example-attack`` (its tests: ``pytest
+examples/audit-example-attack/tests``) and use it in audit.yaml::
 
     attacks:
       - {plugin: variation-similarity, params: {t: 100, k: 50, n: 2, distance: l2}}
@@ -15,9 +16,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from audit_core import hookimpl
-from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch
-from audit_core.targets import VARIATION
+from audit_core import VARIATION, Attack, AttackOutput, AttackParams, Batch, hookimpl
 
 
 class Params(AttackParams):
@@ -31,6 +30,13 @@ class VariationSimilarity(Attack):
     name = "variation-similarity"
     requires = frozenset({VARIATION})
     Params = Params
+    residual_maps = True  # score() returns residual maps, so `scorer: classifier` may be used
+
+    @property
+    def expected_nfe_per_image(self) -> float | None:
+        """n variations, each t/k DDIM steps on a target that knows its NFEs (the core warns
+        when the target's counters measure something else)."""
+        return self.params.n * (self.params.t // self.params.k) if self.target.nfe_per_query(self.params.t, self.params.k) else None
 
     def check(self) -> None:
         self.check_t(self.params.t)

@@ -1,0 +1,33 @@
+"""The public plugin API: exactly what plugin authors may import (also importable from
+``audit_core`` itself). Everything else in ``audit_core`` may change without notice; these
+names keep working, and a change comes with a ``DeprecationWarning`` naming the new call.
+Each item is documented in docs/writing-plugins.md ("Utilities")."""
+
+from . import ddim, seeding
+from .attacks import Attack, AttackContext, AttackOutput, AttackParams, Batch, flat_sum, mean_over
+from .config import resolve_path
+from .errors import AccessError, AuditError, ConfigError, DataError, ModelError, PluginError, PluginFailure
+from .executors import BatchResult, Executor, ExecutorParams, Job, WorkBatch, build_local, execute_batch
+from .hookspecs import hookimpl
+from .records import ImageRecord
+from .reporting import Reporter, ReporterParams, RunView
+from .seeding import derive_seed, randn
+from .targets import NOISE, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
+
+__all__ = [
+    # hooks
+    "hookimpl",
+    # attacks
+    "Attack", "AttackParams", "AttackContext", "AttackOutput", "Batch", "flat_sum", "mean_over",
+    # targets
+    "Target", "TargetParams", "TargetContext", "Stats", "VARIATION", "NOISE", "weights_sha256",
+    # the maths and the randomness
+    "ddim", "seeding", "randn", "derive_seed",
+    # reporters and executors
+    "Reporter", "ReporterParams", "RunView", "Executor", "ExecutorParams", "Job", "WorkBatch", "BatchResult",
+    "execute_batch", "build_local",
+    # data and paths
+    "ImageRecord", "resolve_path",
+    # errors: AuditError and subclasses are bad input (exit 2); PluginFailure a plugin's bug (exit 1)
+    "AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure",
+]
