@@ -4,27 +4,55 @@ VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.installed
+# test-only plugins (the toy target `toy-testing`, the example attack `example-attack` with its
+# `variation-similarity`): installed by `make test` only, so they never appear in a user's
+# `audit plugins`, attack choices or report
+TEST_PLUGINS := tests/plugins/audit-toy examples/audit-example-attack
+TEST_STAMP := $(VENV)/.installed-test
+
+# pipefail: the install is piped through QUIET, and a failed pip must still fail the target
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+# pip -q still prints setuptools' "Editable installation" notice once per package (a reminder
+# about editable installs, nothing to act on) and a note per pip.conf index that has no such
+# folder; drop those. Everything else, errors above all, passes through.
+QUIET := awk '/BuildBackendWarning: Editable installation/ {skip = 1; bangs = 0; next} \
+	skip == 1 && /^ *!!$$/ {if (++bangs == 2) skip = 2; next} \
+	skip == 2 {skip = 0; next} skip {next} \
+	/^WARNING: Location .* is ignored: it is neither a file nor a directory/ {next} {print}'
 
 .PHONY: setup demo test bench clean
 
 $(BIN)/python:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@echo "Creating $(VENV) with $$($(PY) --version)"
+	@$(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET)
 
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a bare `torch` pulls CUDA.
-# tests/plugins/audit-toy: a test-only plugin (the toy target) for tests that run `audit` as a subprocess
-$(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) tests/plugins/audit-toy/pyproject.toml
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,serve]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
-	$(BIN)/pip install -q -e examples/audit-example-attack -e tests/plugins/audit-toy
-	touch $(STAMP)
+$(STAMP): $(BIN)/python pyproject.toml $(PLUGINS)
+	@echo "Installing torch 2.13.0 (CPU), then audit-core and $(words $(PLUGINS)) plugins (editable) ..."
+	@$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET)
+	@$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p))) 2>&1 | $(QUIET)
+	@touch $(STAMP)
+	@$(BIN)/python -c "import importlib.metadata as m, sys; \
+	d = sorted({x.metadata['Name'] for x in m.distributions() if x.metadata['Name'].startswith('audit-')}); \
+	print(f'Installed into $(VENV) (Python {sys.version.split()[0]}, torch {m.version(\"torch\")}):'); \
+	print('  ' + ', '.join(d)); \
+	print('Editable: changes to this checkout take effect without reinstalling.'); \
+	print('Next: make demo   (or: $(BIN)/audit run audit.yaml)')"
+
+$(TEST_STAMP): $(STAMP) $(foreach p,$(TEST_PLUGINS),$(p)/pyproject.toml)
+	@echo "Installing the test-only plugins: $(TEST_PLUGINS)"
+	@$(BIN)/pip install -q $(foreach p,$(TEST_PLUGINS),-e $(p)) 2>&1 | $(QUIET)
+	@touch $(TEST_STAMP)
 
 setup: $(STAMP)
 
 demo: setup
 	$(BIN)/audit run audit.yaml
 
-test: setup
+test: setup $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: setup

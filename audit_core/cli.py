@@ -55,8 +55,12 @@ def _root(
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="The audit.yaml to run.")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>).")] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
+    ] = [],  # noqa: B006
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>).")
+    ] = None,
     resume: Annotated[
         Optional[bool],
         typer.Option(
@@ -81,10 +85,16 @@ def sweep(
     config: Annotated[Path, typer.Argument(help="The audit.yaml whose attacks to sweep.")],
     param: Annotated[
         list[str],
-        typer.Option("--param", "-p", help="ATTACK.param=v1,v2,... e.g. rediffuse.n=1,2,5,10 (repeatable: a grid)."),
+        typer.Option(
+            "--param", "-p", metavar="ATTACK.PARAM=V1,V2", help="e.g. rediffuse.n=1,2,5,10 (repeatable: a grid)."
+        ),
     ] = [],  # noqa: B006
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default reports/<run.name>-sweep).")] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
+    ] = [],  # noqa: B006
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>-sweep).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted sweep in the same directory.")] = False,
 ) -> None:
     """Run a parameter sweep (ablation): only the attacks named in --param, one entry per value,
@@ -179,31 +189,6 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A finished run director
         console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
 
 
-@app.command()
-def serve(
-    target: Annotated[str, typer.Option("--target", help="A registered target plugin, e.g. ddim.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="The target's model (its `model` param), e.g. builtin:digits-ddpm.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; the bound one is printed).")] = 8000,
-    token_env: Annotated[
-        Optional[str], typer.Option("--token-env", help="Name of the environment variable holding the bearer token every request must present.")
-    ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per request.")] = 64,
-    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Most variations per image per request.")] = 64,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=1 / 1024, help="Largest request body, in MiB.")] = 64.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting for the model before 503.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
-    param: Annotated[list[str], typer.Option("--param", help="Another target param: KEY=VALUE (repeatable).")] = [],  # noqa: B006
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
-) -> None:
-    """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
-    from .serve import Limits, parse_params
-    from .serve import serve as run_server
-
-    limits = Limits(max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue)
-    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log)
-
-
 _CacheDir = Annotated[
     Optional[Path], typer.Option("--dir", help="Cache folder (default: $AUDIT_CACHE_DIR, else the user cache dir).")
 ]
@@ -268,6 +253,29 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _plain_help(cmd) -> None:
+    """Plain metavars in every ``--help``: Typer 0.29 prints ``<bool>`` after flags (``--version``,
+    ``--help``), ``{config}`` for a required argument in the usage line and ``<list[str]>`` for a
+    repeatable option. Flags get no metavar, arguments their name in capitals, and any remaining
+    repeatable option VALUE (the options above name theirs, e.g. KEY=VALUE)."""
+    import typer._click as tclick
+    from typer.core import TyperArgument, TyperOption
+
+    help_opt = cmd.get_help_option(tclick.Context(cmd, info_name=cmd.name))
+    for p in [*cmd.params, *([help_opt] if help_opt is not None else [])]:
+        if isinstance(p, TyperArgument):
+            p.metavar = p.metavar or (p.name or "arg").upper()
+            # bound per argument: the usage line shows CONFIG (or [DIR] when optional), not {config}
+            p._usage_display_name = lambda p=p: (p.metavar if p.required else f"[{p.metavar}]") + ("..." if p.nargs != 1 else "")
+        elif isinstance(p, TyperOption) and p.metavar is None:
+            if p.is_flag or p.count:
+                p.metavar = ""
+            elif p.multiple:
+                p.metavar = "VALUE"
+    for sub in (getattr(cmd, "commands", None) or {}).values():
+        _plain_help(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
@@ -276,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         guard.debug = True
         args = [a for i, a in enumerate(args) if a != "--debug" or i == 0]
     try:
-        build_app()(args=args, standalone_mode=True)
+        cmd = typer.main.get_command(build_app())
+        _plain_help(cmd)
+        cmd(args=args, standalone_mode=True)
     except AuditError as exc:
         _fail(str(exc), 2)
     except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log

@@ -38,9 +38,25 @@ class RunCfg(Strict):
     name: str = "audit"
     seed: int = 0
     device: str = "auto"
-    batch_size: int = Field(64, ge=1, le=65536)
+    batch_size: int | Literal["auto"] = 64  # auto: from free GPU memory (64 on the CPU)
     output: str | None = None
     executor: ExecutorCfg = Field(default_factory=ExecutorCfg)
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # every target's precision (its own dtype param wins)
+    channels_last: bool = False  # NHWC memory format for the network (GPU speed; float-noise differences)
+    compile: bool = False  # torch.compile the network: a slow first batch, faster after
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        try:
+            n = int(v) if not isinstance(v, bool) and float(v) == int(float(v)) else None
+        except (TypeError, ValueError):
+            n = None
+        if n is None or not 1 <= n <= 65536:
+            raise ValueError(f"must be an integer from 1 to 65536, or auto (got {v!r})")
+        return n
 
     @field_validator("name")
     @classmethod

@@ -39,6 +39,17 @@ def progress(console: Console) -> Progress:
     )
 
 
+def target_ready(console: Console, target: Any, batch_size: int, batch_why: str | None = None) -> None:
+    """One line once the target is built: its device, the precision used and why, the batch size."""
+    precision = getattr(target, "precision", None)
+    console.print(
+        f"target {escape(target.name)} on {target.device}"
+        + (f", {precision['dtype']} ({escape(precision['reason'])})" if precision else "")
+        + f"; batch size {batch_size}" + (f" ({escape(batch_why)})" if batch_why else ""),
+        highlight=False, soft_wrap=True,
+    )
+
+
 def warn(console: Console, message: str) -> None:
     """A yellow ``warning:`` line (``message`` is plain text, escaped here)."""
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -111,7 +122,7 @@ def summary(results: dict, console: Console | None = None) -> None:
         )
     console.print(table)
     if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
-        console.print("* unsupported: fewer non-members than the FPR level resolves (see results.json notes)", highlight=False)
+        console.print("* unsupported: fewer non-members than the FPR level resolves (results.json: metrics.*.note)", highlight=False)
     if results.get("set_inference"):
         set_inference_summary(results["set_inference"], console)
     if results.get("sweeps"):

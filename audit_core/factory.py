@@ -24,7 +24,7 @@ def unknown_message(what: str, name: str, where: str | None = None) -> str:
             f"so neither is used. Uninstall one of them, or load only one with AUDIT_LOAD_PLUGINS."
         )
     avail = ", ".join(sorted(reg.found)) or "none installed"
-    msg = f"{head}unknown {kind} plugin {name!r}.{did_you_mean(name, reg.found)} Installed: {avail}."
+    msg = f"{head}unknown {kind} plugin {name!r}.{did_you_mean(name, reg.found)} Plugins installed: {avail}."
     if _broken:
         bad = "; ".join(
             f"{b.name} ({b.distribution} {b.version}: {b.reason})" if b.distribution else f"{b.name} ({b.reason})"

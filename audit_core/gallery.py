@@ -15,7 +15,7 @@ from .records import ImageRecord
 from .store import disk_error
 
 #: images per end (most / least member-like)
-GALLERY_SIZE = 3
+GALLERY_SIZE = 6
 
 
 def safe_name(name: str) -> str:
@@ -75,6 +75,8 @@ def write_gallery(
                 item["reconstruction"] = save_png(folder / f"{rank:02d}_reconstruction.png", recon, run_dir)
             if residual is not None:
                 item["residual"] = save_png(folder / f"{rank:02d}_residual.png", residual, run_dir, residual=True)
+                # the PNG is stretched per image: its brightest pixel is this |x - x̂| ([-1, 1] pixel units)
+                item["residual_max"] = float(np.abs(np.asarray(residual, dtype=np.float32)).max())
         except AuditError:
             continue
         except OSError as exc:

@@ -74,6 +74,9 @@ class GalleryItem(_Closed):
     original: Optional[str] = Field(None, description="PNG path relative to the run directory")
     reconstruction: Optional[str] = None
     residual: Optional[str] = None
+    residual_max: Optional[float] = Field(
+        None, description="largest |original - reconstruction| in [-1, 1] pixel units (the residual PNG is stretched to it)"
+    )
 
 
 class Roc(_Closed):

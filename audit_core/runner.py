@@ -27,6 +27,7 @@ from rich.markup import escape
 from . import console as term
 from . import combine, environment, guard, inference, plugins, results, secrets, sweeps
 from .attacks import Attack, AttackContext, check_access, resolve_params
+from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, dotted, fingerprint
 from .data import ImageLoader, LoadedData, load_records
@@ -106,9 +107,17 @@ class Runner:
             cfg.attacks, lambda i, a: self._lookup("attacks", a.plugin, ("attacks", i, "plugin")), loaded
         )
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
-        self.target_context = {"device": cfg.run.device, "config_dir": str(loaded.base_dir)}
+        self.target_context = {
+            "device": cfg.run.device,
+            "config_dir": str(loaded.base_dir),
+            "dtype": cfg.run.dtype,
+            "channels_last": cfg.run.channels_last,
+            "compile": cfg.run.compile,
+        }
         self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
+        self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
+        term.target_ready(self.console, self.target, self.batch_size, batch_why if cfg.run.batch_size == "auto" else None)
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
@@ -308,7 +317,7 @@ class Runner:
         term.stopping(self.console)
 
     def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
-        bs = self.cfg.run.batch_size
+        bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
             yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self.images.load(chunk))

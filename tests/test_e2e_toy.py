@@ -49,7 +49,7 @@ def test_run_writes_the_contract_run_directory(toy_config, audit_cli, tmp_path):
     assert {r["label"] for r in rows} == {"member", "nonmember"}
     assert (out / "config.resolved.yaml").exists()
     assert results["environment"]["packages"]["torch"]
-    assert len(a["gallery"]) == 6 and (out / a["gallery"][0]["reconstruction"]).exists()
+    assert len(a["gallery"]) == 12 and (out / a["gallery"][0]["reconstruction"]).exists()
 
 
 def test_scores_do_not_depend_on_batch_size(toy_config, audit_cli, tmp_path):

@@ -337,7 +337,7 @@ def test_unknown_keys_and_names_get_a_did_you_mean(toy_run_config, audit_cli, tm
     assert code == 2 and "attacks[0].params.tt (" in flat and "unknown key; did you mean 't'? valid keys of attack plugin 'naive-loss': t, draws" in flat, out
     code, out = audit_cli("run", cfg, "--set", "attacks.0.plugin=naive-los", "--output", tmp_path / "b")
     flat = " ".join(out.split())
-    assert code == 2 and "attacks[0].plugin (--set attacks.0.plugin=naive-los): unknown attack plugin 'naive-los'. Did you mean 'naive-loss'? Installed:" in flat, out
+    assert code == 2 and "attacks[0].plugin (--set attacks.0.plugin=naive-los): unknown attack plugin 'naive-los'. Did you mean 'naive-loss'? Plugins installed:" in flat, out
     text = cfg.read_text().replace("members:", "membres:", 1)
     cfg.write_text(text)
     code, out = audit_cli("run", cfg, "--output", tmp_path / "c")

@@ -106,6 +106,16 @@ def test_version_and_help(audit_cli):
         assert code == 0 and "Usage" in out, (cmd, out)
 
 
+def test_help_shows_plain_metavars(audit_cli):
+    """No Typer type tags (`<bool>`, `<list[str]>`) and no `{config}` in the usage lines."""
+    for cmd in ([], ["run"], ["sweep"], ["plugins"], ["report"], ["serve"], ["cache", "info"]):
+        code, out = audit_cli(*cmd, "--help")
+        assert code == 0, (cmd, out)
+        assert "<bool>" not in out and "<list[" not in out and "{" not in out, (cmd, out)
+    _, out = audit_cli("run", "--help")
+    assert "run [OPTIONS] CONFIG" in out and "KEY=VALUE" in out
+
+
 @pytest.mark.parametrize(
     "mutate, culprit",
     [

@@ -3,13 +3,12 @@
 Reads only the run directory (results.json, scores.csv, config.resolved.yaml, artifacts/), so
 ``audit report RUN_DIR`` re-renders it without running attacks. Jinja2 renders with autoescaping
 on: every string from the run (names, paths, captions, config values) is escaped; only the SVG
-that matplotlib wrote (whose text it escapes itself) and the data URIs built here are inlined
-as markup. A Content-Security-Policy meta tag forbids scripts and any network fetch, so even a
+written by svgchart (which escapes every text it draws) or by matplotlib for ablation plots (which
+escapes its own text) and the data URIs built here are inlined as markup. A Content-Security-Policy meta tag forbids scripts and any network fetch, so even a
 mistake elsewhere cannot make the file load or run anything."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from pydantic import Field, field_validator
 
 from audit_core.reporting import Reporter, ReporterParams, RunView
 
-from . import __version__, images, plots, summary
+from . import __version__, images, plots, summary, tables
 from .summary import as_float
 
 
@@ -52,29 +51,6 @@ def _env() -> Environment:
     )
 
 
-def pretty(v: Any) -> str:
-    """A value for a key/value table: scalars as they are, containers as compact JSON."""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, default=str, ensure_ascii=False)
-    return "–" if v is None else str(v)
-
-
-def pairs(d: Any, prefix: str = "", depth: int = 1) -> list[tuple[str, str]]:
-    """Flatten a dict into (dotted key, value) rows, ``depth`` levels deep."""
-    if not isinstance(d, dict):
-        return []
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and depth > 0:
-            out.extend(pairs(v, key + ".", depth - 1))
-        else:
-            out.append((key, pretty(v)))
-    return out
-
-
 def safe_plot(label: str, fn: Any, *args: Any) -> Any:
     """``fn(*args)``, or a visible note (not a plot) when matplotlib fails on odd data: one
     broken figure must not cost the whole report."""
@@ -84,14 +60,10 @@ def safe_plot(label: str, fn: Any, *args: Any) -> Any:
         return Markup('<p class="plot-error">{}</p>').format(f"{label}: the plot failed ({type(exc).__name__}: {exc})")
 
 
-def first_sentence(text: str) -> str:
-    head, sep, _ = text.partition(". ")
-    return head + "." if sep else text
-
-
 class HtmlReport(Reporter):
-    """report.html: verdict, metrics, ROC curves, score histograms, optional copyright-mode and
-    ablation sections, gallery, per-attack parameters, resolved config, environment."""
+    """report.html: the verdict in plain language with the key numbers and the warnings, then
+    metrics, ROC curves, score histograms, optional copyright-mode and ablation sections, gallery,
+    per-attack details, configuration and environment as tables."""
 
     name = "html-report"
     Params = HtmlParams
@@ -115,40 +87,53 @@ class HtmlReport(Reporter):
         mode = summary.mode(results)
         titles = summary.group_titles(results)
         verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
-        notes = [str(n) for n in info.get("notes") or []]
         skipped = [s for s in info.get("skipped") or [] if isinstance(s, dict)]
         hist, hist_note = self._histograms(run, attacks, results, mode, titles)
         rows = summary.metrics_rows(results)
-        metric_notes = sorted({str(a["metrics_note"]) for a in attacks.values() if a.get("metrics_note")})
-        env = results.get("environment") if isinstance(results.get("environment"), dict) else {}
+        target = results.get("target") if isinstance(results.get("target"), dict) else {}
         return {
             "title": self.params.title or str(info.get("name") or run.dir.name),
             "run": info,
-            "run_pairs": pairs({k: v for k, v in info.items() if k not in ("notes", "skipped")}),
+            "finished": summary.when(info.get("finished")),
+            "run_rows": tables.rows(info, skip=("notes", "skipped", "executor")),
             "mode": mode,
             "titles": titles,
-            "headline": summary.headline(results, verdicts),
+            "plain": summary.plain_verdict(results, verdicts),
+            "key_numbers": summary.key_numbers(results, verdicts),
             "verdicts": verdicts,
-            "notes": notes,
+            "warnings": summary.run_warnings(results),
             "skipped": skipped,
             "metric_heads": [t for _, t in summary.METRICS],
             "metrics_rows": rows,
-            "any_unsupported": any(not c["supported"] for r in rows for c in r["cells"]),
-            "metric_notes": metric_notes,
+            "unsupported": self._unsupported(attacks),
+            "metric_notes": sorted({str(a["metrics_note"]) for a in attacks.values() if a.get("metrics_note")}),
             "roc_plots": safe_plot("ROC curves", plots.roc_plots, attacks, titles),
             "histograms": hist,
             "hist_note": hist_note,
             "set_inference": self._set_inference(results),
             "sweeps": self._sweeps(results),
             "galleries": self._galleries(run, attacks, results),
+            "residual_stops": ", ".join(f"{c} {100 * p:g}%" for p, c in images.RESIDUAL_STOPS),
             "details": self._details(attacks),
-            "target_pairs": pairs(results.get("target"), depth=2),
+            "target": target,
+            "target_rows": tables.rows(target),
+            "config": tables.config_sections(run.config_text),
             "config_text": run.config_text,
-            "env_pairs": pairs({k: v for k, v in env.items() if k not in ("packages", "plugins")}, depth=0),
-            "env_packages": pairs(env.get("packages"), depth=0),
-            "env_plugins": pairs(env.get("plugins"), depth=0),
+            "env": tables.environment(results.get("environment")),
             "version": __version__,
         }
+
+    @staticmethod
+    def _unsupported(attacks: dict) -> list[str]:
+        """``METRIC (attacks): note`` for every metric marked unsupported (its metrics.<name>.note),
+        one line per distinct note."""
+        by_note: dict[tuple[str, str], list[str]] = {}
+        for name, a in attacks.items():
+            for key, title in summary.METRICS:
+                m = (a.get("metrics") or {}).get(key)
+                if isinstance(m, dict) and m.get("supported") is False:
+                    by_note.setdefault((title, str(m.get("note") or "unsupported")), []).append(name)
+        return [f"{title} ({', '.join(names)}): {note}" for (title, note), names in by_note.items()]
 
     def _histograms(
         self, run: RunView, attacks: dict, results: dict, mode: str, titles: tuple[str, str]
@@ -204,10 +189,9 @@ class HtmlReport(Reporter):
                     "threshold": summary.num(e.get("threshold"), 4),
                     "per_image_fpr": summary.num(e.get("per_image_fpr")),
                     "expected_false_flags": summary.num(e.get("expected_false_flags"), 2),
-                    "verdict": str(e.get("verdict") or ""),
-                    "short": first_sentence(str(e.get("verdict") or "")) + (" ⚠" if e.get("notes") else ""),
+                    "per_image_pct": summary.pct(e.get("per_image_fpr")),
                     "test": str(e.get("test") or ""),
-                    "notes": [str(n) for n in e.get("notes") or []],
+                    "warned": bool(e.get("notes")),
                 }
             )
         comb = si.get("combined") if isinstance(si.get("combined"), dict) else None
@@ -219,11 +203,17 @@ class HtmlReport(Reporter):
                 "p_value": summary.pval(p),
                 "alpha": f"{alpha:g}" if alpha is not None else "–",
                 "evidence": summary.evidence(comb),
-                "verdict": str(comb.get("verdict") or ""),
                 "note": str(comb.get("note") or ""),
                 "attacks": ", ".join(str(a) for a in comb.get("attacks") or []),
             }
-        return {"rows": rows, "combined": combined}
+        tests: dict[str, list[str]] = {}
+        for r in rows:
+            if r["test"]:
+                tests.setdefault(r["test"], []).append(r["name"])
+        tests_text = [
+            ("every attack" if len(names) == len(rows) and len(rows) > 1 else ", ".join(names), t) for t, names in tests.items()
+        ]
+        return {"rows": rows, "combined": combined, "tests": tests_text}
 
     def _sweeps(self, results: dict) -> list[dict]:
         sw = results.get("sweeps")
@@ -270,7 +260,9 @@ class HtmlReport(Reporter):
                 pics = []
                 for key, title in (("original", "original"), ("reconstruction", "reconstruction"), ("residual", "residual")):
                     if g.get(key):
-                        pics.append({"title": title, "uri": images.data_uri(run.dir, g.get(key), self.params.gallery_max_px), "path": str(g.get(key))})
+                        uri = images.data_uri(run.dir, g.get(key), self.params.gallery_max_px, residual=key == "residual")
+                        pics.append({"title": title, "uri": uri, "path": str(g.get(key))})
+                rmax = as_float(g.get("residual_max"))
                 label = g.get("label")
                 items.append(
                     {
@@ -281,6 +273,8 @@ class HtmlReport(Reporter):
                         "score": summary.num(g.get("score"), 4),
                         "caption": None if g.get("caption") is None else str(g.get("caption")),
                         "pics": pics,
+                        # |x - x̂| in [-1, 1] pixel units: half of it is the fraction of the pixel range
+                        "residual_max": f"{50 * rmax:.0f}%" if rmax is not None else None,
                     }
                 )
             if items:
@@ -298,13 +292,13 @@ class HtmlReport(Reporter):
             out.append(
                 {
                     "name": name,
-                    "params": pairs(a.get("params"), depth=0),
-                    "scorer": pairs(a.get("scorer"), depth=1),
-                    "calibrated": pairs(a.get("calibrated"), depth=0),
+                    "params": tables.rows(a.get("params")),
+                    "scorer": tables.rows(a.get("scorer")),
+                    "calibrated": tables.rows(a.get("calibrated")),
                     "threshold_metrics": summary.metric_cells(tsm) if isinstance(tsm, dict) else None,
-                    "other": pairs({k: v for k, v in a.items() if k not in shown}, depth=1),
-                    "extras": pairs(a.get("extras"), depth=1),
-                    "sweep": pairs(a.get("sweep"), depth=1),
+                    "other": tables.rows({k: v for k, v in a.items() if k not in shown}),
+                    "extras": tables.rows(a.get("extras")),
+                    "sweep": tables.rows(a.get("sweep")),
                 }
             )
         return out

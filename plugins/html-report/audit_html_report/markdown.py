@@ -14,6 +14,7 @@ from pydantic import Field
 from audit_core.reporting import Reporter, RunView
 
 from . import __version__, summary
+from .summary import run_warnings
 from .html import FileReporterParams
 
 
@@ -39,7 +40,7 @@ def render_markdown(results: dict) -> str:
     info = results.get("run") if isinstance(results.get("run"), dict) else {}
     attacks = {str(k): v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
     verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
-    head = summary.headline(results, verdicts)
+    head = summary.plain_verdict(results, verdicts)
     icon = {"leak": "🔴", "evidence": "🔴", "none": "🟢", "inverted": "🟠"}.get(head["level"], "⚪")
     pos, neg = summary.group_titles(results)
     out = [f"# Privacy audit: {md(info.get('name') or 'run')}", ""]
@@ -49,10 +50,15 @@ def render_markdown(results: dict) -> str:
         else f"{info.get('n_members', '?')} members / {info.get('n_nonmembers', '?')} non-members"
     )
     out += [f"_{md(summary.mode(results))} mode · {md(counts)}_", ""]
-    out += [f"## {icon} {md(head['title'])}", "", md(head["text"]), ""]
-    for v in verdicts:
-        out.append(f"- **{md(v['name'])}** ({md(v['level'])}): {md(v['text'])}")
-    out.append("")
+    out += [f"## {icon} {md(head['title'])}", "", md(head["lead"]), ""]
+    if head["means"]:
+        out += [f"**What this means:** {md(head['means'])}", ""]
+    if head["not_means"]:
+        out += [f"**What it does not mean:** {md(head['not_means'])}", ""]
+    if summary.mode(results) != "copyright":  # copyright mode: the verdict once, the per-attack tests in the table
+        for v in verdicts:
+            out.append(f"- **{md(v['name'])}** ({md(v['level'])}): {md(v['text'])}")
+        out.append("")
     si = results.get("set_inference")
     if isinstance(si, dict) and si:
         out += ["## Set-level inference", ""]
@@ -63,8 +69,8 @@ def render_markdown(results: dict) -> str:
         ]
         out += table(["attack", "suspects", "reference", "flagged", "p-value", "effect AUC", "evidence"], rows)
         comb = si.get("combined")
-        if isinstance(comb, dict) and comb.get("verdict"):
-            out += ["", f"**Combined ({md(comb.get('method', ''))}, p = {summary.pval(comb.get('p_value'))})**: {md(comb['verdict'])}"]
+        if isinstance(comb, dict) and summary.as_float(comb.get("p_value")) is not None:
+            out += ["", f"Combined ({md(comb.get('method', ''))}): p = {summary.pval(comb.get('p_value'))}, α = {md(comb.get('alpha', '–'))}"]
         out.append("")
     out += ["## Metrics", ""]
     rows = []
@@ -72,7 +78,7 @@ def render_markdown(results: dict) -> str:
         cells = [f"{c['value']}{'†' if not c['supported'] else ''} {c['ci']}".strip() for c in r["cells"]]
         rows.append([f"**{md(r['name'])}**"] + cells + [r["nfe"], r["queries"], r["seconds"]])
     out += table(["attack"] + [t for _, t in summary.METRICS] + ["NFE/img", "queries/img", "seconds"], rows)
-    out += ["", f"95% bootstrap intervals in brackets; † unsupported (too few {neg} for that FPR). Higher score = more member-like ({pos})."]
+    out += ["", f"95% bootstrap intervals in brackets; † unsupported (too few {neg} for that FPR; the reason is in results.json, `metrics.<metric>.note`). Higher score = more member-like ({pos})."]
     sw = results.get("sweeps")
     if isinstance(sw, dict) and sw:
         out += ["", "## Ablations", ""]
@@ -86,11 +92,11 @@ def render_markdown(results: dict) -> str:
                 for r in summary.sweep_rows(s, params)
             ]
             out += [f"### {md(base)}", ""] + table(["point"] + [md(p) for p in params] + ["AUC", "TPR@1%FPR", "queries/img", "Pareto"], rows) + [""]
-    notes = [str(n) for n in info.get("notes") or []]
+    notes = run_warnings(results)
     if info.get("skipped"):
         notes.append(f"{len(info['skipped'])} image(s) skipped (see results.json)")
     if notes:
-        out += ["", "## Notes", ""] + [f"- {md(n)}" for n in notes]
+        out += ["", "## ⚠ Notes", ""] + [f"- {md(n)}" for n in notes]
     out += ["", f"_audit-html-report {__version__}; full report: report.html (html-report)_", ""]
     return "\n".join(out)
 

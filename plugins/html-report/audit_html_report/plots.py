@@ -1,4 +1,6 @@
-"""Matplotlib figures rendered to inline SVG (no pyplot, no global state, no files).
+"""The report's figures as inline SVG. ROC curves and score histograms (every report) are drawn
+directly by ``svgchart``: no matplotlib import, milliseconds per figure. The ablation plots (sweep
+runs only) are matplotlib figures (no pyplot, no global state, no files), serialised as below.
 
 Each figure comes back as ``Markup`` holding one ``<svg class="plot">`` element ready to inline in
 HTML: the XML prolog, DOCTYPE, metadata and namespace declarations are dropped (the HTML parser
@@ -20,6 +22,7 @@ import numpy as np
 from markupsafe import Markup, escape
 
 from . import summary
+from .svgchart import Chart, Scale
 from .summary import as_float
 
 PALETTE = (
@@ -114,7 +117,8 @@ def _roc(entry: dict) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def roc_plots(attacks: dict[str, dict], titles: tuple[str, str] = ("members", "non-members")) -> list[Markup]:
-    """ROC curves of every attack: linear axes, then log-log (the low-FPR regime)."""
+    """ROC curves of every attack: linear axes, then log-log (the low-FPR regime). Drawn as
+    inline SVG directly (svgchart), one path per curve."""
     curves = []
     for i, (name, entry) in enumerate(attacks.items()):
         r = _roc(entry)
@@ -125,38 +129,28 @@ def roc_plots(attacks: dict[str, dict], titles: tuple[str, str] = ("members", "n
     if not curves:
         return []
     pos, neg = titles
-    out = []
-    with _style("roc-linear"):
-        fig, (ax,) = _figure(4.6, 4.0)
-        ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--", label="chance")
-        for i, name, f, t, v, _ in curves:
-            ax.plot(f, t, color=color(i), lw=1.4, label=f"{name} (AUC {v:.3f})" if v is not None else name)
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"false-positive rate ({neg} flagged)", ylabel=f"true-positive rate ({pos} found)")
-        ax.set_title("ROC (linear)")
-        ax.legend(loc="lower right", frameon=False)
-        out.append(to_svg(fig, "ROC curves, linear axes"))
-    with _style("roc-loglog"):
-        fig, (ax,) = _figure(4.6, 4.0)
-        n_neg = min((int(e.get("n_nonmembers") or 0) for *_, e in curves), default=0) or 1000
-        n_pos = min((int(e.get("n_members") or 0) for *_, e in curves), default=0) or 1000
-        xlo = min(1e-3, 0.5 / max(n_neg, 1))
-        ylo = min(1e-3, 0.5 / max(n_pos, 1))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _plain_log_ticks(ax.xaxis)
-        _plain_log_ticks(ax.yaxis)
-        ax.plot([xlo, 1], [xlo, 1], color="#999", lw=0.8, ls="--", label="chance")
-        for i, name, f, t, _v, _ in curves:
-            ax.plot(np.maximum(f, xlo), np.maximum(t, ylo), color=color(i), lw=1.4, label=name)
-        for level, txt in ((0.01, "1%"), (0.001, "0.1%")):
-            if level >= xlo:
-                ax.axvline(level, color="#666", lw=0.6, ls=":")
-                ax.annotate(f"FPR {txt}", (level, ylo), xytext=(2, 2), textcoords="offset points", fontsize=7, color="#666")
-        ax.set(xlim=(xlo, 1), ylim=(ylo, 1.05), xlabel="false-positive rate (log)", ylabel="true-positive rate (log)")
-        ax.set_title("ROC (log-log: the low-FPR regime)")
-        ax.legend(loc="lower right", frameon=False)
-        out.append(to_svg(fig, "ROC curves, log-log axes"))
-    return out
+    lin = Chart(
+        Scale(0, 1), Scale(0, 1), "ROC (linear)", f"false-positive rate ({neg} flagged)",
+        f"true-positive rate ({pos} found)", "ROC curves, linear axes", height=340,
+    )
+    lin.line([0, 1], [0, 1], "#999", 1, dash="5 4", legend="chance")
+    for i, name, f, t, v, _ in curves:
+        lin.line(f, t, color(i), legend=f"{name} (AUC {v:.3f})" if v is not None else name)
+    n_neg = min((int(e.get("n_nonmembers") or 0) for *_, e in curves), default=0) or 1000
+    n_pos = min((int(e.get("n_members") or 0) for *_, e in curves), default=0) or 1000
+    xlo = min(1e-3, 0.5 / max(n_neg, 1))
+    ylo = min(1e-3, 0.5 / max(n_pos, 1))
+    log = Chart(
+        Scale(xlo, 1, log=True), Scale(ylo, 1, log=True), "ROC (log-log: the low-FPR regime)",
+        "false-positive rate (log)", "true-positive rate (log)", "ROC curves, log-log axes", height=340,
+    )
+    log.line([xlo, 1], [xlo, 1], "#999", 1, dash="5 4", legend="chance")
+    for i, name, f, t, _v, _ in curves:
+        log.line(np.maximum(f, xlo), np.maximum(t, ylo), color(i), legend=name)
+    for level, txt in ((0.01, "1%"), (0.001, "0.1%")):
+        if level >= xlo:
+            log.vline(level, "#666", dash="2 3", text=f"FPR {txt}")
+    return [lin.svg(), log.svg()]
 
 
 # ------------------------------------------------------------------------------------ histograms
@@ -169,40 +163,41 @@ def histogram(
     threshold: float | None = None,
     threshold_label: str = "",
 ) -> Markup:
-    """Score distributions of the two groups (fractions of each group, shared bins)."""
-    p = np.asarray([s for s in positives if math.isfinite(s)], dtype=np.float64)
-    n = np.asarray([s for s in negatives if math.isfinite(s)], dtype=np.float64)
+    """Score distributions of the two groups (fractions of each group, shared bins), as inline
+    SVG: one filled step outline per group (numpy bins the scores)."""
+    p = np.asarray(positives, dtype=np.float64)
+    n = np.asarray(negatives, dtype=np.float64)
+    p, n = p[np.isfinite(p)], n[np.isfinite(n)]
     both = np.concatenate([p, n])
+    xlabel = "score (higher = more member-like)"
+    if not len(both):
+        chart = Chart(Scale(0, 1), Scale(0, 1), name, xlabel, "fraction of group", f"score histogram of {name}", height=260)
+        return chart.svg(extra_marks=['<text x="230" y="130" text-anchor="middle">no finite scores</text>'])
+    lo, hi = float(both.min()), float(both.max())
+    q_lo, q_hi = (float(q) for q in np.quantile(both, [0.01, 0.99]))
     clipped = 0
-    with _style(f"hist-{index}"):
-        fig, (ax,) = _figure(4.2, 2.6)
-        if len(both):
-            lo, hi = float(both.min()), float(both.max())
-            q_lo, q_hi = (float(q) for q in np.quantile(both, [0.01, 0.99]))
-            if q_hi > q_lo and (hi - lo) > 1.5 * (q_hi - q_lo):  # a long tail would squash the bulk
-                lo, hi = q_lo, q_hi
-                clipped = int(((both < lo) | (both > hi)).sum())
-                p, n = np.clip(p, lo, hi), np.clip(n, lo, hi)
-            if hi - lo < 1e-12:
-                lo, hi = lo - 0.5, hi + 0.5
-            bins = np.histogram_bin_edges(both, bins=min(40, max(8, int(math.sqrt(len(both))))), range=(lo, hi))
-            for arr, col, label in ((n, NONMEMBER_COLOR, titles[1]), (p, MEMBER_COLOR, titles[0])):
-                if len(arr):
-                    w = np.full(len(arr), 1.0 / len(arr))
-                    ax.hist(arr, bins=bins, weights=w, color=col, alpha=0.35, label=f"{label} (n={len(arr)})")
-                    ax.hist(arr, bins=bins, weights=w, color=col, histtype="step", lw=1.2)
-            if threshold is not None and math.isfinite(threshold) and lo <= threshold <= hi:
-                ax.axvline(threshold, color="#333", lw=1, ls="--", label=threshold_label or "threshold")
-            ax.set_ylim(0, ax.get_ylim()[1] * 1.4)  # headroom for the legend
-            ax.legend(loc="upper center", ncols=2, frameon=False, fontsize=7, handlelength=1.5, columnspacing=1.0)
-        else:
-            ax.text(0.5, 0.5, "no finite scores", ha="center", va="center", transform=ax.transAxes)
-        xlabel = "score (higher = more member-like)"
-        if len(both) and clipped:
-            xlabel += f"\n{clipped} outlying score(s) counted in the end bins"
-        ax.set(xlabel=xlabel, ylabel="fraction of group")
-        ax.set_title(name)
-        return to_svg(fig, f"score histogram of {name}")
+    if q_hi > q_lo and (hi - lo) > 1.5 * (q_hi - q_lo):  # a long tail would squash the bulk
+        lo, hi = q_lo, q_hi
+        clipped = int(((both < lo) | (both > hi)).sum())
+        p, n = np.clip(p, lo, hi), np.clip(n, lo, hi)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.histogram_bin_edges(both, bins=min(40, max(8, int(math.sqrt(len(both))))), range=(lo, hi))
+    groups = []
+    for arr, col, label in ((n, NONMEMBER_COLOR, titles[1]), (p, MEMBER_COLOR, titles[0])):
+        if len(arr):
+            groups.append((np.histogram(arr, bins=edges)[0] / len(arr), col, f"{label} (n={len(arr)})"))
+    top = max(float(h.max()) for h, _, _ in groups)
+    chart = Chart(
+        Scale(float(edges[0]), float(edges[-1])), Scale(0, top * 1.35 or 1), name, xlabel, "fraction of group",
+        f"score histogram of {name}", height=260,
+        xnote=f"{clipped} outlying score(s) counted in the end bins" if clipped else "",
+    )
+    for h, col, label in groups:
+        chart.steps(edges, h, col, legend=label)
+    if threshold is not None and math.isfinite(threshold) and lo <= threshold <= hi:
+        chart.vline(threshold, "#333", legend=threshold_label or "threshold")
+    return chart.svg(legend="upper left")
 
 
 # ------------------------------------------------------------------------------------ sweeps

@@ -7,9 +7,7 @@ from audit_core import hookimpl
 
 @hookimpl
 def register_reporters(register):
-    """``reports: [{plugin: html-report}, {plugin: markdown-report}]`` in audit.yaml."""
+    """``reports: [{plugin: html-report}]`` in audit.yaml."""
     from .html import HtmlReport
-    from .markdown import MarkdownReport
 
     register(HtmlReport)
-    register(MarkdownReport)

@@ -64,6 +64,22 @@ def seconds(v: Any) -> str:
     return f"{f / 3600:.1f} h"
 
 
+def when(v: Any) -> str:
+    """An ISO timestamp as ``2026-11-29 10:38 UTC`` (the string as it is when it does not parse)."""
+    import datetime as dt
+
+    if not v:
+        return ""
+    try:
+        t = dt.datetime.fromisoformat(str(v))
+    except ValueError:
+        return str(v)
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+        return t.strftime("%Y-%m-%d %H:%M UTC")
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
 def pval(v: Any) -> str:
     f = as_float(v)
     if f is None:
@@ -333,3 +349,167 @@ def sweep_rows(sweep: dict, params: list[str]) -> list[dict[str, Any]]:
 def sweep_values(point: dict, params: list[str]) -> list[str]:
     vals = point.get("values") or {}
     return [str(vals.get(p, "–")) for p in params]
+
+
+# ------------------------------------------------------------------------------------ plain language
+def run_warnings(results: dict) -> list[str]:
+    """Everything the reader must see before trusting the numbers, each once: the run's notes
+    (converted images, limits, ...) and the set-level tests' notes (a reference too small for
+    alpha, ...), the latter with the attacks they concern."""
+    info = results.get("run") if isinstance(results.get("run"), dict) else {}
+    out = [str(n) for n in info.get("notes") or []]
+    si = results.get("set_inference") if isinstance(results.get("set_inference"), dict) else {}
+    by_note: dict[str, list[str]] = {}
+    for name, e in si.items():
+        if name != "combined" and isinstance(e, dict):
+            for n in e.get("notes") or []:
+                by_note.setdefault(str(n), []).append(str(name))
+    n_tested = sum(1 for k, e in si.items() if k != "combined" and isinstance(e, dict))
+    for note, names in by_note.items():
+        who = "every attack" if len(names) == n_tested and n_tested > 1 else ", ".join(names)
+        out.append(f"{note[:1].upper()}{note[1:]} ({who}).")
+    return out
+
+
+def _best_set_test(si: dict) -> tuple[str, dict] | None:
+    """The attack whose set-level test has the smallest p-value."""
+    tested = [(n, e) for n, e in si.items() if n != "combined" and isinstance(e, dict) and as_float(e.get("p_value")) is not None]
+    return min(tested, key=lambda ne: float(ne[1]["p_value"])) if tested else None
+
+
+def _most_flagged(si: dict) -> tuple[str, dict] | None:
+    """The attack that flags the most suspects individually."""
+    tested = [(n, e) for n, e in si.items() if n != "combined" and isinstance(e, dict) and isinstance(e.get("flagged"), int)]
+    return max(tested, key=lambda ne: ne[1]["flagged"]) if tested else None
+
+
+def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
+    """The verdict for a reader who is not a statistician: ``{"level", "title", "lead", "means",
+    "not_means"}``. The title answers "were these images used in training?"; ``means`` and
+    ``not_means`` say what the result does and does not support."""
+    info = results.get("run") if isinstance(results.get("run"), dict) else {}
+    attacks = results.get("attacks") or {}
+    n = len(verdicts)
+    yes, no = "Evidence that these images were used in training", "No evidence that these images were used in training"
+    if not n:
+        return {"level": "unknown", "title": "No attack results", "lead": "results.json lists no attacks.", "means": "", "not_means": ""}
+    if mode(results) == "copyright":
+        si = results.get("set_inference") if isinstance(results.get("set_inference"), dict) else {}
+        comb = si.get("combined") if isinstance(si.get("combined"), dict) else {}
+        best = _best_set_test(si)
+        ns, nr = info.get("n_suspects", "?"), info.get("n_reference", "?")
+        src = comb if as_float(comb.get("p_value")) is not None else (best[1] if best else {})
+        p, alpha = as_float(src.get("p_value")), as_float(src.get("alpha"))
+        if p is None or alpha is None:
+            return {
+                "level": "unknown", "title": "Not tested", "lead": "No attack produced a set-level test (see the notes).",
+                "means": "", "not_means": "",
+            }
+        how = f"{comb.get('method')}-combined over {len(comb.get('attacks') or [])} attacks" if src is comb and len(comb.get("attacks") or []) > 1 else f"attack {best[0]}" if best else ""
+        flags = ""
+        top = _most_flagged(si)
+        if top:
+            e = top[1]
+            fpr, exp = as_float(e.get("per_image_fpr")), as_float(e.get("expected_false_flags"))
+            flags = (
+                f" Individually, {top[0]} flags {e.get('flagged', '?')} of the {e.get('n_suspects', ns)} suspects"
+                + (f" at a {100 * fpr:.2g}% false-positive rate (about {exp:.1f} expected by chance)" if fpr is not None and exp is not None else "")
+                + "."
+            )
+        if p <= alpha:
+            return {
+                "level": "leak", "title": yes,
+                "lead": f"The {ns} suspect images score higher than the {nr} reference images, more than chance explains "
+                f"(p = {pval(p)} ≤ α = {alpha:g}{', ' + how if how else ''}).",
+                "means": "If the reference set is comparable to the suspects (same source, style and processing) and was "
+                "certainly not used, the likeliest explanation is that the model was trained on the suspects or on "
+                "near-copies of them." + flags,
+                "not_means": "It does not say which suspects were used, or how many: the test concerns the set as a whole. "
+                "A reference that differs systematically from the suspects (another scanner, era, size or a generated "
+                "reference) can produce the same result.",
+            }
+        return {
+            "level": "none", "title": no,
+            "lead": f"The {ns} suspect images do not score significantly higher than the {nr} reference images "
+            f"(p = {pval(p)} > α = {alpha:g}{', ' + how if how else ''}).",
+            "means": "With these attacks and these images, the model treats the suspects like images it never saw." + flags,
+            "not_means": "It does not show that the suspects were not used: the attacks may be too weak for this model, "
+            "only a few suspects may have been used, or the sets may be too small (see the notes).",
+        }
+    nm, nn = info.get("n_members", "?"), info.get("n_nonmembers", "?")
+    leaks = [v for v in verdicts if v["level"] == "leak"]
+    inverted = [v for v in verdicts if v["level"] == "inverted"]
+    not_proof = (
+        "It does not prove that the model is private or that other images were not used: stronger attacks, "
+        "more queries or more images may still find evidence."
+    )
+    if leaks:
+        best = max(leaks, key=lambda v: float(metric(attacks[v["name"]], "auc")["value"]))
+        auc = metric(attacks[best["name"]], "auc")
+        t1 = metric(attacks[best["name"]], "tpr_at_1pct_fpr")
+        v = float(auc["value"])
+        found = (
+            f" At a 1% false-alarm rate it finds {pct(t1['value'])} of the members."
+            if t1 is not None and supported(t1) else ""
+        )
+        return {
+            "level": "leak", "title": yes,
+            "lead": f"{len(leaks)} of {n} attacks tell the {nm} training images (members) from {nn} images the model "
+            f"never saw (non-members), more than chance explains (95% confidence).",
+            "means": f"The model's outputs reveal which images were in its training set: anyone with the same access "
+            f"could test whether a given image was used. The strongest attack, {best['name']}, ranks a random member "
+            f"above a random non-member {100 * v:.0f}% of the time (AUC {num(v)}; 50% is guessing).{found}",
+            "not_means": "It does not prove that any single image was used: individual flags have false positives. "
+            "It does not show that the model reproduces its training images.",
+        }
+    if inverted:
+        return {
+            "level": "inverted", "title": no,
+            "lead": f"None of the {n} attacks finds members more member-like than non-members; "
+            f"{', '.join(v['name'] for v in inverted)} find the reverse (members score lower).",
+            "means": "A reversed score means the attack's direction does not fit this model: the two sets differ, but "
+            "not in the way a training-set leak would show. Check the attack's parameters before reading it as evidence.",
+            "not_means": not_proof,
+        }
+    return {
+        "level": "none", "title": no,
+        "lead": f"None of the {n} attacks tells the {nm} members from the {nn} non-members beyond chance (95% confidence).",
+        "means": "On this model, with these attacks and images, membership does not show in the scores.",
+        "not_means": not_proof,
+    }
+
+
+def key_numbers(results: dict, verdicts: list[dict]) -> list[dict[str, str]]:
+    """The few numbers under the verdict: ``{"value", "label", "sub"}`` tiles."""
+    info = results.get("run") if isinstance(results.get("run"), dict) else {}
+    attacks = {k: v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
+    out: list[dict[str, str]] = []
+    if mode(results) == "copyright":
+        si = results.get("set_inference") if isinstance(results.get("set_inference"), dict) else {}
+        comb = si.get("combined") if isinstance(si.get("combined"), dict) else {}
+        best = _best_set_test(si)
+        if as_float(comb.get("p_value")) is not None:
+            out.append({"value": pval(comb["p_value"]), "label": "p-value", "sub": f"{comb.get('method', '')}, α = {as_float(comb.get('alpha')) or 0:g}"})
+        elif best:
+            out.append({"value": pval(best[1]["p_value"]), "label": "p-value", "sub": f"{best[0]}, α = {as_float(best[1].get('alpha')) or 0:g}"})
+        top = _most_flagged(si)
+        if top:
+            e = top[1]
+            out.append({"value": f"{e.get('flagged', '–')} / {e.get('n_suspects', '–')}", "label": "suspects flagged", "sub": f"{top[0]}, expected by chance {num(e.get('expected_false_flags'), 1)}"})
+        if best:
+            out.append({"value": num(best[1].get("effect_auc")), "label": "effect (AUC)", "sub": f"{best[0]}; 0.5 = no difference"})
+        out.append({"value": f"{info.get('n_suspects', '?')} + {info.get('n_reference', '?')}", "label": "images", "sub": "suspects + reference"})
+        return out
+    scored = [(n, metric(a, "auc")) for n, a in attacks.items()]
+    scored = [(n, m) for n, m in scored if m is not None]
+    if scored:
+        name, auc = max(scored, key=lambda nm: float(nm[1]["value"]))
+        nb = "\u00a0"  # an interval never breaks inside its brackets
+        out.append({"value": num(auc["value"]), "label": "best AUC", "sub": f"{name}, 95% CI {ci(auc).replace(' ', nb)}"})
+        t1 = metric(attacks[name], "tpr_at_1pct_fpr")
+        if t1 is not None and supported(t1):
+            out.append({"value": pct(t1["value"]), "label": "members found at 1% false alarms", "sub": f"{name}, CI {ci_pct(t1).replace(' ', nb)}"})
+    leaks = sum(v["level"] == "leak" for v in verdicts)
+    out.append({"value": f"{leaks} / {len(verdicts)}", "label": "attacks with evidence", "sub": "AUC interval above 0.5"})
+    out.append({"value": f"{info.get('n_members', '?')} + {info.get('n_nonmembers', '?')}", "label": "images", "sub": "members + non-members"})
+    return out

@@ -69,3 +69,21 @@ def test_report_renders_in_chromium(chromium, run_four, tmp_path):
         assert im.size == (1280, 2000)
         colours = im.convert("RGB").resize((160, 250)).getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 50  # a rendered page, not a blank one
+
+
+def test_copyright_report_on_a_phone_width(chromium, run_copyright, tmp_path):
+    """400 px wide: the verdict, the notes box and the set-test table (as cards) render."""
+    url = (run_copyright / "report.html").resolve().as_uri()
+    res = browse(chromium, tmp_path / "dom", "--window-size=400,1600", "--dump-dom", url)
+    assert res.returncode == 0, res.stderr[-2000:]
+    dom = res.stdout
+    assert 'id="notes"' in dom and "too small for alpha" in dom and 'class="data stack"' in dom
+    shot = tmp_path / "phone.png"
+    res = browse(chromium, tmp_path / "shot", "--window-size=400,1600", f"--screenshot={shot}", url)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (400, 1600)
+        colours = im.convert("RGB").resize((100, 400)).getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50

@@ -58,7 +58,7 @@ def test_one_attack(run_one):
         assert f'id="{section}"' in html
     assert table_rows(html, "metrics-table") == 1
     assert plots_in(html) == 3  # ROC linear + log-log, one histogram
-    assert html.count('src="data:image/png;base64,') == 18  # 6 gallery items x (original, reconstruction, residual)
+    assert html.count('src="data:image/png;base64,') == 36  # 12 gallery items x (original, reconstruction, residual)
     results = json.loads((run_one / "results.json").read_text())
     auc = results["attacks"]["variation-similarity"]["metrics"]["auc"]
     assert summary.num(auc["value"]) in html and summary.ci(auc) in html
@@ -89,6 +89,52 @@ def test_four_attacks(run_four):
     assert len(html) < 3_000_000
 
 
+def section(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}"[^>]*>(.*?)</section>', html, re.S)
+    assert m, f"no section {sid}"
+    return m.group(1)
+
+
+def test_verdict_comes_first_in_plain_language(run_one):
+    html = html_of(run_one)
+    body = html.split("<main>", 1)[1]
+    assert body.index('id="verdict"') < body.index('id="metrics"')
+    v = section(html, "verdict")
+    assert re.search(r"<h2>(No e|E)vidence that these images were used in training</h2>", v)
+    assert "What this means" in v and "What it does not mean" in v
+    assert 'id="key-numbers"' in v and "attacks with evidence" in v
+
+
+def test_unsupported_footnote_points_to_the_metric_notes(run_one):
+    m = section(html_of(run_one), "metrics")
+    assert "metrics.&lt;metric&gt;.note" in m and "results.json notes" not in m
+    assert "TPR@0.1%FPR (variation-similarity): unsupported" in m  # the note itself, readable without hovering
+
+
+def test_gallery_residuals_are_coloured_with_a_legend(run_one):
+    html = html_of(run_one)
+    g = section(html, "gallery")
+    assert 'id="residual-scale"' in g and "linear-gradient" in g and "largest residual" in g
+    uris = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="residual of', g)
+    assert len(uris) == 12
+    import numpy as np
+
+    rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uris[0]))).convert("RGB")).astype(int)
+    assert (np.abs(rgb[..., 0] - rgb[..., 2]) > 20).any()  # the colour scale, not grey
+
+
+def test_configuration_and_environment_are_readable_tables(run_one):
+    html = html_of(run_one)
+    for sid in ("config", "environment"):
+        s = section(html, sid)
+        assert '<table class="kv">' in s
+        visible = re.sub(r"<details>.*?</details>", "", s, flags=re.S)  # the raw YAML stays, folded away
+        assert "{&#34;" not in visible and '{"' not in visible  # no JSON dumps
+    c = section(html, "config")
+    assert "variation-similarity" in c and "t = 100 · k = 50 · n = 2" in c and "bootstrap resamples" in c
+    assert "<h3>Packages</h3>" in section(html, "environment")
+
+
 def test_audit_report_rerenders_without_attacks(run_one, copy_run):
     run = copy_run(run_one)
     before = html_of(run)
@@ -114,11 +160,22 @@ def test_copyright_mode(run_copyright):
     html = html_of(run_copyright)
     assert 'id="set-inference"' in html and table_rows(html, "set-inference-table") == 2
     assert "Combined (bonferroni)" in html
+    # the verdict once: the plain-language title, not the set tests' verdict sentences again
+    results = json.loads((run_copyright / "results.json").read_text())
+    title = re.search(r"<h2>((?:No e|E)vidence that these images were used in training)</h2>", html)
+    assert title and html.count(title.group(1)) == 1
+    for entry in results["set_inference"].values():
+        assert entry.get("verdict", "")[:40] not in html
+    # 10 reference images cannot resolve alpha = 0.01: the warning is in the visible notes box
+    notes = section(html, "notes")
+    assert "too small for alpha" in notes and "(every attack)" in notes
+    assert notes.count("too small for alpha") == 1
     assert "copyright-holder mode" in html and "10 suspects / 10 reference" in html
     assert "Score distributions: suspects vs reference" in html
     assert plots_in(html) == 2 + 2
     md = (run_copyright / "summary.md").read_text(encoding="utf-8")
     assert "## Set-level inference" in md and "| vs-a |" in md
+    assert md.count("used in training") == 1 and "too small for alpha" in md
 
 
 def test_sweep_ablation_section(run_sweep):
@@ -177,6 +234,15 @@ def test_large_gallery_images_are_downsized(tmp_path):
     head, data = uri.split(",", 1)
     im = Image.open(io.BytesIO(base64.b64decode(data)))
     assert max(im.size) == 128 and len(uri) < 60_000
+
+
+def test_both_reporters_are_listed_by_audit_plugins():
+    from audit_core import plugins
+
+    listed = {p["name"]: p for p in plugins.get_plugins()}
+    for name in ("html-report", "markdown-report"):
+        assert listed[name]["distribution"] == "audit-html-report" and listed[name]["hooks"] == ["register_reporters"]
+    assert {"html-report", "markdown-report"} <= set(plugins.registry("reporters"))
 
 
 def test_params_are_validated():

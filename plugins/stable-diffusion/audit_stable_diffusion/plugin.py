@@ -2,9 +2,10 @@
 
 from audit_core import hookimpl
 
-from .target import StableDiffusionTarget
-
 
 @hookimpl
 def register_targets(register):
+    # imported here, not above: `audit --help` and `audit plugins` must not load torch
+    from .target import StableDiffusionTarget
+
     register(StableDiffusionTarget)

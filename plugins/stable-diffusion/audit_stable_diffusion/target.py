@@ -63,6 +63,9 @@ class StableDiffusionTarget(Target):
     kind = "latent"
     capabilities = frozenset({VARIATION, NOISE})
     Params = SDParams
+    # a variation is the VAE decoder's image, clamped to [-1, 1] like the official SD pipeline's
+    # output: `clip` changes nothing (the base class's `_variations` does the rest)
+    bounded_variations = True
 
     def __init__(self, params: SDParams, context: TargetContext | None = None):
         super().__init__(params, context)
@@ -95,7 +98,7 @@ class StableDiffusionTarget(Target):
                 self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
                 self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **kw).to(self.device).eval()
                 self.vae = AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval()
-                self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", **kw).to(self.device).eval()
+                self.unet = self._prepare_network(UNet2DConditionModel.from_pretrained(folder / "unet", **kw))
                 self.scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelError(f"target.model: cannot load the Stable Diffusion folder {folder}: {str(exc).splitlines()[0]}") from None
@@ -175,7 +178,7 @@ class StableDiffusionTarget(Target):
         g = self.params.guidance_scale
         out = []
         for start in range(0, z_t.shape[0], self.params.max_batch):
-            chunk = z_t[start : start + self.params.max_batch].to(self.device, self.dtype)
+            chunk = self._network_input(z_t[start : start + self.params.max_batch])
             caps = captions[start : start + chunk.shape[0]]
             steps = torch.full((chunk.shape[0],), int(t), device=self.device, dtype=torch.long)
             cond = self.text_embeddings(caps)
