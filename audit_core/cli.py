@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, reference
 from .errors import AuditError, Interrupted, PluginFailure
 
 from .console import err as err_console
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="The shared query cache of variation outputs.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+reference.register(app)  # audit reference build
 
 
 def _version_callback(value: bool) -> None:

@@ -4,7 +4,7 @@ A source in ``data:`` is one of
 - ``builtin:NAME/SUBSET``: a dataset registered through the ``register_datasets`` hook;
 - a folder of images (searched recursively, sorted, ids = relative paths);
 - a CSV or JSONL manifest with a ``path`` column (relative to the manifest) and optional
-  ``caption`` and ``id`` columns.
+  ``caption`` and ``id`` columns; other columns (e.g. ``class``) are kept in ``ImageRecord.extra``.
 
 Every file is checked before anything is written (readable, non-empty, a decodable image, within
 the pixel limit, no symlink loop). Bad files are all listed in one error, or skipped and recorded
@@ -143,7 +143,8 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
                 raise DataError(f"manifest {path}: row {i + 1} repeats the image id {rid!r}")
             ids.add(rid)
             caption = row.get("caption")
-            records.append(ImageRecord(id=rid, path=str(img), caption=None if caption in (None, "") else str(caption), group=group))
+            extra = {str(k): str(v) for k, v in row.items() if k not in ("path", "id", "caption") and v not in (None, "")}
+            records.append(ImageRecord(id=rid, path=str(img), caption=None if caption in (None, "") else str(caption), group=group, extra=extra))
         return records
     raise DataError(f"data.{group}: {path} is neither a folder nor a .csv/.jsonl manifest")
 

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import console as term
-from . import combine, environment, guard, inference, plugins, results, secrets, sweeps
+from . import combine, environment, guard, inference, plugins, results, secrets, shift, sweeps
 from .attacks import Attack, AttackContext, check_access, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
@@ -118,6 +118,7 @@ class Runner:
         self.target_cls, self.target_params = tcls, tparams
         self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
         term.target_ready(self.console, self.target, self.batch_size, batch_why if cfg.run.batch_size == "auto" else None)
+        self.conditions = {r.id: self.target.condition(r) for r in self.data.records}  # checked before any query
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
@@ -320,7 +321,7 @@ class Runner:
         bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self.images.load(chunk))
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=self.images.load(chunk))
 
     # ------------------------------------------------------------------ results
     def finalize(self, store: RunStore) -> dict[str, Any]:
@@ -396,6 +397,7 @@ class Runner:
             combining = {pa.name for pa in self.attacks if pa.cls.combines}
             block = inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining)
             res = results.with_set_inference(res, block)
+            res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.splits for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:

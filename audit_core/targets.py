@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from . import ddim, seeding
 from .config import resolve_path
 from .params import PluginParams
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only
 NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
@@ -75,6 +75,24 @@ def weights_sha256(files: Sequence[Path]) -> str:
         h.update(Path(f).name.encode())
         h.update(_file_sha256(str(f), st.st_size, st.st_mtime_ns).encode())
     return h.hexdigest()
+
+
+def require_weights(folder: Path, subfolders: Sequence[str], allow_pickle: bool) -> None:
+    """Check, before anything is loaded, that each component subfolder of a diffusers folder
+    holds weights: safetensors, or pickles (``PICKLE_SUFFIXES``) only with ``allow_pickle``."""
+    for sub in subfolders:
+        files = list((folder / sub).glob("*"))
+        if any(f.suffix == ".safetensors" for f in files):
+            continue
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not allow_pickle:
+            raise ModelError(
+                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
+                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
+                f"config only for files you trust, or convert them to safetensors."
+            )
+        if not pickled:
+            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
 
 
 @dataclass
@@ -274,6 +292,13 @@ class Target:
 
     def close(self) -> None:
         """Release resources (connections, GPU memory)."""
+
+    def condition(self, record: Any) -> str | None:
+        """The conditioning string of one image (an ``ImageRecord``): what the runner hands the
+        attacks as its caption and they pass back to ``variation``/``encode``/``eps``. Default:
+        the record's caption. A class-conditional target maps e.g. ``record.extra["class"]`` to
+        a label here; raise ``DataError`` naming the image for a value it cannot use."""
+        return record.caption
 
     # ----- black-box --------------------------------------------------------------------
     #: True when every variation the target returns already lies in [-1, 1] (e.g. images decoded

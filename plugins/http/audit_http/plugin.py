@@ -20,3 +20,11 @@ def register_commands(cli):
     from .cli import serve
 
     cli.command("serve")(serve)
+
+
+@hookimpl
+def register_generators(register):
+    """``audit reference build --generator a1111 --param url=...``: an AUTOMATIC1111 txt2img server."""
+    from .txt2img import A1111Generator
+
+    register(A1111Generator)

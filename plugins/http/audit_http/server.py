@@ -422,7 +422,11 @@ def create_app(service: Service, token: str | None = None) -> Any:
             return JSONResponse({"error": "busy: too many queued requests"}, status_code=503, headers={"Retry-After": "1"})
         service.pending += 1
         try:
-            plan = await run_in_threadpool(service.plan, await request.body())  # validation off the event loop
+            # the body is read from the stream, not request.body() (which would keep a copy on the
+            # request for its lifetime): once validated, only the plan's PNG bytes stay while queued
+            body = b"".join([chunk async for chunk in request.stream()])
+            plan = await run_in_threadpool(service.plan, body)  # validation off the event loop
+            del body
             async with service.turn:  # requests queue here, in arrival order
                 if await request.is_disconnected():  # the client timed out or went away: skip the work
                     service.skipped += 1
@@ -539,6 +543,7 @@ def serve(
     params: dict[str, Any] | None = None,
     access_log: bool = False,
     insecure_no_auth: bool = False,
+    txt2img: str | None = None,
 ) -> None:
     """Build the target and serve it until interrupted (``audit serve``). Everything is
     checked (port, token, bind address, target params) before the model is loaded."""
@@ -558,8 +563,15 @@ def serve(
     service = Service(tg, model or "", limits)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    app = create_app(service, token)
+    if txt2img:
+        try:
+            from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
+        except ImportError:
+            raise PluginError("audit serve --txt2img needs the audit-http plugin: pip install -e plugins/http") from None
+        serve_generator(app, txt2img, model, device)
     config = uvicorn.Config(
-        create_app(service, token), log_level="info", access_log=access_log, lifespan="off",
+        app, log_level="info", access_log=access_log, lifespan="off",
         timeout_graceful_shutdown=5, server_header=False,
     )
     server = uvicorn.Server(config)

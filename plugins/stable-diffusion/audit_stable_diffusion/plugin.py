@@ -1,4 +1,4 @@
-"""Registers the ``stable-diffusion`` target."""
+"""Registers the ``stable-diffusion`` target and the ``diffusers`` text-to-image generator."""
 
 from audit_core import hookimpl
 
@@ -9,3 +9,10 @@ def register_targets(register):
     from .target import StableDiffusionTarget
 
     register(StableDiffusionTarget)
+
+
+@hookimpl
+def register_generators(register):
+    from .generator import DiffusersGenerator
+
+    register(DiffusersGenerator)

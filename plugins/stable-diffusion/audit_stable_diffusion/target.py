@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ModelError
-from audit_core.targets import NOISE, PICKLE_SUFFIXES, VARIATION, Target, TargetContext, TargetParams
+from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, require_weights
 
 REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -39,23 +39,6 @@ class SDParams(TargetParams):
     allow_pickle: bool = Field(False, description="also load pickled .bin weights (trusted files only)")
     max_batch: int = Field(16, ge=1, description="rows per U-Net/VAE forward pass")
     resolution: int | None = Field(None, ge=8, description="image size (default: U-Net sample size x VAE factor)")
-
-
-def _weights_present(folder: Path, allow_pickle: bool) -> None:
-    for sub in ("unet", "vae", "text_encoder"):
-        files = list((folder / sub).glob("*"))
-        safetensors = [f for f in files if f.suffix == ".safetensors"]
-        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
-        if safetensors:
-            continue
-        if pickled and not allow_pickle:
-            raise ModelError(
-                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
-                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
-                f"config only for files you trust, or convert them to safetensors."
-            )
-        if not pickled:
-            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
 
 
 class StableDiffusionTarget(Target):
@@ -78,7 +61,7 @@ class StableDiffusionTarget(Target):
                 f"target.model: {folder} is not a Stable Diffusion pipeline folder: missing {', '.join(missing)} "
                 f"(expected {', '.join(REQUIRED)})"
             )
-        _weights_present(folder, params.allow_pickle)
+        require_weights(folder, ("unet", "vae", "text_encoder"), params.allow_pickle)
         self.folder = folder
         self._place(params.dtype, auto="fp16")  # auto: fp16 on a GPU (fp32 on the CPU)
         self._load(folder, params.allow_pickle)
