@@ -2,9 +2,10 @@
 
 from audit_core import hookimpl
 
-from .target import DiTTarget
-
 
 @hookimpl
 def register_targets(register):
+    # Imported here, not at module level: entry-point discovery stays torch-free (`audit --help`).
+    from .target import DiTTarget
+
     register(DiTTarget)
