@@ -92,6 +92,35 @@ def test_attack_name_and_run_seed_change_the_scores():
     torch.testing.assert_close(s, base.score(ctx_batch("x", 1)).scores, rtol=0, atol=0)
 
 
+def test_seed_formula_is_pinned():
+    """The documented derivation, by hand: blake2b-64 (big-endian) of
+    ``run_seed \\x1f attack_key \\x1f image_id \\x1f draw``, top 63 bits. Pinned: changing it changes
+    every score and every query-cache key."""
+    import hashlib
+
+    text = "7\x1fnaive-loss\x1fimg0\x1f0"
+    want = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+    assert seeding.derive_seed(7, "naive-loss", "img0", 0) == want == 562962930794402219
+    assert seeding.derive_seed(7, "naive-loss", "img0") == want  # draw defaults to 0
+    assert seeding.hash_seed("") == 8238016292129134938
+
+
+def test_randn_dtype_device_and_default_dtype():
+    """Draws are float32 on the CPU whatever torch's default dtype, then cast and moved."""
+    ref = seeding.randn((2, 2), [5, 6])
+    assert ref.dtype == torch.float32 and ref.device.type == "cpu"
+    g = torch.Generator().manual_seed(5)
+    torch.testing.assert_close(ref[0], torch.randn((2, 2), generator=g, dtype=torch.float32), rtol=0, atol=0)
+    assert seeding.randn((2, 2), [5, 6], dtype=torch.float64).dtype == torch.float64
+    assert seeding.randn((2, 2), [5, 6], device="meta").device.type == "meta"
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.testing.assert_close(seeding.randn((2, 2), [5, 6]), ref, rtol=0, atol=0)
+    finally:
+        torch.set_default_dtype(old)
+
+
 ids = st.lists(st.text("abcxyz0123_", min_size=1, max_size=6), min_size=1, max_size=6, unique=True)
 
 
@@ -346,6 +375,56 @@ def test_config_secrets_are_registered(registry, monkeypatch):
     got = registry.registered()
     assert {"envsecret-123", " lit-key-456 ", "lit-key-456"} <= got
     assert "clip-tokenizer" not in got and "abcd" not in got and "API_TOKEN_VAR" not in got
+
+
+@pytest.mark.parametrize("key", ["token", "hf_token", "HF-TOKEN", "api_key", "api_key_env", "password", "auth_header",
+                                 "client_secret", "aws_secret_access_key", "private_key_path", "bearer", "cookie", "pwd"])
+def test_secret_looking_keys(key):
+    assert secrets.is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["tokenizer", "max_tokens", "seed_key", "keyword", "author", "passage", "name"])
+def test_ordinary_keys_are_not_secret(key):
+    assert not secrets.is_secret_key(key)
+
+
+def test_redact_masks_literal_secrets_and_keeps_env_names():
+    raw = {"target": {"token": "abc", "token_env": "HF", "max_tokens": 3, "empty_token": "",
+                      "headers": [{"api_key": "k1"}, {"x": 1}]}}
+    assert secrets.redact(raw) == {"target": {"token": "***", "token_env": "HF", "max_tokens": 3, "empty_token": "",
+                                              "headers": [{"api_key": "***"}, {"x": 1}]}}
+
+
+def test_from_env_errors_name_the_key_and_variable(registry, monkeypatch):
+    monkeypatch.delenv("NOT_SET_TOKEN_X", raising=False)
+    with pytest.raises(ConfigError, match=r"target\.token_env: the environment variable NOT_SET_TOKEN_X is not set"):
+        registry.from_env("NOT_SET_TOKEN_X", "target.token_env")
+    with pytest.raises(ConfigError, match=r"target\.token_env: 'hf_abc def' is not an environment variable name"):
+        registry.from_env("hf_abc def", "target.token_env")
+    with pytest.raises(ConfigError, match=r"^target\.token_env: name the environment variable"):
+        registry.from_env("", "target.token_env")
+    assert registry.from_env(None, required=False) is None
+    assert registry.from_env("NOT_SET_TOKEN_X", required=False) is None
+    assert registry.registered() == frozenset()
+
+
+def test_scrub_tree_leaves_binary_files_and_clean_files(registry, tmp_path):
+    registry.register(SECRET)
+    (tmp_path / "clean.txt").write_text("nothing here")
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01" + SECRET.encode())
+    (tmp_path / ".hidden").write_text(SECRET)
+    (tmp_path / "big.txt").write_text(SECRET + "x" * 100)
+    changed, binary = registry.scrub_tree(tmp_path, max_bytes=50)
+    assert changed == [tmp_path / ".hidden"] and binary == [tmp_path / "blob.bin"]
+    assert (tmp_path / ".hidden").read_text() == "***" and SECRET in (tmp_path / "big.txt").read_text()
+    assert (tmp_path / "blob.bin").read_bytes().endswith(SECRET.encode())
+    assert not list(tmp_path.glob(".*.scrub"))
+
+
+def test_nothing_registered_changes_nothing(registry, tmp_path):
+    (tmp_path / "a.txt").write_text(SECRET)
+    assert registry.scrub(SECRET) == SECRET and registry.scrub_obj({SECRET: SECRET}) == {SECRET: SECRET}
+    assert registry.scrub_tree(tmp_path) == ([], [])
 
 
 def test_short_values_are_not_registered(registry):
