@@ -65,7 +65,7 @@ MUTATE ?= audit_core.seeding* audit_core.secrets* audit_core.metrics*
 MUTATE_BUDGET ?= 1500
 mutate: setup
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e '.[mutate]' 2>&1 | $(QUIET)
-	$(BIN)/python benchmarks/mutate.py --budget $(MUTATE_BUDGET) --modules $(MUTATE)
+	$(BIN)/python benchmarks/mutate.py --budget $(MUTATE_BUDGET) --modules $(foreach m,$(MUTATE),'$(m)')
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache mutants

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +30,12 @@ def main() -> int:
     ap.add_argument("--modules", nargs="+", default=DEFAULT, help="mutmut name globs (default: %(default)s)")
     ap.add_argument("--budget", type=float, default=1500, help="wall-clock seconds for the run (default: %(default)s)")
     ap.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "mutation.txt")
+    ap.add_argument("--incremental", action="store_true",
+                    help="keep mutmut's earlier results (mutants/); by default a fresh run, since mutmut does not "
+                         "re-check a mutant when only the tests changed")
     args = ap.parse_args()
+    if not args.incremental:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)  # mutmut's own work folder, recreated by the run
 
     start = time.monotonic()
     try:

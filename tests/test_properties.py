@@ -113,10 +113,14 @@ def test_randn_dtype_device_and_default_dtype():
     torch.testing.assert_close(ref[0], torch.randn((2, 2), generator=g, dtype=torch.float32), rtol=0, atol=0)
     assert seeding.randn((2, 2), [5, 6], dtype=torch.float64).dtype == torch.float64
     assert seeding.randn((2, 2), [5, 6], device="meta").device.type == "meta"
+    # 64 values: torch draws fewer than 16 through a double path whatever the dtype, more through
+    # a dtype-specific one, so only a larger shape tells a float32 draw from a float64 one
+    big = seeding.randn((1, 8, 8), [5, 6])
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         torch.testing.assert_close(seeding.randn((2, 2), [5, 6]), ref, rtol=0, atol=0)
+        torch.testing.assert_close(seeding.randn((1, 8, 8), [5, 6]), big, rtol=0, atol=0)
     finally:
         torch.set_default_dtype(old)
 
@@ -419,6 +423,34 @@ def test_scrub_tree_leaves_binary_files_and_clean_files(registry, tmp_path):
     assert (tmp_path / ".hidden").read_text() == "***" and SECRET in (tmp_path / "big.txt").read_text()
     assert (tmp_path / "blob.bin").read_bytes().endswith(SECRET.encode())
     assert not list(tmp_path.glob(".*.scrub"))
+
+
+def test_scrub_edges(registry, tmp_path):
+    """Non-strings pass through; a secret inside a longer one is masked after it, whatever their
+    alphabetical order; a file of exactly ``max_bytes`` is scrubbed; a file that is not UTF-8 is
+    left whole (reported as binary); a symlink is never followed nor replaced."""
+    registry.register("tokn")
+    registry.register("my-tokn-long")
+    assert registry.scrub(None) is None and registry.scrub(3) == 3
+    assert registry.scrub("a my-tokn-long b tokn") == "a *** b ***"
+    assert registry.scrub_obj({1: "tokn", "k": ("tokn", None)}) == {1: "***", "k": ["***", None]}
+    (tmp_path / "run").mkdir()
+    exact = tmp_path / "run" / "exact.txt"
+    exact.write_text("tokn" + "x" * 6)
+    bad = tmp_path / "run" / "latin1.txt"
+    bad.write_bytes(b"\xff\xfe tokn")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("tokn")
+    (tmp_path / "run" / "link.txt").symlink_to(outside)
+    changed, binary = registry.scrub_tree(tmp_path / "run", max_bytes=10)
+    assert changed == [exact] and binary == [bad]
+    assert exact.read_text() == "***xxxxxx" and bad.read_bytes() == b"\xff\xfe tokn"
+    assert (tmp_path / "run" / "link.txt").is_symlink() and outside.read_text() == "tokn"
+
+
+def test_from_env_default_key_in_the_message(registry):
+    with pytest.raises(ConfigError, match=r"^token_env: name the environment variable"):
+        registry.from_env(None)
 
 
 def test_nothing_registered_changes_nothing(registry, tmp_path):
