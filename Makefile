@@ -33,7 +33,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS)
 	@echo "Installing torch 2.13.0 (CPU), then audit-core and $(words $(PLUGINS)) plugins (editable) ..."
 	@$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET)
-	@$(BIN)/pip install -q -e '.[test,serve]' $(foreach p,$(PLUGINS),-e $(dir $(p))) 2>&1 | $(QUIET)
+	@$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p))) 2>&1 | $(QUIET)
 	@touch $(STAMP)
 	@$(BIN)/python -c "import importlib.metadata as m, sys; \
 	d = sorted({x.metadata['Name'] for x in m.distributions() if x.metadata['Name'].startswith('audit-')}); \

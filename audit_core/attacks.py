@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel
 
-from . import seeding
+from . import ddim, seeding
 from .params import PluginParams
 from .errors import ConfigError
 from .targets import ACCESS_NAMES, Target
@@ -52,17 +52,24 @@ class Batch:
         """One seed per image for the given draw index (draw 0, 1, 2, ... are independent)."""
         return [seeding.derive_seed(self.run_seed, self.seed_key, i, draw) for i in self.ids]
 
-    def seed_matrix(self, n: int, first_draw: int = 0) -> list[int]:
-        """Seeds for n draws of every image, image-major: rows i*n ... i*n+n-1 belong to image i.
-        The first m of n draws equal the seeds of an m-draw run (sweeps share queries)."""
+    def seed_grid(self, n: int, first_draw: int = 0) -> list[list[int]]:
+        """Seeds for n draws of every image, ``[B][n]``: ``seed_grid(n)[i][d]`` is draw
+        ``first_draw + d`` of image i. What ``target.variation(x, t, k, seeds[B][n])`` takes; the
+        first m of n draws equal the seeds of an m-draw run (sweeps share queries)."""
         return [
-            seeding.derive_seed(self.run_seed, self.seed_key, i, first_draw + d)
+            [seeding.derive_seed(self.run_seed, self.seed_key, i, first_draw + d) for d in range(n)]
             for i in self.ids
-            for d in range(n)
         ]
 
+    def seed_matrix(self, n: int, first_draw: int = 0) -> list[int]:
+        """:meth:`seed_grid` flattened image-major: rows i*n ... i*n+n-1 belong to image i (for
+        per-row noise such as ``seeding.randn(shape, batch.seed_matrix(n))``)."""
+        return [s for row in self.seed_grid(n, first_draw) for s in row]
+
     def repeat(self, n: int) -> tuple[torch.Tensor, list[str | None]]:
-        """Images and captions repeated image-major n times (matching :meth:`seed_matrix`)."""
+        """Images and captions repeated image-major n times (matching :meth:`seed_matrix`; for
+        per-row work such as grey-box noise. ``target.variation`` takes the images once and
+        ``seed_grid(n)`` instead)."""
         return self.images.repeat_interleave(n, dim=0), self.repeat_captions(n)
 
     def repeat_captions(self, n: int) -> list[str | None]:
@@ -118,16 +125,22 @@ class Attack:
         return {}
 
     # helpers for subclasses -----------------------------------------------------------------
+    def check_tk(self, t: int, k: int | None = None, t_label: str = "t", k_label: str = "k") -> None:
+        """``0 < t < T`` (T read from the target) and, when given, ``k`` positive and dividing t:
+        ``ddim.tk_problem``, the project's one t/k rule, as a ConfigError naming the attack."""
+        problem = ddim.tk_problem(t, k, self.target.num_train_timesteps, t_label, k_label)
+        if problem:
+            raise ConfigError(f"attack {self.context.name!r}: {problem}")
+
     def check_t(self, t: int, label: str = "t") -> None:
-        T = self.target.num_train_timesteps
-        if not 0 < t < T:
-            raise ConfigError(f"attack {self.context.name!r}: {label}={t} must satisfy 0 < {label} < T={T}")
+        """``0 < t < T`` (:meth:`check_tk` without k)."""
+        self.check_tk(t, None, label)
 
     def check_divides(self, t: int, k: int, t_label: str = "t", k_label: str = "k") -> None:
-        if k <= 0 or t % k != 0:
-            raise ConfigError(
-                f"attack {self.context.name!r}: {k_label}={k} must be positive and divide {t_label}={t}"
-            )
+        """``k`` positive and dividing ``t`` (``t`` itself is checked by :meth:`check_t`)."""
+        problem = ddim.tk_problem(t, k, None, t_label, k_label)
+        if problem:
+            raise ConfigError(f"attack {self.context.name!r}: {problem}")
 
     def distance(self, name: str):
         try:

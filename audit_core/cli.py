@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, reference
 from .errors import AuditError, Interrupted, PluginFailure
 
 from .console import err as err_console
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="The shared query cache of variation outputs.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+reference.register(app)  # audit reference build
 
 
 def _version_callback(value: bool) -> None:
@@ -59,7 +60,8 @@ def run(
         list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
     ] = [],  # noqa: B006
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>).")
+        Optional[Path],
+        typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>; run.name defaults to the config file's name)."),
     ] = None,
     resume: Annotated[
         Optional[bool],
@@ -70,13 +72,16 @@ def run(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="With --resume: discard results of a changed config.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a finished run of a different config in the run directory (with --resume: discard its results).")
+    ] = False,
 ) -> None:
     """Run the audit described by CONFIG and write a run directory."""
     from .config import load_config
+    from .defaults import with_defaults
     from .runner import Runner
 
-    runner = Runner(load_config(config, set_), output=output, resume=resume, force=force, console=err_console)
+    runner = Runner(with_defaults(load_config(config, set_)), output=output, resume=resume, force=force, console=err_console)
     _execute(runner, ["audit", "run", str(config)], set_)
 
 
@@ -100,10 +105,11 @@ def sweep(
     """Run a parameter sweep (ablation): only the attacks named in --param, one entry per value,
     sharing queries between points (an n-sweep costs what its largest n costs)."""
     from .config import load_config
+    from .defaults import with_defaults
     from .runner import Runner
     from .sweeps import apply_sweep_options, default_output
 
-    loaded = apply_sweep_options(load_config(config, set_), param)
+    loaded = apply_sweep_options(with_defaults(load_config(config, set_)), param)
     runner = Runner(loaded, output=output or default_output(loaded), resume=resume, console=err_console)
     _execute(runner, ["audit", "sweep", str(config), *(a for p in param for a in ("--param", p))], set_)
 
@@ -175,45 +181,31 @@ def plugins_cmd(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
-    """Re-render the reports of a finished run without running attacks."""
-    from .reporting import RunView, render_reports, reporters_from_config
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    reporter: Annotated[
+        list[str],
+        typer.Option("--reporter", "-r", metavar="NAME", help="Render this reporter (repeatable), e.g. html-report; default: the run's own."),
+    ] = [],  # noqa: B006
+) -> None:
+    """Re-render the reports of a finished run without running attacks, or add a reporter."""
+    from .reporting import RunView, build_reporter, render_reports, reporters_from_config
+    from .rundir import Manifest
 
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
     view = RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
-    paths = render_reports(view, reporters_from_config(run_dir))
-    if not paths:
-        console.print(f"{run_dir}: the run's config names no reporters")
+    reps = [build_reporter(name) for name in reporter] if reporter else reporters_from_config(run_dir)
+    paths = render_reports(view, reps)
+    if paths:
+        Manifest.load(run_dir).add(*paths)  # the run's files: scrubbed and cleared with it
+    elif not reporter:
+        console.print(
+            f"{run_dir}: the run's config names no reporters; add one with "
+            f"`audit report {run_dir} --reporter html-report`", soft_wrap=True, highlight=False, markup=False,
+        )
     for p in paths:
         console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
-
-
-@app.command()
-def serve(
-    target: Annotated[str, typer.Option("--target", help="A registered target plugin, e.g. ddim.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="The target's model (its `model` param), e.g. builtin:digits-ddpm.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; the bound one is printed).")] = 8000,
-    token_env: Annotated[
-        Optional[str], typer.Option("--token-env", help="Name of the environment variable holding the bearer token every request must present.")
-    ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per request.")] = 64,
-    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Most variations per image per request.")] = 64,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=1 / 1024, help="Largest request body, in MiB.")] = 64.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting for the model before 503.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
-    param: Annotated[
-        list[str], typer.Option("--param", metavar="KEY=VALUE", help="Another target param (repeatable).")
-    ] = [],  # noqa: B006
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
-) -> None:
-    """Expose a target's variation API over HTTP (protocol: docs/http-protocol.md)."""
-    from .serve import Limits, parse_params
-    from .serve import serve as run_server
-
-    limits = Limits(max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue)
-    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log)
 
 
 _CacheDir = Annotated[
@@ -235,12 +227,25 @@ def _cache_at(directory: Optional[Path], config: Optional[Path]):
 @cache_app.command("info")
 def cache_info(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
     """Show where the query cache is and how big it is."""
-    info = _cache_at(directory, config).info()
+    cache = _cache_at(directory, config)
+    info = cache.info()
     console.print(
         f"{info['dir']}: {info['entries']} entries, {_size(info['bytes'])}"
         + (f" (cap {_size(info['max_bytes'])})" if config is not None and info["max_bytes"] else ""),
         highlight=False, soft_wrap=True,  # a path is never broken over lines
     )
+    if info["legacy_entries"]:
+        console.print(
+            f"{info['legacy_entries']} entries ({_size(info['legacy_bytes'])}) from an earlier version have no "
+            f"checksum and are not used; `audit cache clear --legacy` removes them",
+            highlight=False, soft_wrap=True,
+        )
+    foreign = cache.foreign_example() if not info["marker"] else None
+    if foreign is not None:
+        console.print(
+            f"note: {info['dir']} is not an audit query cache (no marker; it holds other files such as {foreign})",
+            highlight=False, soft_wrap=True,
+        )
 
 
 def _size(n: float) -> str:
@@ -252,10 +257,16 @@ def _size(n: float) -> str:
 
 
 @cache_app.command("clear")
-def cache_clear(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
-    """Delete every cached variation."""
+def cache_clear(
+    directory: _CacheDir = None,
+    config: _CacheConfig = None,
+    legacy: Annotated[
+        bool, typer.Option("--legacy", help="Also delete the unverifiable <key>.npy entries an earlier version wrote.")
+    ] = False,
+) -> None:
+    """Delete every cached variation (only the cache's own entries: nothing else in the folder)."""
     cache = _cache_at(directory, config)
-    n = cache.clear()
+    n = cache.clear(legacy=legacy)
     console.print(f"removed {n} cached entries from {cache.dir}", highlight=False, soft_wrap=True)
 
 

@@ -4,7 +4,7 @@ A source in ``data:`` is one of
 - ``builtin:NAME/SUBSET``: a dataset registered through the ``register_datasets`` hook;
 - a folder of images (searched recursively, sorted, ids = relative paths);
 - a CSV or JSONL manifest with a ``path`` column (relative to the manifest) and optional
-  ``caption`` and ``id`` columns.
+  ``caption`` and ``id`` columns; other columns (e.g. ``class``) are kept in ``ImageRecord.extra``.
 
 Every file is checked before anything is written (readable, non-empty, a decodable image, within
 the pixel limit, no symlink loop). Bad files are all listed in one error, or skipped and recorded
@@ -83,29 +83,116 @@ def _walk_images(folder: Path, follow_symlinks: bool) -> list[Path]:
     return out
 
 
-def _read_manifest(path: Path) -> list[dict]:
-    rows: list[dict] = []
+#: manifests are read whole; a bigger one is refused (a manifest of a million images is ~100 MB)
+MAX_MANIFEST_BYTES = 512 << 20
+#: a CSV field longer than this is refused (the csv module's own default limit)
+MAX_FIELD_CHARS = 131_072
+#: JSONL rows nested deeper than this are refused before parsing (a row is a flat object)
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth_exceeds(line: str, limit: int) -> bool:
+    """Whether brackets nest deeper than ``limit`` (strings skipped): checked before
+    ``json.loads`` so a row of 100 000 ``[`` is refused without recursion."""
+    depth, in_str, esc = 0, False, False
+    for ch in line:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _manifest_text(path: Path) -> str:
+    """The manifest's text (a UTF-8 BOM is dropped); refuses NUL bytes naming the line."""
     try:
-        if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                if reader.fieldnames is None or "path" not in reader.fieldnames:
-                    raise DataError(f"manifest {path}: needs a header with a `path` column (and optional `caption`)")
-                rows = [dict(r) for r in reader]
-        else:
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"manifest {path}, line {n}: not valid JSON ({exc.msg})") from None
-                    if not isinstance(row, dict) or "path" not in row:
-                        raise DataError(f"manifest {path}, line {n}: each line needs an object with a `path`")
-                    rows.append(row)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"manifest {path} cannot be read: {exc}") from None
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise DataError(f"manifest {path} is {size} bytes; manifests over {MAX_MANIFEST_BYTES} bytes are refused")
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"manifest {path} cannot be read: {exc.strerror or exc}") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise DataError(f"manifest {path}, line {line}: contains a NUL byte (a binary file, or a damaged one?)")
+    return text
+
+
+def _row_field(path: Path, n: int, row: dict, key: str, required: bool = False) -> str | None:
+    """``row[key]`` as text (numbers accepted for ids and captions); DataError naming the line otherwise."""
+    v = row.get(key)
+    if v is None or v == "":
+        if required:
+            raise DataError(f"manifest {path}, line {n}: the `{key}` is empty")
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)) or (key == "path" and not isinstance(v, str)):
+        raise DataError(f"manifest {path}, line {n}: `{key}` must be text, not {type(v).__name__}")
+    return str(v)
+
+
+def _extra(row: dict) -> dict[str, str]:
+    """The row's other columns (metadata kept on the record), as text."""
+    return {str(k): str(v) for k, v in row.items() if k not in ("path", "id", "caption") and v not in (None, "")}
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    """Rows ``{"path", "caption", "id", "line"}`` of a CSV or JSONL manifest, bounded and checked:
+    a UTF-8 BOM is accepted; NUL bytes, fields over ``MAX_FIELD_CHARS`` characters, rows nested
+    deeper than ``MAX_JSON_DEPTH`` and non-text values are DataErrors naming the line."""
+    text = _manifest_text(path)
+    rows: list[dict] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            header = reader.fieldnames
+            if header is None or "path" not in [h.strip() for h in header]:
+                raise DataError(f"manifest {path}: needs a header with a `path` column (and optional `caption`)")
+            reader.fieldnames = [h.strip() for h in header]
+            for r in reader:
+                n = reader.line_num
+                if None in r:
+                    raise DataError(f"manifest {path}, line {n}: more fields than the header has columns")
+                for k, v in r.items():
+                    if v is not None and len(v) > MAX_FIELD_CHARS:
+                        raise DataError(f"manifest {path}, line {n}: field `{k}` is {len(v)} characters (limit {MAX_FIELD_CHARS})")
+                rows.append({"path": _row_field(path, n, r, "path", True), "caption": _row_field(path, n, r, "caption"),
+                             "id": _row_field(path, n, r, "id"), "line": n, "extra": _extra(r)})
+        except csv.Error as exc:
+            # line_num counts the lines read before the one that failed
+            raise DataError(f"manifest {path}, line {reader.line_num + 1}: not valid CSV ({exc})") from None
+        return rows
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a JSON string
+        if not line.strip():
+            continue
+        if len(line) > MAX_FIELD_CHARS * 4:
+            raise DataError(f"manifest {path}, line {n}: {len(line)} characters (limit {MAX_FIELD_CHARS * 4})")
+        if _json_depth_exceeds(line, MAX_JSON_DEPTH):
+            raise DataError(f"manifest {path}, line {n}: nested deeper than {MAX_JSON_DEPTH} levels (each line is one flat object)")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"manifest {path}, line {n}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DataError(f"manifest {path}, line {n}: nested too deeply") from None
+        if not isinstance(row, dict) or "path" not in row:
+            raise DataError(f"manifest {path}, line {n}: each line needs an object with a `path`")
+        rows.append({"path": _row_field(path, n, row, "path", True), "caption": _row_field(path, n, row, "caption"),
+                     "id": _row_field(path, n, row, "id"), "line": n, "extra": _extra(row)})
     return rows
 
 
@@ -134,16 +221,15 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
     if path.suffix.lower() in MANIFEST_EXTS:
         records = []
         ids: set[str] = set()
-        for i, row in enumerate(_read_manifest(path)):
-            img = Path(str(row["path"])).expanduser()
+        for row in _read_manifest(path):
+            img = Path(row["path"]).expanduser()
             if not img.is_absolute():
                 img = path.parent / img
-            rid = f"{group}/{row.get('id') or row['path']}"
+            rid = f"{group}/{row['id'] or row['path']}"
             if rid in ids:
-                raise DataError(f"manifest {path}: row {i + 1} repeats the image id {rid!r}")
+                raise DataError(f"manifest {path}, line {row['line']}: repeats the image id {rid!r}")
             ids.add(rid)
-            caption = row.get("caption")
-            records.append(ImageRecord(id=rid, path=str(img), caption=None if caption in (None, "") else str(caption), group=group))
+            records.append(ImageRecord(id=rid, path=str(img), caption=row["caption"], group=group, extra=row["extra"]))
         return records
     raise DataError(f"data.{group}: {path} is neither a folder nor a .csv/.jsonl manifest")
 
@@ -155,6 +241,8 @@ def check_file(path: str, max_pixels: int) -> str | None:
     empty, its header is an image format Pillow knows, its size is within ``max_pixels`` (read
     from the header, before any pixel is decoded: decompression bombs are refused cheaply), and it
     decodes completely (truncated or corrupt files are caught here, not in the middle of a run)."""
+    if "\x00" in str(path):
+        return "the path contains a NUL byte"
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -177,6 +265,9 @@ def check_file(path: str, max_pixels: int) -> str | None:
                 im.verify()  # checksums and structure, without decoding
             with Image.open(path) as im:
                 im.load()  # a full decode: truncated data fails here
+                to_8bit(im, fmt=im.format)  # a mode that cannot be converted is refused here, not mid-run
+    except DataError as exc:
+        return str(exc)
     except UnidentifiedImageError:
         return "not an image"
     except Image.DecompressionBombError:
@@ -265,7 +356,62 @@ def load_records(cfg_data, base_dir: Path, datasets: dict) -> LoadedData:
 # --- pixels --------------------------------------------------------------------------------------
 
 
+#: modes Pillow itself converts correctly to "L" and "RGB" (8 bits per channel)
+DIRECT_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "PA", "CMYK", "YCbCr", "HSV"})
+#: 16-bit greyscale (PNG, TIFF): scaled to 8 bits (65535 -> 255), never clipped
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+CONVERTED = "audit.converted"  # an image's info flag: its mode or orientation was changed on opening
+
+
+def to_8bit(img: Image.Image, fmt: str | None = None) -> tuple[Image.Image, bool]:
+    """``img`` in a mode that Pillow converts correctly to "L"/"RGB", and whether it was changed.
+
+    Pillow's own conversion of the other modes is wrong for an audit: it clips 16-bit and float
+    pixels to 0..255 (a 16-bit PNG becomes all white, a [0, 1] float TIFF all black) and cannot
+    turn LAB into greyscale. So: 16-bit greyscale (``I;16*``, and ``I`` from a PNG, ``fmt``) is
+    scaled by 255/65535; float (``F``) with every value in [0, 1] is scaled by 255; LAB becomes
+    RGB (CIE L*a*b* to sRGB). Anything else (32-bit integers, floats outside [0, 1] or not
+    finite, other modes) raises DataError naming the mode: it is refused, never guessed."""
+    mode = img.mode
+    if mode in DIRECT_MODES:
+        return img, False
+    if mode == "LAB":
+        return img.convert("RGB"), True
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and fmt == "PNG"):
+        arr = np.asarray(img).astype(np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DataError(f"16-bit image (mode {mode}) with values outside 0..65535")
+        return Image.fromarray(np.round(arr * (255 / 65535)).astype(np.uint8), "L"), True
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise DataError("float image (mode F) with NaN or infinite values")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"float image (mode F) with values in [{lo:g}, {hi:g}]: only [0, 1] is understood "
+                f"(scale it to [0, 1], or save it as 8- or 16-bit)"
+            )
+        return Image.fromarray(np.round(arr * 255).astype(np.uint8), "L"), True
+    if mode == "I":
+        raise DataError("32-bit integer image (mode I): its value range is not defined (save it as 8- or 16-bit)")
+    raise DataError(f"unsupported image mode {mode!r} (save it as 8- or 16-bit greyscale, or RGB)")
+
+
+def orient(img: Image.Image) -> tuple[Image.Image, bool]:
+    """``img`` turned upright by its EXIF orientation tag (any mode: greyscale JPEGs too), and
+    whether it was turned. The result carries no orientation tag, so a second call is a no-op."""
+    try:
+        tag = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: there is no orientation to apply
+        return img, False
+    if tag in (None, 1):
+        return img, False
+    return ImageOps.exif_transpose(img), True
+
+
 def open_image(record: ImageRecord) -> Image.Image:
+    """A record's image, upright (EXIF) and in a mode Pillow converts correctly (see ``to_8bit``)."""
     if record.array is not None:
         arr = np.asarray(record.array)
         if arr.dtype != np.uint8:
@@ -274,21 +420,33 @@ def open_image(record: ImageRecord) -> Image.Image:
     try:
         with Image.open(record.path) as im:
             im.load()
-            return im.copy()
+            fmt = im.format
+            img, turned = orient(im)
+            img = img.copy() if img is im else img
     except Exception as exc:
         raise DataError(f"image {record.path} cannot be decoded: {exc}") from None
+    try:
+        img, converted = to_8bit(img, fmt)
+    except DataError as exc:
+        raise DataError(f"image {record.path}: {exc}") from None
+    if turned or converted:
+        img.info[CONVERTED] = True
+    return img
 
 
 def to_tensor(img: Image.Image, channels: int, size: int, center_crop: bool = True) -> tuple[torch.Tensor, bool]:
     """PIL image -> ``[C, size, size]`` float in [-1, 1]; also whether it was resized or converted.
 
-    Channels: 1 -> grayscale ("L"), 3 -> RGB, others -> repeated/truncated grayscale.
-    Size: resize the shorter side to ``size`` (bicubic) then centre crop (or a plain resize)."""
-    changed = False
+    Orientation: the EXIF tag is applied (every mode). Modes: see ``to_8bit`` (16-bit and float
+    scaled, LAB via RGB, others refused). Channels: 1 -> grayscale ("L"), 3 -> RGB, others ->
+    repeated grayscale. Size: resize the shorter side to ``size`` (bicubic) then centre crop (or
+    a plain resize)."""
+    changed = bool(img.info.get(CONVERTED))
+    img, turned = orient(img)
+    img, converted = to_8bit(img)
+    changed = changed or turned or converted
     want_mode = "L" if channels == 1 else "RGB"
     if img.mode != want_mode:
-        changed = changed or not (img.mode in ("L", "RGB") and want_mode == img.mode)
-        img = ImageOps.exif_transpose(img) if hasattr(img, "getexif") else img
         img = img.convert(want_mode)
         changed = True
     if img.size != (size, size):
@@ -358,3 +516,20 @@ class ImageLoader:
                     self._bytes += t.nbytes
             out.append(t)
         return torch.stack(out)
+
+
+def content_hash(record: ImageRecord) -> str:
+    """sha256 of an image's content (its file's bytes, or its array's shape, dtype and bytes):
+    a resumed run rescores an image whose content changed since it was scored."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if record.array is not None:
+        a = np.ascontiguousarray(record.array)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    else:
+        with open(record.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -8,6 +8,7 @@ abar = 1.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -64,9 +65,40 @@ def invert(eps_fn: EpsFn, x0: torch.Tensor, t: int, k: int, alphas_cumprod: torc
     return x
 
 
+def tk_problem(
+    t: int, k: int | None = None, T: int | None = None, t_label: str = "t", k_label: str = "k"
+) -> str | None:
+    """Why a noising step ``t`` and DDIM interval ``k`` cannot be used, or None when they can.
+
+    The one t/k rule of the project (attacks' ``check``, ``Target.variation``, the HTTP server and
+    ``denoise``/``invert`` all call it): ``t`` is an integer with ``0 < t < T`` (with T unknown:
+    ``t >= 0``); ``k`` (when given) is a positive integer dividing ``t``, so that DDIM takes t/k
+    steps. The labels name the params in the message (e.g. ``t_sec``, ``steps``)."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        return f"{t_label}={t!r} must be an integer"
+    if T is not None and not 0 < t < T:
+        return f"{t_label}={t} must satisfy 0 < {t_label} < T={T}"
+    if t < 0:
+        return f"{t_label}={t} must not be negative"
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        return f"{k_label}={k!r} must be an integer"
+    if k <= 0 or t % k != 0:
+        return f"{k_label}={k} must be positive and divide {t_label}={t}"
+    return None
+
+
+def check_tk(t: int, k: int | None = None, T: int | None = None, t_label: str = "t", k_label: str = "k") -> None:
+    """:func:`tk_problem` as a ``ValueError``."""
+    problem = tk_problem(t, k, T, t_label, k_label)
+    if problem:
+        raise ValueError(problem)
+
+
 def check_interval(t: int, k: int) -> None:
-    if k <= 0 or t < 0 or t % k != 0:
-        raise ValueError(f"the interval k={k} must be positive and divide t={t}")
+    """``k`` positive and dividing ``t >= 0`` (:func:`check_tk` without T)."""
+    check_tk(t, k)
 
 
 def variation(

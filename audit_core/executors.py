@@ -7,17 +7,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from . import guard
-from .attacks import Attack, AttackContext, AttackOutput, Batch
 from .errors import PluginFailure
 from .guard import PASS_THROUGH
+
+if TYPE_CHECKING:  # numpy, torch and the attack interface load with the first batch, not the CLI
+    import numpy as np
+    import torch
+
+    from .attacks import Attack, AttackOutput, Batch
 
 MAP_SIZE = 64  # residual maps and reconstructions are kept at most this size (gallery, scorer)
 
@@ -72,14 +74,23 @@ class BatchResult:
 def shrink(x: torch.Tensor | None) -> np.ndarray | None:
     if x is None:
         return None
+    import numpy as np
+
     x = x.detach().float().cpu()
     if x.shape[-1] > MAP_SIZE or x.shape[-2] > MAP_SIZE:
+        import torch.nn.functional as F
+
         x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], MAP_SIZE), min(x.shape[-1], MAP_SIZE)))
     return x.numpy().astype(np.float16)
 
 
 def execute_batch(target, attack: Attack, batch: WorkBatch, run_seed: int, seed_key: str, keep_maps: bool = True) -> BatchResult:
     """Score one batch and measure its NFEs and queries per image from the target's counters."""
+    import numpy as np
+    import torch
+
+    from .attacks import Batch
+
     b = Batch(
         images=batch.images.to(target.device),
         ids=list(batch.ids),
@@ -132,6 +143,11 @@ def checked_scores(attack: Attack, out: Any, batch: Batch) -> np.ndarray:
     """The scores of ``out`` as float64 ``[B]``, or a PluginFailure saying what is wrong with
     what ``attack.score`` returned: not an AttackOutput, not one finite score per image, or maps
     of the wrong shape."""
+    import numpy as np
+    import torch
+
+    from .attacks import AttackOutput
+
     n = len(batch)
     if not isinstance(out, AttackOutput):
         kind = f"a {type(out).__module__}.{type(out).__qualname__}".replace("a torch.Tensor", "a bare torch.Tensor")
@@ -213,6 +229,7 @@ class Executor:
 def build_local(job: Job):
     """Rebuild (target, attack) from a Job, e.g. inside a remote worker."""
     from . import plugins
+    from .attacks import AttackContext
     from .cache import QueryCache
     from .targets import TargetContext
 

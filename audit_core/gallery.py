@@ -38,6 +38,12 @@ def save_png(path: Path, chw: np.ndarray, run_dir: Path, residual: bool = False)
     return path.relative_to(run_dir).as_posix()
 
 
+def gallery_paths(run_dir: Path, attack: str) -> list[Path]:
+    """Every file :func:`write_gallery` may write for ``attack`` (listed in the run's manifest first)."""
+    folder = run_dir / "artifacts" / safe_name(attack)
+    return [folder / f"{rank:02d}_{kind}.png" for rank in range(2 * GALLERY_SIZE) for kind in ("original", "reconstruction", "residual")]
+
+
 def write_gallery(
     run_dir: Path,
     attack: str,

@@ -78,3 +78,12 @@ def register_commands(cli):
 
     ``cli`` is the root ``typer.Typer`` app: add a command with ``@cli.command()`` or a group with
     ``cli.add_typer(sub_app, name=...)``."""
+
+
+@hookspec
+def register_generators(register):
+    """Register text-to-image generators for ``audit reference build`` (caption-matched reference
+    sets made by a model that is *not* the audited one).
+
+    Call ``register(GeneratorClass)`` for each subclass of ``audit_core.generators.Generator``;
+    ``name`` is what ``--generator`` selects and ``Params`` validates its ``--param KEY=VALUE``."""

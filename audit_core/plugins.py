@@ -33,7 +33,7 @@ from .errors import Interrupted, PluginError
 
 GROUP = "audit"
 #: what ``register_<kind>`` registers, in the order ``audit plugins`` lists them
-KINDS = ("attacks", "targets", "distances", "reporters", "executors", "datasets")
+KINDS = ("attacks", "targets", "distances", "reporters", "executors", "datasets", "generators")
 SINGULAR = {k: k[:-1] for k in KINDS}
 
 DEFAULT_PLUGINS = (
@@ -251,7 +251,7 @@ def _collect(kind: str) -> Registry:
 
 def registry(what: str) -> dict[str, Any]:
     """``registry("attacks")`` -> {name: class}. ``what`` is targets, attacks, distances,
-    reporters, executors or datasets. Names registered twice are left out (see
+    reporters, executors, datasets or generators. Names registered twice are left out (see
     :func:`clashes`)."""
     return {name: value for name, (value, _) in _collect(what).found.items()}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,3 +24,5 @@ class ImageRecord:
     caption: str | None = None
     label: int | None = None  # 1 = member / suspect, 0 = non-member / reference
     group: str = ""  # members | nonmembers | suspects | reference
+    #: a manifest's other non-empty columns (e.g. ``class``), as strings; see ``Target.condition``
+    extra: dict[str, str] = field(default_factory=dict)

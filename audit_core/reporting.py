@@ -68,22 +68,47 @@ class RunView:
 
 # --------------------------------------------------------------------------------- finding and rendering
 def reporters_from_config(run_dir: Path) -> list[Reporter]:
-    """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``)."""
+    """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``); a
+    missing or damaged file is a DataError in one line."""
     import yaml
 
-    from . import plugins
     from .config import ReportCfg
-    from .runner import lookup_plugin
 
     p = Path(run_dir) / "config.resolved.yaml"
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    hint = f"name the reporters instead: audit report {run_dir} --reporter html-report"
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {p} ({exc.strerror or exc}), so the run's reporters are unknown; {hint}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{p} is not valid YAML{where}; {hint}") from None
+    items = (raw or {}).get("reports") if isinstance(raw or {}, dict) else None
+    if not isinstance(items or [], list):
+        raise DataError(f"{p}: `reports` is not a list; {hint}")
     reps = []
-    for i, item in enumerate(raw.get("reports", []) or []):
-        rc = ReportCfg.model_validate(item)
-        rcls = lookup_plugin("reporters", rc.plugin, ("reports", i, "plugin"), str(p))
-        params = plugins.validate(rcls, rc.params, at=("reports", i, "params"), label=str(p))
-        reps.append(plugins.construct(rcls, params))
+    for i, item in enumerate(items or []):
+        try:
+            rc = ReportCfg.model_validate(item)
+        except ValidationError as exc:
+            raise DataError(f"{p}: reports[{i}] is not a reporter entry ({_one_line(exc)}); {hint}") from None
+        reps.append(build_reporter(rc.plugin, rc.params, (f"reports[{i}]", str(p))))
     return reps
+
+
+def build_reporter(name: str, params: dict | None = None, where: tuple[str, str] = ("--reporter", "command line")) -> Reporter:
+    """The reporter plugin ``name`` with validated ``params``; errors name ``where`` (key, place)."""
+    from . import plugins
+    from .runner import lookup_plugin
+
+    key, place = where
+    rcls = lookup_plugin("reporters", name, (key,), place)
+    return plugins.construct(rcls, plugins.validate(rcls, params or {}, at=(key, "params"), label=place))
+
+
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
 
 
 def render_reports(view: RunView, reporters: list[Reporter], console: Any = None) -> list[Path]:

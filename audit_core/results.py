@@ -171,6 +171,23 @@ class SetInference(_Open):
     flagged: Optional[int] = None
 
 
+class ShiftCheck(_Open):
+    """A model-free suspects-vs-reference classifier on image statistics (audit_core.shift)."""
+
+    auc: Optional[float] = Field(description="its stratified cross-validated ROC AUC (None: too few images)")
+    note: str
+
+
+class Reference(_Open):
+    """Copyright mode: where the reference set came from, and how easily it is told apart."""
+
+    generated: bool = Field(description="made by `audit reference build` (or a manifest `generator` column)")
+    generator: Optional[str] = None
+    generated_at: Optional[str] = None
+    warning: Optional[str] = None
+    shift_check: ShiftCheck
+
+
 class Results(_Closed):
     """The whole results.json."""
 
@@ -182,6 +199,7 @@ class Results(_Closed):
     attacks: dict[str, AttackResult]
     sweeps: Optional[dict[str, SweepResult]] = None
     set_inference: Optional[dict[str, SetInference]] = None
+    reference: Optional[Reference] = None
 
 
 # --------------------------------------------------------------------------------- assembly
@@ -291,6 +309,13 @@ def with_set_inference(results: Results, block: dict[str, Any]) -> Results:
     """Add copyright mode's ``set_inference`` block (from :func:`audit_core.inference.set_inference`)."""
     out = results.model_copy(deep=True)
     out.set_inference = {k: SetInference.model_validate(v) for k, v in block.items()}
+    return out
+
+
+def with_reference(results: Results, block: dict[str, Any]) -> Results:
+    """Add copyright mode's ``reference`` block (from :func:`audit_core.shift.reference_block`)."""
+    out = results.model_copy(deep=True)
+    out.reference = Reference.model_validate(block)
     return out
 
 

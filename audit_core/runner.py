@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +20,24 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from . import console as term
-from . import environment, guard, inference, plugins, results, secrets, sweeps
+from . import environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
 from .attacks import Attack, AttackContext, check_access
+from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, dotted, fingerprint
-from .data import ImageLoader, LoadedData, load_records
+from .defaults import with_defaults
+from .data import ImageLoader, LoadedData, content_hash, load_records
 from .errors import ConfigError, Interrupted
 from .executors import Executor, Job, WorkBatch
-from .gallery import save_png, safe_name, write_gallery  # noqa: F401  (save_png, safe_name: old import path)
+from .gallery import gallery_paths, save_png, safe_name, write_gallery  # noqa: F401  (save_png, safe_name: old import path)
 from .records import LABEL_NAMES, ImageRecord
 from .reporting import Reporter, RunView, render_reports, reporters_from_config  # noqa: F401  (old import path)
-from .store import RunLock, RunStore, clear_run_dir, disk_error, resume_policy, scrub_run_dir, write_text
+from .rundir import Manifest, check_run_dir, clear_run_dir, resume_policy, scrub_run_dir
+from .store import LOCK_FILE, STATE_FILE, RunLock, RunStore, disk_error, write_text
 from .targets import Target, TargetContext
 
 
@@ -66,7 +68,7 @@ class Runner:
         force: bool = False,
         console: Console | None = None,
     ):
-        self.loaded = loaded
+        self.loaded = loaded = with_defaults(loaded)
         self.cfg = loaded.cfg
         self.output = output
         self.resume = resume
@@ -89,20 +91,43 @@ class Runner:
             self._lookup("reporters", r.plugin, ("reports", i, "plugin"))
 
     def prepare(self) -> None:
+        """Validate everything, then build the run's objects. Plugin names, every param, the
+        output folder and the data files are checked before the target (which loads the model)
+        is built; nothing is written."""
         cfg, loaded = self.cfg, self.loaded
         secrets.register_config(loaded.raw)  # scrubbed from everything the run writes
-        self._check_names()  # every plugin name, then the data, before any model is loaded
+        self._check_names()  # every plugin name first, then params, output folder and data
         tcls = self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
         tparams = plugins.validate(tcls, cfg.target.options(), loaded, ("target",))
-        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         # list-valued params expand into one entry per grid point (i stays the config index)
         self.sweeps, entries = sweeps.expand(
             cfg.attacks, lambda i, a: self._lookup("attacks", a.plugin, ("attacks", i, "plugin")), loaded
         )
+        for i, acfg in entries:
+            self._precheck_attack(i, acfg, tcls)
+        ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
+        eparams = plugins.validate(ecls, cfg.run.executor.options(), loaded, ("run", "executor"))
+        reporters = []
+        for i, rcfg in enumerate(cfg.reports):
+            rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
+            reporters.append((rcls, plugins.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
+        self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
+        check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
+        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
-        self.target_context = {"device": cfg.run.device, "config_dir": str(loaded.base_dir)}
+        self.target_context = {
+            "device": cfg.run.device,
+            "config_dir": str(loaded.base_dir),
+            "dtype": cfg.run.dtype,
+            "channels_last": cfg.run.channels_last,
+            "compile": cfg.run.compile,
+        }
         self.target: Target = plugins.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
+        self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
+        term.target_ready(self.console, self.target, self.batch_size, batch_why if cfg.run.batch_size == "auto" else None)
+        self.conditions = {r.id: self.target.condition(r) for r in self.data.records}  # checked before any query
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
@@ -111,11 +136,6 @@ class Runner:
             check_access(acls, self.target, acfg.key)
             values = {**acls.defaults_for(self.target), **acfg.params}
             params = plugins.validate(acls, values, loaded, ("attacks", i, "params"))
-            if acfg.scorer == "classifier" and not acls.residual_maps:
-                raise ConfigError(
-                    f"attacks[{i}].scorer ({loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
-                    f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
-                )
             seed_key = acfg.seed_key or acfg.key
             ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
             attack = plugins.construct(acls, params, self.target, ctx)
@@ -124,16 +144,28 @@ class Runner:
             except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
                 raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
-        ecls = self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
-        eparams = plugins.validate(ecls, cfg.run.executor.options(), loaded, ("run", "executor"))
+        preflight.check(loaded, self.data, self.attacks, self.target, self.console)  # sizes, memory, identical sets
         self.executor: Executor = plugins.construct(ecls, eparams)
-        self.reporters: list[Reporter] = []
-        for i, rcfg in enumerate(cfg.reports):
-            rcls = self._lookup("reporters", rcfg.plugin, ("reports", i, "plugin"))
-            self.reporters.append(plugins.construct(rcls, plugins.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
-        self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
+        self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
+
+    def _precheck_attack(self, i: int, acfg: AttackCfg, tcls: type[Target]) -> None:
+        """What can be checked of an attack entry before the target exists: its access needs
+        (a target class declares its capabilities), the scorer, and its params as written
+        (params the target's defaults fill in may be missing here)."""
+        acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
+        check_access(acls, tcls, acfg.key)
+        if acfg.scorer == "classifier" and not acls.residual_maps:
+            raise ConfigError(
+                f"attacks[{i}].scorer ({self.loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
+                f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
+            )
+        try:
+            acls.Params.model_validate(acfg.params)
+        except ValidationError as exc:
+            if any(e["type"] != "missing" for e in exc.errors()):
+                plugins.validate(acls, acfg.params, self.loaded, ("attacks", i, "params"))  # raises, naming the line
 
     def _open_cache(self) -> tuple[Any, str | None]:
         """The query cache (``cache.enabled``), else for a run with sweeps a run-local one so the
@@ -163,13 +195,13 @@ class Runner:
         try:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise disk_error(exc, str(self.run_dir)) from None
-            lock = RunLock(self.run_dir).acquire()
-            guard.set_log_dir(self.run_dir)  # plugin tracebacks go to <run_dir>/audit.log
-            try:
+                self.manifest = Manifest.load(self.run_dir)
+                self.manifest.add(LOCK_FILE)  # listed before it is written, like every file of the run
+                lock = RunLock(self.run_dir).acquire()
                 if self._discard_state:
-                    clear_run_dir(self.run_dir)
+                    clear_run_dir(self.manifest)
+                self.manifest.add("config.resolved.yaml", STATE_FILE, f"{STATE_FILE}-wal", f"{STATE_FILE}-shm", guard.LOG_NAME)
+                guard.set_log_dir(self.run_dir)  # plugin tracebacks go to <run_dir>/audit.log
                 write_text(self.run_dir / "config.resolved.yaml", self.resolved_yaml())
             except OSError as exc:
                 raise disk_error(exc, str(self.run_dir)) from None
@@ -178,6 +210,11 @@ class Runner:
                 store.set_meta("fingerprint", self.fingerprint)
                 if store.get_meta("started") is None:
                     store.set_meta("started", started)
+                changed = store.rescore_changed({r.id: content_hash(r) for r in self.data.records})
+                self.run_notes = [
+                    f"{len(changed)} image(s) changed since they were scored and were scored again "
+                    f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
+                ] if changed else []
                 self._score_all(store)
                 self.finalize(store)
                 store.set_meta("finished", self.results["run"]["finished"])
@@ -187,7 +224,7 @@ class Runner:
                 self.render_reports()
             except OSError as exc:
                 raise disk_error(exc, f"the reports in {self.run_dir}") from None
-            term.scrubbed(self.console, *scrub_run_dir(self.run_dir))
+            term.scrubbed(self.console, *scrub_run_dir(self.manifest))
         finally:
             if lock is not None:
                 lock.release()
@@ -207,16 +244,13 @@ class Runner:
         except ValueError:  # not the main thread
             pass
         try:
-            with term.progress(self.console) as progress:
+            with term.Tracker(self.console) as progress:
                 for pa in sweeps.execution_order(self.attacks, self.sweeps):  # largest n first
                     if self._stop:  # Ctrl-C during the last batch of the previous attack
                         raise Interrupted()
                     done = store.done_ids(pa.name)
                     todo = [r for r in records if r.id not in done]
-                    task = progress.add_task(
-                        escape(pa.name), total=len(records), completed=len(records) - len(todo), nfe=0.0, rate=""
-                    )
-                    t_start, n_done = time.perf_counter(), 0
+                    progress.start(pa.name, len(records), len(records) - len(todo))
                     if not todo:
                         continue
                     for res in self.executor.run(self._job(pa), self._batches(todo)):
@@ -226,9 +260,7 @@ class Runner:
                         store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
                         if res.extras:
                             store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
-                        n_done += len(res.ids)
-                        rate = f"{n_done / max(time.perf_counter() - t_start, 1e-9):6.1f} img/s"
-                        progress.update(task, advance=len(res.ids), nfe=float(np.mean(res.nfe)), rate=rate)
+                        progress.advance(len(res.ids), float(np.mean(res.nfe)))
                         if self._stop:
                             raise Interrupted()
         finally:
@@ -260,10 +292,10 @@ class Runner:
         term.stopping(self.console)
 
     def _batches(self, todo: list[ImageRecord]) -> Iterator[WorkBatch]:
-        bs = self.cfg.run.batch_size
+        bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[r.caption for r in chunk], images=self.images.load(chunk))
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=self.images.load(chunk))
 
     # ------------------------------------------------------------------ results
     def finalize(self, store: RunStore) -> dict[str, Any]:
@@ -271,7 +303,7 @@ class Runner:
         cfg, mode = self.cfg, self.data.mode
         records = self.data.records
         by_id = {r.id: r for r in records}
-        notes = list(self.data.notes)
+        notes = list(self.data.notes) + list(getattr(self, "run_notes", []))
         if self.images.converted:  # counted before the galleries decode anything
             notes.append(
                 f"{len(self.images.converted)} image(s) were converted to {self.target.channels} channel(s) and/or "
@@ -292,6 +324,7 @@ class Runner:
                 np.array([stored[i][0] for i in ids]), labels, pa.cfg.scorer, maps,
                 fraction=cfg.inference.calibration_fraction, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed,
             )
+            self._own(*gallery_paths(self.run_dir, pa.name))
             gallery = write_gallery(
                 self.run_dir, pa.name, ids, final.scores, labels,
                 lambda want, name=pa.name: store.maps(name, want), by_id, self.images.load,
@@ -322,9 +355,11 @@ class Runner:
         if mode == "copyright":
             inf = cfg.inference
             res = results.with_set_inference(res, inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed))
+            res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.cfg.scorer == "classifier" for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:
+            self._own("scores.csv", "results.json")
             write_text(self.run_dir / "scores.csv", results.scores_csv(rows, split_col, mode == "copyright"))
             write_text(self.run_dir / "results.json", results.to_json(out))
         except OSError as exc:
@@ -332,5 +367,13 @@ class Runner:
         self.results = out
         return out
 
+    def _own(self, *paths: str | Path) -> None:
+        """List files in the run's manifest before writing them (nothing to list outside run())."""
+        manifest = getattr(self, "manifest", None)
+        if manifest is not None:
+            manifest.add(*paths)
+
     def render_reports(self) -> list[Path]:
-        return render_reports(RunView(self.run_dir), self.reporters, self.console) if self.reporters else []
+        paths = render_reports(RunView(self.run_dir), self.reporters, self.console) if self.reporters else []
+        self._own(*paths)
+        return paths

@@ -21,7 +21,9 @@ in the run directory, reports included."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError
@@ -39,6 +41,25 @@ TEXT_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".html", ".htm", ".txt", ".lo
 
 _values: set[str] = set()
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: prefixes of common token formats (GitHub, OpenAI, Hugging Face, Slack, GitLab, AWS, Stripe...)
+TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "sk_", "hf_", "xox", "glpat-", "AKIA", "ASIA", "rk_", "pk_")
+
+
+def looks_like_secret(name: str) -> bool:
+    """Whether a value given where an environment-variable *name* belongs looks like a secret
+    itself: not a valid variable name, a known token prefix, or long mixed-case text with digits
+    (variable names are words: ``MY_TOKEN``, ``HF_TOKEN``). Such a value is never echoed."""
+    if not isinstance(name, str):
+        return False
+    if not ENV_NAME.match(name):
+        return True
+    if len(name) >= 12 and name.startswith(TOKEN_PREFIXES):
+        return True
+    digits = sum(c.isdigit() for c in name)
+    mixed = any(c.islower() for c in name) and any(c.isupper() for c in name)
+    return len(name) >= 16 and digits >= 3 and (mixed or "_" not in name)
+
 
 def is_secret_key(key: str) -> bool:
     """``token``, ``hf_token``, ``api_key``, ``password``, ``auth_header``... (also with ``_env``)."""
@@ -51,10 +72,13 @@ def is_secret_key(key: str) -> bool:
 
 def redact(obj: Any) -> Any:
     """A copy with string values of secret-looking keys replaced by ``***`` (names of
-    environment variables, ``*_env`` keys, are kept: they are not secret)."""
+    environment variables, ``*_env`` keys, are kept: they are not secret, unless the value
+    looks like a secret pasted there)."""
     if isinstance(obj, dict):
         return {
-            k: MASK if is_secret_key(k) and not str(k).lower().endswith("_env") and isinstance(v, str) and v else redact(v)
+            k: MASK
+            if is_secret_key(k) and isinstance(v, str) and v and (not str(k).lower().endswith("_env") or looks_like_secret(v))
+            else redact(v)
             for k, v in obj.items()
         }
     if isinstance(obj, list):
@@ -86,10 +110,12 @@ def from_env(var: str | None, key: str = "token_env", required: bool = True) -> 
         if required:
             raise ConfigError(f"{key}: name the environment variable that holds the secret")
         return None
-    if not isinstance(var, str) or not var.replace("_", "").isalnum():
+    if not isinstance(var, str) or looks_like_secret(var):
+        register(var)  # scrubbed from anything written later, should it travel further
         raise ConfigError(
-            f"{key}: {var!r} is not an environment variable name. Put the secret in an environment "
-            f"variable and give its name here (e.g. {key}: MY_TOKEN), never the secret itself."
+            f"{key}: the value given ({len(var) if isinstance(var, str) else 0} characters, not shown) is not an "
+            f"environment variable name; it looks like a secret itself. Put the secret in an environment variable "
+            f"and give its name here (e.g. {key}: MY_TOKEN), never the secret itself."
         )
     value = os.environ.get(var)
     if not value:
@@ -107,7 +133,10 @@ def register_config(obj: Any) -> None:
         for k, v in obj.items():
             lk = str(k).lower()
             if lk.endswith("_env") and is_secret_key(lk) and isinstance(v, str):
-                register(os.environ.get(v))
+                if looks_like_secret(v):
+                    register(v)  # a secret pasted where its variable's name belongs
+                else:
+                    register(os.environ.get(v))
             elif is_secret_key(lk) and not lk.endswith("_env") and isinstance(v, str):
                 register(v)
             else:
@@ -141,14 +170,21 @@ def scrub_obj(obj: Any) -> Any:
 
 
 def scrub_tree(folder: str | Path, max_bytes: int = 64 << 20) -> tuple[list[Path], list[Path]]:
-    """Rewrite every text file under ``folder`` that contains a registered secret (atomically);
+    """:func:`scrub_files` over every file under ``folder`` (the runner scrubs only the files in
+    its run directory's manifest; this is for folders wholly owned by the caller)."""
+    return scrub_files(Path(folder).rglob("*"), max_bytes)
+
+
+def scrub_files(paths: Iterable[Path], max_bytes: int = 64 << 20) -> tuple[list[Path], list[Path]]:
+    """Rewrite every text file of ``paths`` that contains a registered secret (atomically);
     return ``(files scrubbed, binary files that hold a secret and were left alone)``."""
     changed: list[Path] = []
     binary: list[Path] = []
     if not _values:
         return changed, binary
     needles = [v.encode() for v in _values]
-    for p in Path(folder).rglob("*"):
+    for p in paths:
+        p = Path(p)
         try:
             if p.is_symlink() or not p.is_file() or p.stat().st_size > max_bytes:
                 continue

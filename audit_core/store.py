@@ -1,9 +1,10 @@
-"""The run directory's lifecycle and its store (SQLite in WAL mode inside the run directory).
+"""The run store: SQLite in WAL mode inside the run directory, its lock and its writers.
 
 Per-image results are committed batch by batch as they are produced, so a run killed at any
-moment (even SIGKILL) resumes where it stopped with ``audit run CONFIG --resume``. Around the
-store: the lock (one writer per run directory), the resume policy (continue, refuse or start
-over), clearing a run's own outputs, the atomic text writer and the final secret scrub.
+moment (even SIGKILL) resumes where it stopped with ``audit run CONFIG --resume``. Also here: the
+lock (one writer per run directory), the atomic text writer every run file goes through and the
+errors of a full disk. The run directory's lifecycle (manifest, resume policy, clearing,
+scrubbing) is :mod:`audit_core.rundir`'s.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import errno
 import io
 import json
 import os
-import shutil
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ CREATE TABLE IF NOT EXISTS scores (
     nfe REAL NOT NULL, queries REAL NOT NULL, residual BLOB, recon BLOB,
     PRIMARY KEY (attack, image_id)
 );
+CREATE TABLE IF NOT EXISTS image_hashes (image_id TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attack_stats (
     attack TEXT PRIMARY KEY, seconds REAL NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
     nfe_saved INTEGER NOT NULL DEFAULT 0,
@@ -223,6 +223,53 @@ class RunStore:
             (attack, json.dumps(extras)),
         ))
 
+    # image contents ---------------------------------------------------------------------------
+    def image_hashes(self) -> dict[str, str]:
+        """image id -> sha256 of the content it was scored with."""
+        return dict(self.db.execute("SELECT image_id, sha256 FROM image_hashes").fetchall())
+
+    def set_image_hashes(self, hashes: dict[str, str]) -> None:
+        self._transaction(lambda: self.db.executemany(
+            "INSERT INTO image_hashes(image_id, sha256) VALUES(?, ?) "
+            "ON CONFLICT(image_id) DO UPDATE SET sha256=excluded.sha256",
+            [(i, h) for i, h in hashes.items() if h is not None],
+        ))
+
+    def forget_images(self, ids: list[str]) -> None:
+        """Drop every attack's score of these images (they are scored again)."""
+        self._transaction(lambda: self.db.executemany("DELETE FROM scores WHERE image_id=?", [(i,) for i in ids]))
+
+    def _transaction(self, fn) -> None:
+        """``fn`` in one transaction (in autocommit mode every statement would be its own,
+        each appending pages to the write-ahead log)."""
+
+        def tx() -> None:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                fn()
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+
+        self._write(tx)
+
+    def rescore_changed(self, hashes: dict[str, str]) -> list[str]:
+        """Record every image's content hash; forget the scores of (and return) the images whose
+        content changed since they were scored, so that a resumed run scores them again."""
+        old = self.image_hashes()
+        changed = sorted(i for i, h in hashes.items() if i in old and old[i] != h)
+        if changed:
+            self.forget_images(changed)
+        new = {i: h for i, h in hashes.items() if old.get(i) != h}
+        if new:
+            self.set_image_hashes(new)
+        return changed
+
     def _write(self, fn) -> None:
         try:
             fn()
@@ -236,77 +283,6 @@ class RunStore:
 
     def close(self) -> None:
         self.db.close()
-
-
-# --------------------------------------------------------------------------------- run directory
-#: files and folders a run writes besides the store (``clear_run_dir`` removes only these)
-RUN_OUTPUTS = ("results.json", "scores.csv", "artifacts")
-
-
-@dataclass
-class ExistingRun:
-    """What :func:`resume_policy` decided about a run directory: ``discard`` the old state
-    (start over) or keep it (a fresh directory, or ``--resume`` of an unchanged config)."""
-
-    discard: bool = False
-
-
-def resume_policy(run_dir: Path, fingerprint: str, resume: bool | None, force: bool) -> ExistingRun:
-    """Decide what happens to an existing run state (no writes): continue it (``--resume``
-    with an unchanged config), refuse (changed config without ``--force``; an unfinished run
-    when neither ``--resume`` nor ``--no-resume`` was given), or start over."""
-    state = run_dir / STATE_FILE
-    if run_dir.exists() and not run_dir.is_dir():
-        raise AuditError(f"output {run_dir} exists and is not a folder")
-    if not state.exists():
-        return ExistingRun()
-    RunLock.check(run_dir)  # another process writing there: refuse before touching it
-    store = RunStore(run_dir) if resume is not False else None
-    try:
-        old = store.get_meta("fingerprint") if store else None
-        finished = store.get_meta("finished") if store else None
-        n_saved = store.count() if store else 0
-    finally:
-        if store:
-            store.close()
-    if resume is None:  # neither --resume nor --no-resume
-        if finished is None and n_saved:
-            raise ResumeError(
-                f"{run_dir} holds an unfinished run ({n_saved} image score(s) saved). Continue it "
-                f"with --resume, start it over with --no-resume, or use another --output."
-            )
-        return ExistingRun(discard=True)
-    if not resume:
-        return ExistingRun(discard=True)  # a fresh run replaces the old state (the query cache keeps the queries)
-    if old is not None and old != fingerprint:
-        if not force:
-            raise ResumeError(
-                f"cannot resume into {run_dir}: the config changed since that run started (target, "
-                f"model, data, attacks, their params or the seed differ; report, metrics and cache "
-                f"options may change freely). Use a new --output, run with --no-resume to start over, "
-                f"or add --force to discard the old results."
-            )
-        return ExistingRun(discard=True)
-    return ExistingRun()
-
-
-def clear_run_dir(run_dir: Path) -> None:
-    """Start over: remove the old state and this program's outputs (nothing else)."""
-    state = run_dir / STATE_FILE
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(state) + suffix).unlink(missing_ok=True)
-    for name in RUN_OUTPUTS:
-        p = run_dir / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
-def scrub_run_dir(run_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Last line of defence: no registered secret stays in a file of the run directory.
-    Returns ``(files scrubbed, binary files holding a secret)`` for the console to report."""
-    return secrets.scrub_tree(run_dir)
 
 
 def write_text(path: Path, text: str) -> None:

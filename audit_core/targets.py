@@ -11,6 +11,7 @@ pydantic ``Params`` model for its ``target:`` mapping in audit.yaml, and impleme
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,7 +25,7 @@ from pydantic import BaseModel
 from . import ddim, seeding
 from .config import resolve_path
 from .params import PluginParams
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only
 NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
@@ -40,12 +41,16 @@ class TargetParams(PluginParams):
 
 @dataclass
 class TargetContext:
-    """What the runner hands a target: the device request, the query cache (or None) and the
-    audit.yaml's folder. (Precision is each target's own ``dtype`` param.)"""
+    """What the runner hands a target: the device request, the query cache (or None), the
+    audit.yaml's folder and the run's speed settings (``run.dtype``, ``run.channels_last``,
+    ``run.compile``; a target's own ``dtype`` param, when not ``auto``, wins over ``run.dtype``)."""
 
     device: str = "auto"
     cache: Any = None
     config_dir: Any = None  # folder of the audit.yaml, for relative model paths
+    dtype: str = "auto"  # run.dtype: auto | fp32 | fp16 | bf16
+    channels_last: bool = False  # run.channels_last: NHWC convolutions (faster on recent GPUs)
+    compile: bool = False  # run.compile: torch.compile the network (slow start, faster steps)
 
     def path(self, p: str | Path) -> Path:
         """A model path from the config, relative to the audit.yaml's folder when known."""
@@ -70,6 +75,24 @@ def weights_sha256(files: Sequence[Path]) -> str:
         h.update(Path(f).name.encode())
         h.update(_file_sha256(str(f), st.st_size, st.st_mtime_ns).encode())
     return h.hexdigest()
+
+
+def require_weights(folder: Path, subfolders: Sequence[str], allow_pickle: bool) -> None:
+    """Check, before anything is loaded, that each component subfolder of a diffusers folder
+    holds weights: safetensors, or pickles (``PICKLE_SUFFIXES``) only with ``allow_pickle``."""
+    for sub in subfolders:
+        files = list((folder / sub).glob("*"))
+        if any(f.suffix == ".safetensors" for f in files):
+            continue
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not allow_pickle:
+            raise ModelError(
+                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
+                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
+                f"config only for files you trust, or convert them to safetensors."
+            )
+        if not pickled:
+            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
 
 
 @dataclass
@@ -142,6 +165,7 @@ def resolve_device(request: str = "auto") -> torch.device:
 
 
 def resolve_dtype(request: str, device: torch.device) -> torch.dtype:
+    """fp32 / fp16 / bf16 (``auto``: fp32) as a torch dtype; the CPU always gets fp32."""
     table = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if request not in table:
         raise ConfigError(f"target dtype {request!r} is not one of {', '.join(table)}")
@@ -199,14 +223,54 @@ class Target:
             cls.variation = _counted(cls.__dict__["variation"], "queries")
         guard_methods(cls, cls.GUARDED)
 
-    def _place(self, dtype: str = "fp32", auto: str = "fp32") -> None:
-        """Set ``self.device`` from the run's device request and ``self.dtype`` from a ``dtype``
-        param (``auto`` means ``auto``, e.g. fp16 for a big model on a GPU). Half precision only
-        runs on a GPU: an explicit fp16/bf16 on the CPU runs fp32, noted in the results."""
+    def _place(self, dtype: str = "auto", auto: str = "fp32") -> None:
+        """Set ``self.device`` from the run's device request and ``self.dtype``: the target's own
+        ``dtype`` param when it is not ``auto``, else ``run.dtype`` when that is not ``auto``, else
+        ``auto`` (this target's default, e.g. fp16 for a big model on a GPU). Half precision only
+        runs on a GPU: fp16/bf16 on the CPU runs fp32, noted. ``self.precision`` records what was
+        used and why (results.json ``target.precision``)."""
         self.device = resolve_device(self.context.device)
-        self.dtype = resolve_dtype(auto if dtype == "auto" else dtype, self.device)
-        if dtype in ("fp16", "bf16") and self.device.type == "cpu":
-            self.stats.notes.append(f"dtype {dtype} was requested but the CPU runs fp32")
+        run = getattr(self.context, "dtype", "auto") or "auto"
+        if dtype != "auto":
+            request, source = dtype, "target.dtype"
+        elif run != "auto":
+            request, source = run, "run.dtype"
+        else:
+            request, source = auto, f"the {self.name or 'target'} default"
+        self.dtype = resolve_dtype(request, self.device)
+        used = str(self.dtype).replace("torch.", "")
+        reason = f"{request} from {source}"
+        if request in ("fp16", "bf16") and self.device.type == "cpu":
+            reason = f"{request} from {source}, but the CPU runs fp32"
+            self.stats.notes.append(f"dtype {request} was requested but the CPU runs fp32")
+        if dtype != "auto" and run not in ("auto", dtype):
+            reason += f" (overrides run.dtype {run})"
+        self.precision = {
+            "dtype": used,
+            "reason": reason,
+            "channels_last": bool(getattr(self.context, "channels_last", False)),
+            "compile": bool(getattr(self.context, "compile", False)),
+        }
+
+    def _prepare_network(self, module):
+        """A network (``nn.Module``) on ``self.device`` in ``self.dtype``, eval mode, with the
+        run's ``channels_last`` and ``compile`` applied; call after :meth:`_place`."""
+        first = next(iter(module.parameters()), None)
+        if first is not None and first.dtype != self.dtype:  # a model loaded in its dtype is left as is
+            module = module.to(dtype=self.dtype)
+        module = module.to(self.device).eval()
+        if self.precision.get("channels_last"):
+            module = module.to(memory_format=torch.channels_last)
+        if self.precision.get("compile"):
+            module = torch.compile(module)
+        return module
+
+    def _network_input(self, x):
+        """``x`` on the device in the network's dtype (and memory format)."""
+        x = x.to(self.device, self.dtype)
+        if getattr(self, "precision", {}).get("channels_last") and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # ----- description ---------------------------------------------------------------------
     def identity(self) -> str:
@@ -223,81 +287,172 @@ class Target:
             "channels": self.channels,
             "num_train_timesteps": self.num_train_timesteps,
             "device": str(self.device),
+            **({"precision": self.precision} if getattr(self, "precision", None) else {}),
         }
 
     def close(self) -> None:
         """Release resources (connections, GPU memory)."""
 
+    def condition(self, record: Any) -> str | None:
+        """The conditioning string of one image (an ``ImageRecord``): what the runner hands the
+        attacks as its caption and they pass back to ``variation``/``encode``/``eps``. Default:
+        the record's caption. A class-conditional target maps e.g. ``record.extra["class"]`` to
+        a label here; raise ``DataError`` naming the image for a value it cannot use."""
+        return record.caption
+
     # ----- black-box --------------------------------------------------------------------
+    #: True when every variation the target returns already lies in [-1, 1] (e.g. images decoded
+    #: from 8-bit files, or a VAE decoder's clamped output): ``clip`` then changes nothing
+    bounded_variations: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_variation" in cls.__dict__ and "_variations" not in cls.__dict__:
+            warnings.warn(
+                f"{cls.__module__}.{cls.__qualname__} overrides Target._variation(x, t, k, seeds, captions) "
+                f"(one seed per row), which is deprecated: override Target._variations(x, t, k, seeds, "
+                f"captions, clip) taking seeds[B][n] and returning [B, n, C, H, W] instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+
     def variation(
         self,
         x: torch.Tensor,
         t: int,
         k: int,
-        seeds: Sequence[int],
+        seeds: Any,
         captions: Sequence[str | None] | None = None,
+        *,
+        clip: bool = False,
     ) -> torch.Tensor:
-        """V(x, t, k): one variation per row of ``x``, its noise fixed by ``seeds[i]``.
+        """V(x, t, k), ``n`` times per image: ``x [B, C, H, W]`` and ``seeds [B][n]`` (nested
+        lists, or an integer tensor ``[B, n]``) -> ``[B, n, C, H, W]`` float32 on ``x``'s device.
 
-        Rows may repeat an image (n repetitions in one batch). Served from the query cache when
-        one is configured; only cache misses reach ``_variation`` and count as queries."""
+        Draw ``j`` of image ``i`` noises ``x[i]`` with ``seeds[i][j]``; ``captions`` has one entry
+        per image. ``clip``: clip every variation to [-1, 1] (the default, False, returns the DDIM
+        output as it is, like the official ReDiffuse code, which averages unclipped variations).
+        Served from the query cache when one is configured; only cache misses reach
+        :meth:`_variations` and count as queries (one per variation).
+
+        Deprecated form: ``seeds`` a flat list with one seed per row of ``x`` (rows repeating an
+        image n times) -> ``[B, C, H, W]``; it warns and runs as ``n = 1``."""
         if VARIATION not in self.capabilities:
             raise NotImplementedError(f"target {self.name!r} has no variation API")
-        if len(seeds) != x.shape[0]:
-            raise ValueError("one seed per row is required")
+        grid, flat = _seed_grid(seeds, x.shape[0])
+        if flat:
+            warnings.warn(
+                "Target.variation(x, t, k, seeds) with one seed per row is deprecated: pass seeds[B][n] "
+                "(e.g. batch.seed_grid(n)) with each image once and get [B, n, C, H, W] back: "
+                "target.variation(batch.images, t, k, batch.seed_grid(n), batch.captions)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        ddim.check_tk(t, k, self.num_train_timesteps)
         captions = list(captions) if captions is not None else [None] * x.shape[0]
+        if len(captions) != x.shape[0]:
+            raise ValueError(f"{len(captions)} captions for {x.shape[0]} images: one caption per image is required")
+        clip = bool(clip) and not self.bounded_variations
+        out = self._cached_variations(x, int(t), int(k), grid, captions, clip)
+        return out[:, 0] if flat else out
+
+    def _cached_variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
+    ) -> torch.Tensor:
+        """:meth:`variation` behind the query cache: only the missing draws are computed."""
+        B, n = len(seeds), len(seeds[0])
         if self.cache is None:
-            out = self._variation(x, t, k, list(seeds), captions)
-            self.stats.queries += x.shape[0]
+            out = self._variations(x, t, k, seeds, captions, clip)
+            self.stats.queries += B * n
             return out.to(x.device, torch.float32)  # same dtype as a cached answer
         identity = self.identity()
-        keys = [self.cache_key(x[i], t, k, seeds[i], captions[i], identity) for i in range(x.shape[0])]
-        found = [self.cache.get(key) for key in keys]
-        missing = [i for i, f in enumerate(found) if f is None]
-        hits = x.shape[0] - len(missing)
+        keys = [self._cache_keys(x[i], t, k, seeds[i], captions[i], identity, clip) for i in range(B)]
+        found = [[self.cache.get(key) for key in row] for row in keys]
+        missing = [[j for j, f in enumerate(row) if f is None] for row in found]
+        hits = B * n - sum(len(m) for m in missing)
         self.stats.cache_hits += hits
         self.stats.cached_nfe += hits * self.nfe_per_query(t, k)
-        if missing:
-            fresh = self._variation(
-                x[missing], t, k, [seeds[i] for i in missing], [captions[i] for i in missing]
+        # images missing the same number of draws (usually all, or the draws a sweep added) are
+        # computed together, in image order
+        for m in sorted({len(m) for m in missing} - {0}):
+            images = [i for i in range(B) if len(missing[i]) == m]
+            fresh = self._variations(
+                x[images], t, k, [[seeds[i][j] for j in missing[i]] for i in images], [captions[i] for i in images], clip
             )
-            self.stats.queries += len(missing)
-            for j, i in enumerate(missing):
-                # the cache stores float32 losslessly, so a later hit is bit-identical to this row
-                found[i] = fresh[j].detach().to("cpu", torch.float32)
-                self.cache.put(keys[i], found[i])
-        return torch.stack([f.to(x.device, torch.float32) for f in found])
+            self.stats.queries += len(images) * m
+            for a, i in enumerate(images):
+                for b, j in enumerate(missing[i]):
+                    # the cache stores float32 losslessly, so a later hit is bit-identical to this one
+                    found[i][j] = fresh[a, b].detach().to("cpu", torch.float32)
+                    self.cache.put(keys[i][j], found[i][j])
+        return torch.stack([torch.stack([f.to(x.device, torch.float32) for f in row]) for row in found])
 
     def nfe_per_query(self, t: int, k: int) -> int:
-        """U-Net evaluations of one variation row (t/k for DDIM; 0 when unknown, e.g. remote)."""
+        """U-Net evaluations of one variation (t/k for DDIM; 0 when unknown, e.g. remote)."""
         return t // k if VARIATION in self.capabilities and NOISE in self.capabilities else 0
 
     def cache_key(
-        self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None, identity: str | None = None
+        self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None, identity: str | None = None,
+        clip: bool = True,
     ) -> str:
-        """The query-cache key of one row (``identity``: :meth:`identity`, when already at hand)."""
+        """The query-cache key of one variation (``identity``: :meth:`identity`, when at hand).
+        Unclipped variations of an unbounded target get their own keys."""
+        return self._cache_keys(image, t, k, [seed], caption, identity, clip)[0]
+
+    def _cache_keys(
+        self, image: torch.Tensor, t: int, k: int, seeds: Sequence[int], caption: str | None,
+        identity: str | None, clip: bool,
+    ) -> list[str]:
         h = hashlib.sha256()
         h.update((self.identity() if identity is None else identity).encode())
-        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        h.update(f"|{t}|{k}|{seed}|{caption or ''}".encode())
-        return h.hexdigest()
+        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())  # hashed once per image
+        tail = "" if clip or self.bounded_variations else "|unclipped"  # clipped: the keys of earlier versions
+        keys = []
+        for seed in seeds:
+            row = h.copy()
+            row.update(f"|{t}|{k}|{seed}|{caption or ''}{tail}".encode())
+            keys.append(row.hexdigest())
+        return keys
+
+    def _variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
+    ) -> torch.Tensor:
+        """Compute ``[B, n, C, H, W]`` variations (``seeds[B][n]``, one caption per image): what a
+        target overrides to serve the variation API. The default runs the core's DDIM on the
+        grey-box methods: each image encoded once, noised with each of its seeds in model space,
+        DDIM back to 0 and decoded, all ``B * n`` rows together (on the target's device)."""
+        if type(self)._variation is not Target._variation:  # a target written for the flat hook
+            B, n = len(seeds), len(seeds[0])
+            rows = self._variation(
+                x.repeat_interleave(n, dim=0), t, k, [s for row in seeds for s in row], [c for c in captions for _ in range(n)]
+            )
+            rows = rows.clamp(-1.0, 1.0) if clip else rows
+            return rows.reshape(B, n, *rows.shape[1:])
+        return self._ddim_variations(x, t, k, seeds, captions, clip)
+
+    def _ddim_variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
+    ) -> torch.Tensor:
+        B, n = len(seeds), len(seeds[0])
+        x = x.to(self.device)
+        z0 = self.encode(x, captions).repeat_interleave(n, dim=0)  # image-major rows: i*n .. i*n+n-1
+        row_captions = [c for c in captions for _ in range(n)]
+        noise = seeding.randn(z0.shape[1:], [s for row in seeds for s in row], device=z0.device, dtype=z0.dtype)
+        eps = lambda z, step: self.eps(z, step, row_captions)  # noqa: E731
+        assert self.alphas_cumprod is not None
+        z_hat = ddim.variation(eps, z0, noise, t, k, self.alphas_cumprod)
+        out = self.decode(z_hat, row_captions)
+        if clip:
+            out = out.clamp(-1.0, 1.0)
+        return out.reshape(B, n, *out.shape[1:])
 
     def _variation(
         self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
     ) -> torch.Tensor:
-        """Default for grey-box targets: noise with the per-row seeds in model space, DDIM back
-        (on the target's device). Rows that repeat the row before (an image's n variations, laid
-        out image-major) are encoded once."""
-        x = x.to(self.device)
-        first = [i == 0 or captions[i] != captions[i - 1] or not torch.equal(x[i], x[i - 1]) for i in range(len(x))]
-        owner = torch.cumsum(torch.tensor(first, dtype=torch.long), 0) - 1  # row -> its encoded image
-        keep = [i for i, f in enumerate(first) if f]
-        z0 = self.encode(x[keep], [captions[i] for i in keep])[owner.to(x.device)]
-        noise = seeding.randn(z0.shape[1:], seeds, device=z0.device, dtype=z0.dtype)
-        eps = lambda z, step: self.eps(z, step, captions)  # noqa: E731
-        assert self.alphas_cumprod is not None
-        z_hat = ddim.variation(eps, z0, noise, t, k, self.alphas_cumprod)
-        return self.decode(z_hat, captions)
+        """Deprecated flat hook (one seed per row of ``x``, ``[N, C, H, W]`` out, unclipped):
+        override :meth:`_variations` instead."""
+        out = self._ddim_variations(x, t, k, [[int(s)] for s in seeds], list(captions), False)
+        return out[:, 0]
 
     # ----- grey-box -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
@@ -329,3 +484,23 @@ class Target:
         """How many rows one forward pass may hold (the runner splits larger work): the target's
         ``max_batch`` param when it has one, else 256."""
         return getattr(self.params, "max_batch", 256)
+
+
+def _seed_grid(seeds: Any, images: int) -> tuple[list[list[int]], bool]:
+    """``seeds[B][n]`` (nested lists or an integer tensor) -> (the grid, False); a flat list of
+    one seed per row (the deprecated form) -> (``[[s] for s in seeds]``, True)."""
+    if isinstance(seeds, torch.Tensor):
+        if seeds.is_floating_point() or seeds.ndim not in (1, 2):
+            raise ValueError(f"seeds must be an integer tensor [B, n], got {seeds.dtype} {list(seeds.shape)}")
+        seeds = seeds.tolist()
+    seeds = list(seeds)
+    if len(seeds) != images:
+        raise ValueError(f"seeds has {len(seeds)} rows for {images} images: one row of n seeds per image is required")
+    if images == 0:
+        raise ValueError("no images to vary")
+    flat = not isinstance(seeds[0], (list, tuple, torch.Tensor))
+    grid = [[int(s)] for s in seeds] if flat else [[int(s) for s in row] for row in seeds]
+    n = len(grid[0])
+    if n == 0 or any(len(row) != n for row in grid):
+        raise ValueError("seeds must have the same number n >= 1 of seeds for every image")
+    return grid, flat

@@ -66,10 +66,10 @@ def measure(url: str, concurrency: int, images: int, rows_per_request: int, size
     try:
         g = torch.Generator().manual_seed(0)
         x = torch.randint(0, 256, (images, 1, size, size), generator=g).float() / 127.5 - 1
-        seeds = list(range(images))
+        seeds = [[s] for s in range(images)]  # seeds[B][n], n = 1
         tg.variation(x[:concurrency], 100, 50, seeds[:concurrency])  # warm-up: connections, threads
         t0 = time.perf_counter()
-        out = tg.variation(x, 100, 50, seeds)
+        out = tg.variation(x, 100, 50, seeds)[:, 0]
         elapsed = time.perf_counter() - t0
         assert torch.equal(out, x), "the echo server must return its input"
         return images / elapsed

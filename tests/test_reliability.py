@@ -551,8 +551,9 @@ def test_cache_env_var_and_broken_entries(tmp_path, monkeypatch):
     assert torch.equal(cache.get(key), torch.full((1, 2, 2), 0.1234567))  # lossless float32
     cache._path(key).write_bytes(b"\x93NUMPY truncated")
     assert cache.get(key) is None  # a damaged entry is a miss, not a crash
-    (cache.dir / "ab" / ".stale.tmp").write_bytes(b"x")  # left by a killed process
-    assert cache.clear() == 1 and not list(cache.dir.rglob("*.tmp"))
+    (cache.dir / "ab" / ".audit-tmp-stale.tmp").write_bytes(b"x")  # left by a killed process
+    (cache.dir / "ab" / ".user.tmp").write_bytes(b"x")  # not a name the cache writes: kept
+    assert cache.clear() == 1 and [p.name for p in cache.dir.rglob("*.tmp")] == [".user.tmp"]
 
 
 def test_cache_dir_that_cannot_be_created(toy, audit_cli, tmp_path):

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:  # registered at start-up, called only once tensors exist: torch loads then
+    import torch
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -27,6 +29,9 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def ssim_index(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM per image for images in [-1, 1] (data range 2), per channel then averaged."""
+    import torch
+    import torch.nn.functional as F
+
     a = a.float()
     b = b.float()
     c = a.shape[1]

@@ -37,15 +37,41 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
 
 
+#: a CIFAR python batch is ~31 MB (10 000 or 50 000 images of 3072 bytes); larger files are refused
+MAX_BATCH_BYTES = 512 << 20
+CIFAR_ROW = 3 * 32 * 32
+
+
 def _load_batch(path: Path) -> dict:
+    """A CIFAR python batch as a dict with ``data`` ``uint8 [N, 3072]``; any malformed file (not a
+    pickle, truncated, not a dict, no ``data``, wrong dtype or row length) is a DataError naming
+    the file and what is wrong, never a traceback."""
     if not path.is_file():
         raise DataError(f"missing file {path}")
     try:
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise DataError(f"{path} is {size} bytes: not a CIFAR python batch (limit {MAX_BATCH_BYTES})")
         with open(path, "rb") as fh:
             data = _ArrayUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise DataError(f"{path} is not a CIFAR python batch: {exc}") from None
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in data.items()}
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise DataError(f"{path} is not a CIFAR python batch: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises many types (KeyError, IndexError, struct.error...)
+        raise DataError(f"{path} is not a CIFAR python batch: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a CIFAR python batch: it holds a {type(data).__name__}, not a dict")
+    out = {k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v for k, v in data.items()}
+    rows = out.get("data")
+    if rows is None:
+        raise DataError(f"{path} is not a CIFAR python batch: no `data` entry (found: {', '.join(map(str, out)) or 'none'})")
+    if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != CIFAR_ROW:
+        what = f"{rows.dtype} array of shape {rows.shape}" if isinstance(rows, np.ndarray) else type(rows).__name__
+        raise DataError(f"{path}: `data` must be a uint8 array of shape [N, {CIFAR_ROW}], found a {what}")
+    return out
 
 
 def _chw_rows_to_hwc(rows: np.ndarray, size: int) -> np.ndarray:
@@ -127,8 +153,10 @@ def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 )
             members = np.asarray(npz["mia_train_idxs"], dtype=np.int64).reshape(-1)
             nonmembers = np.asarray(npz["mia_eval_idxs"], dtype=np.int64).reshape(-1)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"data.split: {path} is not a readable .npz file: {exc}") from None
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, KeyError...
+        raise DataError(f"data.split: {path} is not a readable .npz file: {type(exc).__name__}: {exc}") from None
     overlap = np.intersect1d(members, nonmembers)
     if overlap.size:
         raise DataError(f"data.split: {path} lists {overlap.size} indices as both member and non-member")

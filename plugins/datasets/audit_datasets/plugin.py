@@ -15,26 +15,35 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit_core import hookimpl
-from audit_core.config import resolve_path
 from audit_core.errors import DataError
-from audit_core.records import ImageRecord
 
-from . import formats
+if TYPE_CHECKING:
+    from audit_core.records import ImageRecord
 
+# the readers (numpy, the config module) are imported when a data set is read, not at start-up
 ARRAY_SETS = {
-    "cifar10": lambda root: formats.cifar10(root, train=True),
-    "cifar100": lambda root: formats.cifar100(root, train=True),
-    "stl10": lambda root: formats.stl10(root, "unlabeled"),
+    "cifar10": lambda root: _formats().cifar10(root, train=True),
+    "cifar100": lambda root: _formats().cifar100(root, train=True),
+    "stl10": lambda root: _formats().stl10(root, "unlabeled"),
 }
 FILE_SETS = {
-    "tiny-imagenet": lambda root: formats.tiny_imagenet_files(root, "train"),
-    "imagefolder": formats.image_folder_files,
+    "tiny-imagenet": lambda root: _formats().tiny_imagenet_files(root, "train"),
+    "imagefolder": lambda root: _formats().image_folder_files(root),
 }
+
+
+def _formats():
+    from . import formats
+
+    return formats
 
 
 def _path(value: str | None, base_dir: str | None, key: str) -> Path:
+    from audit_core.config import resolve_path
+
     if not value:
         raise DataError(f"data.{key} is required with data.dataset")
     return resolve_path(value, base_dir)
@@ -47,6 +56,9 @@ def _arrays(name: str, root: str):
 
 def make_loader(name: str):
     def loader(subset: str, options: dict) -> list[ImageRecord]:
+        from audit_core.records import ImageRecord
+
+        formats = _formats()
         root = _path(options.get("root"), options.get("base_dir"), "root")
         split = _path(options.get("split"), options.get("base_dir"), "split")
         members, nonmembers = formats.load_split(split)

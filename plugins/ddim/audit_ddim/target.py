@@ -2,10 +2,11 @@
 
 It serves both access levels:
 
-- black-box, the variation API ``V(x, t, k)`` (``Target.variation``), with the base class's
-  default ``_variation``: per-row seeded noise to index t, then deterministic DDIM back to 0 via
-  ``audit_core.ddim.variation``. All rows (n repetitions of every image included) go through the
-  U-Net together, split only by ``max_batch``;
+- black-box, the variation API ``V(x, t, k)`` (``Target.variation``: ``x [B]``, ``seeds [B][n]``
+  -> ``[B, n, C, H, W]``), with the base class's default ``_variations``: seeded noise to index t,
+  then deterministic DDIM back to 0 via ``audit_core.ddim.variation``, clipped to [-1, 1] only
+  when the caller asks (``clip``). All ``B * n`` rows go through the U-Net together, split only
+  by ``max_batch``;
 - grey-box, the noise prediction ``eps(x_t, t)`` that SecMI, PIA and the loss attack call.
 
 The DDIM math itself lives in ``audit_core.ddim``; this class only adapts the U-Net to it.
@@ -49,11 +50,11 @@ class DDIMTarget(Target):
         super().__init__(params, context)
         self.path = loading.resolve_model_path(params.model, self.context)
         self.folder = loading.inspect_folder(self.path, allow_pickle=params.allow_pickle)
-        self._place(params.dtype)  # auto: fp32
+        self._place(params.dtype)  # auto: run.dtype, else fp32
         if self.folder.pickled:
             self.stats.notes.append("the U-Net weights were loaded from a pickle (allow_pickle: true)")
 
-        self.unet = loading.load_unet(self.folder, self.dtype).to(self.device)
+        self.unet = self._prepare_network(loading.load_unet(self.folder, self.dtype))  # run.channels_last, run.compile
         self.scheduler = loading.load_scheduler(self.folder)
         self.alphas_cumprod = loading.alphas_cumprod_of(self.scheduler)
         cfg = self.unet.config
@@ -120,20 +121,17 @@ class DDIMTarget(Target):
             raise ValueError(f"timestep index {t} is outside 0..{self.num_train_timesteps - 1}")
         out = []
         for chunk in z_t.split(self.params.max_batch):
-            inp = chunk.to(self.device, self.dtype)
+            inp = self._network_input(chunk)
             steps = torch.full((inp.shape[0],), t, device=self.device, dtype=torch.long)
             e = self.unet(inp, steps).sample[:, : self.channels]  # drop a learned-variance half
             out.append(e.to(z_t.device, torch.float32))
             self.stats.nfe += inp.shape[0]
         return torch.cat(out)
 
-    def _variation(
-        self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
+    def _variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
     ) -> torch.Tensor:
-        """The base default (seeded noise + ``ddim.variation`` on the device) on all rows at once."""
+        """The base default (seeded noise + ``ddim.variation`` on the device) on all ``B * n`` rows
+        at once; clipped to [-1, 1] only with ``clip`` (pixel space is model space: no decoder)."""
         self._check_shape(x)
-        return super()._variation(x.to(torch.float32), t, k, seeds, captions)
-
-    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        """Pixel space is model space; a variation is an image, so clip it to [-1, 1]."""
-        return z.clamp(-1.0, 1.0)
+        return super()._variations(x.to(torch.float32), t, k, seeds, captions, clip)

@@ -151,7 +151,7 @@ def test_tensors_of_the_wrong_channel_count_are_refused(demo_target):
     with pytest.raises(DataError, match=r"\[B, 1, 16, 16\]"):
         demo_target.eps(torch.zeros(2, 3, 16, 16), 10)
     with pytest.raises(DataError, match="preprocess"):
-        demo_target.variation(torch.zeros(2, 3, 16, 16), 20, 10, [0, 1])
+        demo_target.variation(torch.zeros(2, 3, 16, 16), 20, 10, [[0], [1]])
 
 
 # ----- variation, eps, NFE ---------------------------------------------------------------------
@@ -159,26 +159,39 @@ def test_tensors_of_the_wrong_channel_count_are_refused(demo_target):
 
 def test_variation_shape_and_range(demo_target):
     x = digits.as_tensor("members")[:6]
-    v = demo_target.variation(x, 200, 100, list(range(6)))
-    assert v.shape == x.shape and v.dtype == torch.float32
+    v = demo_target.variation(x, 200, 100, [[i, 10 + i] for i in range(6)], clip=True)
+    assert v.shape == (6, 2, *x.shape[1:]) and v.dtype == torch.float32
     assert v.min() >= -1 and v.max() <= 1
-    assert not torch.equal(v, x)
-    assert (v - x).pow(2).mean() < 0.5  # a variation, not noise
+    assert not torch.equal(v[:, 0], x)
+    assert (v[:, 0] - x).pow(2).mean() < 0.5  # a variation, not noise
+
+
+def test_clip_on_and_off(demo_target):
+    """Unclipped (the default, like the official ReDiffuse code) is the DDIM output itself; clip
+    clamps exactly that to [-1, 1]. The demo's variations do leave the range."""
+    x = digits.as_tensor("members")[:4]
+    seeds = [[i, 10 + i, 20 + i] for i in range(4)]
+    raw = demo_target.variation(x, 200, 100, seeds)
+    clipped = demo_target.variation(x, 200, 100, seeds, clip=True)
+    assert (raw.abs() > 1).any()
+    assert torch.equal(clipped, raw.clamp(-1, 1))
 
 
 def test_variation_is_the_shared_ddim_math(tiny_target):
     x = torch.rand(3, 3, 8, 8) * 2 - 1
     seeds = [5, 6, 7]
     noise = seeding.randn(x.shape[1:], seeds)
-    expected = ddim.variation(tiny_target.eps_fn(), x, noise, 60, 20, tiny_target.alphas_cumprod).clamp(-1, 1)
-    assert torch.allclose(tiny_target.variation(x, 60, 20, seeds), expected, atol=1e-6)
+    expected = ddim.variation(tiny_target.eps_fn(), x, noise, 60, 20, tiny_target.alphas_cumprod)
+    got = tiny_target.variation(x, 60, 20, [[s] for s in seeds])[:, 0]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(tiny_target.variation(x, 60, 20, [[s] for s in seeds], clip=True)[:, 0], expected.clamp(-1, 1), atol=1e-6)
 
 
 @pytest.mark.parametrize(("t", "k", "max_batch"), [(200, 100, 512), (60, 20, 3), (10, 10, 1)])
 def test_nfe_counts_are_exact(tiny_pipeline, t, k, max_batch, load_target):
     target = load_target(tiny_pipeline, max_batch=max_batch)
     x = torch.zeros(7, 3, 8, 8)
-    target.variation(x, t, k, list(range(7)))
+    target.variation(x, t, k, [[i] for i in range(7)])
     assert target.stats.nfe == 7 * (t // k) and target.stats.queries == 7
     target.eps(x[:5], 3)
     assert target.stats.nfe == 7 * (t // k) + 5
@@ -191,22 +204,23 @@ def test_repetitions_share_forward_passes(tiny_pipeline, monkeypatch, load_targe
     calls = []
     forward = target.unet.forward
     monkeypatch.setattr(target.unet, "forward", lambda x, t, **kw: (calls.append(x.shape[0]), forward(x, t, **kw))[1])
-    x = torch.zeros(4, 3, 8, 8).repeat_interleave(10, 0)  # 4 images x n = 10
-    target.variation(x, 40, 20, list(range(40)))
+    x = torch.zeros(4, 3, 8, 8)  # 4 images x n = 10
+    seeds = [list(range(10 * i, 10 * i + 10)) for i in range(4)]
+    target.variation(x, 40, 20, seeds)
     assert calls == [40, 40]  # t/k = 2 steps, one pass each
     calls.clear()
     target.params.max_batch = 16
-    target.variation(x, 40, 20, list(range(40)))
+    target.variation(x, 40, 20, seeds)
     assert calls == [16, 16, 8, 16, 16, 8]
 
 
 def test_same_seeds_same_variations_for_batch_1_and_64(fresh_demo_target):
     x = torch.cat([digits.as_tensor("members")[:32], digits.as_tensor("nonmembers")[:32]])
     seeds = [seeding.derive_seed(0, "rediffuse", f"img{i}") for i in range(64)]
-    together = fresh_demo_target.variation(x, 200, 100, seeds)
-    alone = torch.cat([fresh_demo_target.variation(x[i : i + 1], 200, 100, seeds[i : i + 1]) for i in range(64)])
+    together = fresh_demo_target.variation(x, 200, 100, [[s] for s in seeds])
+    alone = torch.cat([fresh_demo_target.variation(x[i : i + 1], 200, 100, [[seeds[i]]]) for i in range(64)])
     assert torch.allclose(together, alone, atol=1e-5)
-    other = fresh_demo_target.variation(x, 200, 100, [s + 1 for s in seeds])
+    other = fresh_demo_target.variation(x, 200, 100, [[s + 1] for s in seeds])
     assert not torch.allclose(together, other, atol=1e-3)  # the seeds do drive the noise
 
 
@@ -217,9 +231,8 @@ def test_members_are_reconstructed_closer_than_nonmembers(demo_target):
     dist = {}
     for group in ("members", "nonmembers"):
         x = digits.as_tensor(group)[:count]
-        seeds = [seeding.derive_seed(0, "test", f"{group}{i}", d) for i in range(count) for d in range(n)]
-        v = demo_target.variation(x.repeat_interleave(n, 0), 200, 100, seeds)
-        x_bar = v.reshape(count, n, *x.shape[1:]).mean(1)
+        seeds = [[seeding.derive_seed(0, "test", f"{group}{i}", d) for d in range(n)] for i in range(count)]
+        x_bar = demo_target.variation(x, 200, 100, seeds).mean(1)
         dist[group] = (x - x_bar).pow(2).flatten(1).sum(1)
     assert dist["members"].mean() < 0.9 * dist["nonmembers"].mean()
     assert (dist["members"].median() < dist["nonmembers"].median()).item()

@@ -111,6 +111,7 @@ class HtmlReport(Reporter):
             "histograms": hist,
             "hist_note": hist_note,
             "set_inference": self._set_inference(results),
+            "reference": results.get("reference"),
             "sweeps": self._sweeps(results),
             "galleries": self._galleries(run, attacks, results),
             "residual_stops": ", ".join(f"{c} {100 * p:g}%" for p, c in images.RESIDUAL_STOPS),

@@ -5,6 +5,7 @@ connections) serves every worker thread of the target."""
 from __future__ import annotations
 
 import email.utils
+import json as _json
 import random
 import threading
 import time
@@ -61,16 +62,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _reason(response: httpx.Response) -> str:
+def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of a streamed response, or None once it passes ``limit`` bytes (the rest is never
+    read)."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _reason(response: httpx.Response, body: bytes | None) -> str:
+    """The reason a server gave for an error status (``error``/``detail``/``message``), short."""
+    if body is None:
+        return response.reason_phrase
     try:
-        data = response.json()
+        data = _json.loads(body)
         if isinstance(data, dict):
             for key in ("error", "detail", "message"):
                 if data.get(key):
                     return str(data[key])[:300]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
-    return response.text[:200].strip() or response.reason_phrase
+    return body[:200].decode("utf-8", "replace").strip() or response.reason_phrase
 
 
 class Client:
@@ -114,7 +129,9 @@ class Client:
             self.waited_s += waited
             self.failures[reason] = self.failures.get(reason, 0) + 1
 
-    def request(self, method: str, path: str, json: Any = None) -> Any:
+    def request(self, method: str, path: str, json: Any = None, max_bytes: int = 64 << 20) -> Any:
+        """Send one request (retrying what is transient) -> its decoded JSON answer. An answer
+        over ``max_bytes`` is refused without being read in full (the server is not trusted)."""
         url = self.base_url + path
         last = ""
         for attempt in range(self.policy.max_retries + 1):
@@ -122,7 +139,11 @@ class Client:
             with self._lock:
                 self.requests += 1
             try:
-                response = self.http.request(method, url, json=json)
+                with self.http.stream(method, url, json=json) as response:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        return self._json(response, method, url, max_bytes)
+                    response_reason = _reason(response, _read_at_most(response, 64 << 10))
             except httpx.TimeoutException:
                 last = f"timed out after {self.http.timeout.read}s"
                 reason = "timeout"
@@ -130,21 +151,15 @@ class Client:
                 last = f"connection failed ({type(exc).__name__})"
                 reason = type(exc).__name__
             else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise RemoteError(f"{method} {url} answered {status} with a body that is not JSON") from None
                 if status in (401, 403):
                     hint = (
                         f"check the token in ${self.token_env}" if self.token_env
                         else "the server needs a token: name the environment variable that holds it in target.token_env"
                     )
-                    raise RemoteError(f"{method} {url} was refused ({status} {_reason(response)}): {hint}")
+                    raise RemoteError(f"{method} {url} was refused ({status} {response_reason}): {hint}")
                 if status not in RETRY_STATUS:
-                    raise RemoteError(f"{method} {url} answered {status}: {_reason(response)}")
-                last = f"HTTP {status} ({_reason(response)})"
+                    raise RemoteError(f"{method} {url} answered {status}: {response_reason}")
+                last = f"HTTP {status} ({response_reason})"
                 reason = f"HTTP {status}"
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             if attempt == self.policy.max_retries:
@@ -156,6 +171,23 @@ class Client:
             f"{method} {url} failed {self.policy.max_retries + 1} times (max_retries={self.policy.max_retries}); "
             f"last: {last}. Everything scored so far is kept: resume the run with --resume"
         )
+
+    @staticmethod
+    def _json(response: httpx.Response, method: str, url: str, max_bytes: int) -> Any:
+        too_big = RemoteError(
+            f"{method} {url} answered with more than {max_bytes} bytes, more than the request can need; refused "
+            f"(is the url an audit-variation server?)"
+        )
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            raise too_big
+        body = _read_at_most(response, max_bytes)
+        if body is None:
+            raise too_big
+        try:
+            return _json.loads(body)
+        except (ValueError, RecursionError):
+            raise RemoteError(f"{method} {url} answered {response.status_code} with a body that is not JSON") from None
 
     def close(self) -> None:
         self.http.close()

@@ -1,4 +1,5 @@
-"""The hook implementations of audit-http (entry point ``audit = http``)."""
+"""The hook implementations of audit-http (entry point ``audit = http``): the ``http`` target
+(the client) and the ``audit serve`` command (the server) of the audit-variation/1 protocol."""
 
 from __future__ import annotations
 
@@ -11,3 +12,19 @@ def register_targets(register):
     from .target import HTTPTarget
 
     register(HTTPTarget)
+
+
+@hookimpl
+def register_commands(cli):
+    """``audit serve --target PLUGIN --model PATH ...``."""
+    from .cli import serve
+
+    cli.command("serve")(serve)
+
+
+@hookimpl
+def register_generators(register):
+    """``audit reference build --generator a1111 --param url=...``: an AUTOMATIC1111 txt2img server."""
+    from .txt2img import A1111Generator
+
+    register(A1111Generator)

@@ -10,7 +10,8 @@ Two protocols (``protocol:`` in the ``target:`` mapping):
   ``denoising_strength``, ``steps``, ``seed``, ``prompt``, ``n_iter``/``batch_size``); one row per
   request. ``image_size`` must be given; T defaults to 1000 and channels to 3.
 
-``_variation`` splits its rows into requests and sends them with at most ``concurrency`` in
+``_variations`` (images ``[B]`` with ``n`` seeds each) packs images into requests (``n``
+variations per image, as the protocol says) and sends them with at most ``concurrency`` in
 flight (a thread pool over one pooled ``httpx.Client``), retrying transient failures (408, 429,
 5xx, timeouts, dropped connections) with exponential backoff and jitter, honouring
 ``Retry-After``. The core's query cache (``Target.variation``) wraps it, so a resumed run or a
@@ -20,6 +21,12 @@ files round-trip exactly, outputs are quantised to 8 bits.
 Seeds: every row carries its seed. The audit protocol echoes the seeds it used, and A1111 servers
 report theirs in ``info``; ``describe()["seeds"]`` records whether the endpoint honoured them (runs
 are then reproducible) or used its own randomness.
+
+The server is not trusted: its status (``GET /``) and answers are validated against the
+protocol's strict models (a negative channel count, a string image size or a 60000-pixel image
+is refused), answers larger than the request can need are refused before they are read in full,
+and returned images larger than 4x the model's size are refused before they are decoded. Every
+such failure is a ``RemoteError`` naming the URL (exit code 2).
 """
 
 from __future__ import annotations
@@ -33,16 +40,16 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from audit_core import secrets
 from audit_core.data import png_b64
 from audit_core.errors import ConfigError
 from audit_core.targets import VARIATION, Target, TargetContext, TargetParams
 
+from . import protocol as wire  # `protocol` is also a param's name
 from .client import Client, RemoteError, RetryPolicy
 
-AUDIT_PROTOCOL = "audit-variation/1"
 
 
 class HTTPParams(TargetParams):
@@ -62,11 +69,18 @@ class HTTPParams(TargetParams):
     rows_per_request: int | None = Field(
         None, ge=1, description="variations per request (audit protocol; default: 64 within the server's limits)"
     )
-    image_size: int | None = Field(None, ge=1, description="override the server's image size (required for a1111)")
-    channels: int | None = Field(None, ge=1, description="override the server's channels (a1111 default: 3)")
-    num_train_timesteps: int | None = Field(None, ge=2, description="override T (a1111 default: 1000)")
+    image_size: int | None = Field(
+        None, ge=1, le=wire.MAX_IMAGE_SIZE, description="override the server's image size (required for a1111)"
+    )
+    channels: int | None = Field(
+        None, ge=1, le=wire.MAX_CHANNELS, description="override the server's channels (a1111 default: 3)"
+    )
+    num_train_timesteps: int | None = Field(None, ge=2, le=wire.MAX_T, description="override T (a1111 default: 1000)")
     kind: Literal["pixel", "latent"] | None = Field(None, description="override the target kind (a1111 default: latent)")
     prompt: str = Field("", description="a1111: the prompt of rows without a caption")
+    cfg_scale: float | None = Field(
+        None, ge=0, description="a1111: classifier-free guidance scale sent as `cfg_scale` (unset: the server's default)"
+    )
     a1111_options: dict[str, Any] = Field(
         default_factory=lambda: {"sampler_name": "DDIM"},
         description="a1111: more img2img fields (sampler_name, cfg_scale, ...), sent with every request",
@@ -89,17 +103,28 @@ class HTTPParams(TargetParams):
         return v.strip().rstrip("/")
 
 
-def from_png_b64(data: str, channels: int, size: int) -> tuple[torch.Tensor, bool]:
-    """base64 PNG -> (``[C, S, S]`` in [-1, 1], whether it had to be converted or resized)."""
+def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoint") -> tuple[torch.Tensor, bool]:
+    """base64 PNG -> (``[C, S, S]`` in [-1, 1], whether it had to be converted or resized).
+    An image over 4x the model's size per side is refused from its header, before decoding;
+    ``source`` (the URL) names the culprit in errors."""
     from PIL import Image
 
     from audit_core.data import b64_bytes, to_tensor
 
+    if not isinstance(data, str):
+        raise RemoteError(f"{source} returned a {type(data).__name__} where a base64 PNG belongs")
     try:
         img = Image.open(io.BytesIO(b64_bytes(data)))
+        w, h = img.size
+        if w > 4 * size or h > 4 * size:
+            raise RemoteError(f"{source} returned a {w}x{h} image for a {size}x{size} model; refused")
         img.load()
+    except RemoteError:
+        raise
+    except Image.DecompressionBombError:
+        raise RemoteError(f"{source} returned an image too large to decode for a {size}x{size} model; refused") from None
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the server's
-        raise RemoteError(f"the endpoint returned an image that cannot be decoded: {exc}") from None
+        raise RemoteError(f"{source} returned an image that cannot be decoded: {exc}") from None
     return to_tensor(img, channels, size)
 
 
@@ -108,6 +133,7 @@ class HTTPTarget(Target):
     kind = "pixel"
     capabilities = frozenset({VARIATION})
     Params = HTTPParams
+    bounded_variations = True  # 8-bit PNGs: every variation is already within [-1, 1]
 
     def __init__(self, params: HTTPParams, context: TargetContext | None = None):
         super().__init__(params, context)
@@ -126,26 +152,32 @@ class HTTPTarget(Target):
         else:
             self._init_a1111()
         self.kind = p.kind or self.kind
+        run_dtype = getattr(self.context, "dtype", "auto")
+        # the server runs the model at its own precision (`audit serve --param dtype=fp16`, for one)
+        self.precision = {"dtype": "remote", "reason": "the server's precision" + (f" (run.dtype {run_dtype} does not reach a remote model)" if run_dtype != "auto" else "")}
 
     # ----------------------------------------------------------------- set-up
     def _init_audit(self) -> None:
         p = self.params
-        status = self.client.request("GET", "/")
-        if not isinstance(status, dict) or not str(status.get("protocol", "")).startswith("audit-variation/"):
+        raw = self.client.request("GET", "/", max_bytes=wire.MAX_STATUS_BYTES)
+        if not isinstance(raw, dict) or not str(raw.get("protocol", "")).startswith(wire.PROTOCOL_FAMILY):
             raise RemoteError(
                 f"{p.url} does not speak the audit-variation protocol (GET / returned no `protocol`); "
                 f"for an AUTOMATIC1111 server set protocol: a1111"
             )
-        self.server = {k: status.get(k) for k in ("protocol", "server", "target", "model", "model_id", "kind", "seeds")}
-        self.num_train_timesteps = int(p.num_train_timesteps or status["T"])
-        self.image_size = int(p.image_size or status["image_size"])
-        self.channels = int(p.channels or status["channels"])
-        self.kind = status.get("kind") or "pixel"
-        limits = status.get("limits") or {}
-        self.server_max_batch = int(limits.get("max_batch") or 64)
-        self.server_max_n = int(limits.get("max_n") or 64)
+        try:
+            status = wire.Status.model_validate(raw)
+        except ValidationError as exc:
+            raise RemoteError(f"{p.url} announced an unusable status (GET /): {wire.first_error(exc)}") from None
+        self.server = {k: getattr(status, k) for k in ("protocol", "server", "target", "model", "model_id", "kind", "seeds")}
+        self.num_train_timesteps = int(p.num_train_timesteps or status.T)
+        self.image_size = int(p.image_size or status.image_size)
+        self.channels = int(p.channels or status.channels)
+        self.kind = status.kind
+        self.server_max_batch = status.limits.max_batch
+        self.server_max_n = status.limits.max_n
         self.rows_per_request = int(p.rows_per_request or 64)
-        if status.get("seeds") is False:
+        if status.seeds is False:
             self.seeds_honoured = False
 
     def _init_a1111(self) -> None:
@@ -177,6 +209,8 @@ class HTTPTarget(Target):
         ident = f"http:{p.protocol}:{p.url}:{self.server.get('model_id')}"
         if p.protocol == "a1111":
             extra = {"prompt": p.prompt, "options": p.a1111_options, "fix_steps": p.a1111_fix_steps, "bits": p.a1111_seed_bits}
+            if p.cfg_scale is not None:  # unset keeps the identity (and cache keys) of earlier versions
+                extra["cfg_scale"] = p.cfg_scale
             ident += ":" + hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return ident
 
@@ -231,7 +265,7 @@ class HTTPTarget(Target):
                 self.seeds_honoured = True
 
     def _decode(self, data: str) -> torch.Tensor:
-        x, changed = from_png_b64(data, self.channels, self.image_size)
+        x, changed = from_png_b64(data, self.channels, self.image_size, self.params.url)
         if changed:
             with self._lock:
                 if not self.resized:
@@ -243,44 +277,37 @@ class HTTPTarget(Target):
         return x
 
     def _jobs_audit(self, x, t, k, seeds, captions) -> list[tuple[list[int], dict[str, Any]]]:
-        """Rows -> requests. Runs of identical consecutive rows (an image repeated n times, as
-        ``batch.repeat(n)`` lays them out) become one image with ``n`` variations and explicit
-        seeds; requests group runs of equal length, within the server's limits."""
-        N = x.shape[0]
-        pieces: list[list[int]] = []  # row indices of one image's variations
-        i = 0
-        while i < N:
-            j = i + 1
-            while (
-                j < N and j - i < self.server_max_n and captions[j] == captions[i] and torch.equal(x[j], x[i])
-            ):
-                j += 1
-            pieces.append(list(range(i, j)))
-            i = j
+        """Images ``[B]`` with ``n`` seeds each -> requests: every image travels once with its
+        ``n`` seeds (in pieces of at most the server's ``max_n``); a request packs pieces of equal
+        ``n`` within ``rows_per_request`` variations and the server's ``max_batch`` images. Each
+        job carries the flat indices (``i * n + j``) of the variations it answers."""
+        n = len(seeds[0])
+        step = min(n, self.server_max_n)
+        pieces = [(i, j0, min(step, n - j0)) for i in range(len(seeds)) for j0 in range(0, n, step)]
         jobs: list[tuple[list[int], dict[str, Any]]] = []
-        group: list[list[int]] = []
+        group: list[tuple[int, int, int]] = []
 
         def flush() -> None:
             if not group:
                 return
-            rows = [r for piece in group for r in piece]
-            caps = [captions[piece[0]] for piece in group]
+            width = group[0][2]
+            caps = [captions[i] for i, _, _ in group]
             body: dict[str, Any] = {
-                "images": [x[piece[0]] for piece in group],  # tensors: encoded by the sending thread
+                "images": [x[i] for i, _, _ in group],  # tensors: encoded by the sending thread
                 "t": int(t),
                 "k": int(k),
-                "n": len(group[0]),
-                "seed": [[int(seeds[r]) for r in piece] for piece in group],
+                "n": width,
+                "seed": [[int(s) for s in seeds[i][j0 : j0 + width]] for i, j0, _ in group],
             }
             if any(c is not None for c in caps):
                 body["caption"] = caps
-            jobs.append((rows, body))
+            jobs.append(([i * n + j for i, j0, w in group for j in range(j0, j0 + w)], body))
             group.clear()
 
         for piece in pieces:
-            m = len(piece)
-            per_request = max(1, min(self.server_max_batch, self.rows_per_request // m))
-            if group and (len(group[0]) != m or len(group) >= per_request):
+            width = piece[2]
+            per_request = max(1, min(self.server_max_batch, self.rows_per_request // width))
+            if group and (group[0][2] != width or len(group) >= per_request):
                 flush()
             group.append(piece)
         flush()
@@ -288,19 +315,23 @@ class HTTPTarget(Target):
 
     def _send_audit(self, rows: list[int], body: dict[str, Any]) -> tuple[list[int], torch.Tensor]:
         body = {**body, "images": [png_b64(im) for im in body["images"]]}  # PNG work overlaps requests in flight
-        answer = self.client.request("POST", "/v1/variations", json=body)
+        cap = wire.max_answer_bytes(len(rows), self.image_size, self.channels)
+        raw = self.client.request("POST", "/v1/variations", json=body, max_bytes=cap)
+        url = self.params.url
         try:
-            variations = answer["variations"]
-            flat = [v for per_image in variations for v in per_image]
-        except (KeyError, TypeError):
-            raise RemoteError("the endpoint's answer has no `variations` list") from None
-        if len(flat) != len(rows):
-            raise RemoteError(f"the endpoint returned {len(flat)} variations for {len(rows)} requested")
-        self._note_seeds(answer.get("seeds") == body["seed"])
+            answer = wire.VariationResponse.model_validate(raw)
+        except ValidationError as exc:
+            raise RemoteError(f"{url} answered POST /v1/variations with {wire.first_error(exc)}") from None
+        shape = [len(v) for v in answer.variations]
+        if shape != [body["n"]] * len(body["images"]):
+            raise RemoteError(
+                f"{url} returned {shape} variations per image for {len(body['images'])} image(s) x n={body['n']} requested"
+            )
+        self._note_seeds(answer.seeds == body["seed"])
         with self._lock:
-            nfe = answer.get("nfe")
-            self.stats.nfe += int(nfe) if isinstance(nfe, int) else len(rows) * self.nfe_per_query(body["t"], body["k"])
-        return rows, torch.stack([self._decode(v) for v in flat])
+            nfe = answer.nfe
+            self.stats.nfe += nfe if nfe is not None else len(rows) * self.nfe_per_query(body["t"], body["k"])
+        return rows, torch.stack([self._decode(v) for per_image in answer.variations for v in per_image])
 
     def a1111_steps(self, t: int, k: int) -> tuple[float, int]:
         """(denoising_strength, steps) such that an A1111 server runs t/k steps: it runs
@@ -339,7 +370,11 @@ class HTTPTarget(Target):
             "send_images": True,
             **p.a1111_options,
         }
-        answer = self.client.request("POST", "/sdapi/v1/img2img", json=body)
+        if p.cfg_scale is not None:
+            body["cfg_scale"] = p.cfg_scale
+        # one image, plus room for `parameters` (which echo the request) and `info`
+        cap = wire.max_answer_bytes(2, self.image_size, self.channels) + (4 << 20)
+        answer = self.client.request("POST", "/sdapi/v1/img2img", json=body, max_bytes=cap)
         images = answer.get("images") if isinstance(answer, dict) else None
         if not images:
             raise RemoteError("the img2img answer has no `images`")
@@ -354,15 +389,20 @@ class HTTPTarget(Target):
             self.stats.nfe += t // k
         return [row], self._decode(images[0])[None]
 
-    def _variation(self, x, t, k, seeds, captions):
-        N = x.shape[0]
+    def _variations(self, x, t, k, seeds, captions, clip):
+        """``[B, n, C, H, W]`` from the endpoint. Its images are 8-bit PNGs, already within
+        [-1, 1]: ``clip`` changes nothing (``bounded_variations``)."""
+        B, n = len(seeds), len(seeds[0])
         xc = x.detach().to("cpu", torch.float32)
         if self.params.protocol == "audit":
             jobs = [(self._send_audit, rows, body) for rows, body in self._jobs_audit(xc, t, k, seeds, captions)]
         else:
-            strength, steps = self.a1111_steps(t, k)  # the same for every row
-            jobs = [(self._send_a1111, i, xc[i], t, k, seeds[i], captions[i], strength, steps) for i in range(N)]
-        out = torch.empty((N, self.channels, self.image_size, self.image_size), dtype=torch.float32)
+            strength, steps = self.a1111_steps(t, k)  # the same for every variation
+            jobs = [
+                (self._send_a1111, i * n + j, xc[i], t, k, seeds[i][j], captions[i], strength, steps)
+                for i in range(B) for j in range(n)
+            ]
+        out = torch.empty((B * n, self.channels, self.image_size, self.image_size), dtype=torch.float32)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.params.concurrency, thread_name_prefix="audit-http")
         futures = [self._pool.submit(fn, *args) for fn, *args in jobs]
@@ -376,4 +416,4 @@ class HTTPTarget(Target):
         for f in futures:
             rows, values = f.result()
             out[rows] = values
-        return out.to(x.device)
+        return out.reshape(B, n, *out.shape[1:]).to(x.device)

@@ -1,4 +1,4 @@
-"""Loopback servers for tests and benchmarks (needs the ``serve`` extra: FastAPI + uvicorn).
+"""Loopback servers for tests and benchmarks (FastAPI + uvicorn, dependencies of audit-http).
 
 - :class:`LoopbackServer`: run any ASGI app with uvicorn in a background thread on a free
   127.0.0.1 port (``with LoopbackServer(app) as url: ...``).
@@ -18,7 +18,7 @@ from typing import Any
 
 try:  # module level, so that FastAPI can resolve the endpoint annotations
     from starlette.requests import Request
-except ImportError:  # pragma: no cover - without the serve extra
+except ImportError:  # pragma: no cover - fastapi is a dependency of audit-http
     Request = Any  # type: ignore[misc,assignment]
 
 
@@ -33,7 +33,7 @@ class LoopbackServer:
     def __enter__(self) -> str:
         import uvicorn
 
-        from audit_core.serve import bind
+        from audit_http.server import bind
 
         self.sock = bind(self.host, 0)
         port = self.sock.getsockname()[1]
@@ -93,7 +93,7 @@ class FaultInjector:
                 self.counts["served"] += 1
         if fail:
             headers = [(b"retry-after", self.retry_after.encode())] if with_retry_after else []
-            from audit_core.serve import send_json
+            from audit_http.server import send_json
 
             await send_json(send, 503, {"error": "injected fault"}, headers)
             return
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from audit_core.serve import bind
+    from audit_http.server import bind
 
     ap = argparse.ArgumentParser(description="the echo stub of audit_http.testing")
     ap.add_argument("--latency", type=float, default=0.2)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from audit_core import serve
+from audit_http import server as serve
 from audit_core.data import png_b64
 
 try:  # module level: FastAPI resolves the endpoint annotations from here
@@ -69,8 +69,9 @@ def a1111_app(target, honour_seeds: bool = True, fix_steps: bool = False, checkp
         except serve.BadRequest as exc:
             return JSONResponse({"detail": exc.reason}, status_code=422)
         prompt = body.get("prompt", "")
-        with torch.no_grad():
-            out = target.variation(x, t, t // run_steps, seeds, [prompt] * count)
+        state["cfg_scale"] = body.get("cfg_scale")
+        with torch.no_grad():  # each init image once, with its one seed
+            out = target.variation(x, t, t // run_steps, [[s] for s in seeds], [prompt] * count, clip=True)[:, 0]
         info = {"prompt": prompt, "seed": seeds[0], "all_seeds": seeds, "steps": steps, "denoising_strength": strength}
         params = {k: v for k, v in body.items() if k != "init_images"}
         return JSONResponse({

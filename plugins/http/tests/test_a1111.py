@@ -33,8 +33,8 @@ def test_variations_match_the_target_behind_it(served):
     assert (tg.channels, tg.num_train_timesteps, tg.kind) == (3, 1000, "latent")
     x = images(5)
     seeds = [3, 2**40 + 7, 11, 2**62 + 1, 5]
-    out = tg.variation(x, 200, 100, seeds, ["a cat", None, None, None, "a dog"])
-    ref = rgb_toy().variation(x, 200, 100, [s % 2**32 for s in seeds]).clamp(-1, 1)
+    out = tg.variation(x, 200, 100, [[s] for s in seeds], ["a cat", None, None, None, "a dog"])
+    ref = rgb_toy().variation(x, 200, 100, [[s % 2**32] for s in seeds], clip=True)
     assert (out - ref).abs().max() <= 1 / 127.5 + 1e-6
     d = tg.describe()
     assert d["seeds"].startswith("honoured") and d["requests"] == 1 + 5
@@ -47,8 +47,9 @@ def test_fix_steps_servers(served):
     url = served(a1111_app(rgb_toy(), fix_steps=True))
     tg = HTTPTarget(HTTPParams(url=url, protocol="a1111", image_size=8, a1111_fix_steps=True))
     x = images(2, seed=1)
-    out = tg.variation(x, 300, 100, [1, 2])
-    ref = rgb_toy().variation(x, 300, 100, [1, 2]).clamp(-1, 1)
+    out = tg.variation(x, 300, 100, [[1, 3], [2, 4]])  # n=2: one request per variation
+    ref = rgb_toy().variation(x, 300, 100, [[1, 3], [2, 4]], clip=True)
+    assert out.shape == (2, 2, 3, 8, 8)
     assert (out - ref).abs().max() <= 1 / 127.5 + 1e-6
     tg.close()
 
@@ -71,10 +72,23 @@ def test_strength_and_steps_make_the_server_run_t_over_k_steps(served):
 def test_a_server_that_ignores_seeds_is_recorded(served):
     url = served(a1111_app(rgb_toy(), honour_seeds=False))
     tg = HTTPTarget(HTTPParams(url=url, protocol="a1111", image_size=8))
-    tg.variation(images(2), 100, 50, [1, 2])
+    tg.variation(images(2), 100, 50, [[1], [2]])
     d = tg.describe()
     assert d["seeds"].startswith("not honoured") and any("own randomness" in n for n in d["notes"])
     tg.close()
+
+
+def test_cfg_scale_is_sent_only_when_set(served):
+    app = a1111_app(rgb_toy())
+    url = served(app)
+    unset = HTTPTarget(HTTPParams(url=url, protocol="a1111", image_size=8))
+    unset.variation(images(1), 100, 50, [[1]])
+    assert app.state.calls["cfg_scale"] is None  # the server's own default applies
+    guided = HTTPTarget(HTTPParams(url=url, protocol="a1111", image_size=8, cfg_scale=7.5))
+    guided.variation(images(1), 100, 50, [[1]])
+    assert app.state.calls["cfg_scale"] == 7.5
+    assert guided.identity() != unset.identity()  # the guidance changes the outputs: not the same cache entries
+    unset.close(), guided.close()
 
 
 def test_image_size_is_required():

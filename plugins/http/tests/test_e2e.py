@@ -62,7 +62,7 @@ class AuditServe:
     """``audit serve`` in a subprocess; ``url`` once it listens."""
 
     def __init__(self, model: str, log: Path):
-        env = {**os.environ, TOKEN_VAR: TOKEN, "AUDIT_LOAD_PLUGINS": "ddim", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, TOKEN_VAR: TOKEN, "AUDIT_LOAD_PLUGINS": "ddim,http", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         cmd = [
             sys.executable, "-m", "audit_core.cli", "serve", "--target", "ddim", "--model", model,
             "--port", "0", "--token-env", TOKEN_VAR, "--device", "cpu", "--max-batch", "32",
@@ -126,7 +126,9 @@ def test_rediffuse_through_audit_serve_matches_in_process(setup, tmp_path, write
                 "run": {"name": name, "seed": 0, "device": "cpu", "batch_size": 50},
                 "target": target,
                 "data": data,
-                "attacks": [{"plugin": "rediffuse", "params": params}],
+                # clip: the server's 8-bit PNGs are always within [-1, 1]; clip the local run's
+                # variations too, so that only the 8-bit quantisation differs
+                "attacks": [{"plugin": "rediffuse", "params": {**params, "clip": True}}],
                 "cache": {"enabled": True, "dir": str(tmp_path / "cache")},
                 "metrics": {"bootstrap": 100},
             }

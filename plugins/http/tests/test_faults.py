@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from audit_core import serve
+from audit_http import server as serve
 from audit_core.testing import ToyParams, ToyTarget
 from audit_http.testing import FaultInjector
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from audit_core import serve
+from audit_http import server as serve
 from audit_core.cache import QueryCache
 from audit_core.targets import TargetContext
 from audit_core.testing import ToyParams, ToyTarget
@@ -49,10 +49,11 @@ def test_variations_match_the_local_target(toy_server):
     url, counter = toy_server
     tg = HTTPTarget(HTTPParams(url=url, token_env="HTTP_TEST_TOKEN", rows_per_request=10, concurrency=3))
     assert (tg.image_size, tg.channels, tg.num_train_timesteps, tg.kind) == (8, 1, 1000, "pixel")
-    x = images(6).repeat_interleave(5, 0)  # 6 images x n=5, image-major like batch.repeat
-    seeds = list(range(100, 130))
+    x = images(6)  # 6 images x n=5
+    seeds = [[100 + 5 * i + j for j in range(5)] for i in range(6)]
     out = tg.variation(x, 100, 50, seeds)
-    ref = ToyTarget(ToyParams()).variation(x, 100, 50, seeds).clamp(-1, 1)
+    assert out.shape == (6, 5, 1, 8, 8)
+    ref = ToyTarget(ToyParams()).variation(x, 100, 50, seeds, clip=True)
     assert (out - ref).abs().max() <= 1 / 127.5 + 1e-6
     assert counter.posts == 3  # 2 images x 5 variations per request
     assert tg.stats.queries == 30 and tg.stats.nfe == 60
@@ -68,13 +69,13 @@ def test_rows_of_distinct_images_are_packed_within_server_limits(toy_server):
     url, counter = toy_server
     tg = HTTPTarget(HTTPParams(url=url, token_env="HTTP_TEST_TOKEN"))  # rows_per_request 64, server max_batch 8
     x = images(20, seed=1)
-    out = tg.variation(x, 200, 100, list(range(20)))
-    ref = ToyTarget(ToyParams()).variation(x, 200, 100, list(range(20))).clamp(-1, 1)
+    out = tg.variation(x, 200, 100, [[s] for s in range(20)])
+    ref = ToyTarget(ToyParams()).variation(x, 200, 100, [[s] for s in range(20)], clip=True)
     assert (out - ref).abs().max() <= 1 / 127.5 + 1e-6
     assert counter.posts == 3  # 8 + 8 + 4 images
     # an image repeated more often than the server's max_n is split
     counter.posts = 0
-    tg.variation(images(1).repeat(20, 1, 1, 1), 100, 50, list(range(20)))
+    tg.variation(images(1), 100, 50, [list(range(20))])
     assert counter.posts == 2  # 16 + 4 variations
     tg.close()
 
@@ -84,9 +85,9 @@ def test_the_query_cache_wraps_the_endpoint(toy_server, tmp_path):
     ctx = TargetContext(cache=QueryCache(tmp_path / "cache"))
     tg = HTTPTarget(HTTPParams(url=url, token_env="HTTP_TEST_TOKEN"), ctx)
     x = images(4)
-    a = tg.variation(x, 100, 50, [1, 2, 3, 4])
+    a = tg.variation(x, 100, 50, [[1], [2], [3], [4]])
     posts = counter.posts
-    b = tg.variation(x, 100, 50, [1, 2, 3, 4])
+    b = tg.variation(x, 100, 50, [[1], [2], [3], [4]])
     assert counter.posts == posts and torch.equal(a, b) and tg.stats.cache_hits == 4
     assert tg.stats.cached_nfe == 8  # nfe_per_query = t/k
     tg.close()
@@ -102,10 +103,14 @@ def test_a_missing_token_is_refused_with_exit_code_2_semantics(toy_server, monke
 
 
 def test_server_errors_surface_with_the_reason(toy_server):
-    url, _ = toy_server
-    tg = HTTPTarget(HTTPParams(url=url, token_env="HTTP_TEST_TOKEN"))
-    with pytest.raises(RemoteError, match="must be between 1 and t=100 and divide it"):
-        tg.variation(images(2), 100, 30, [1, 2])
+    url, counter = toy_server
+    tg = HTTPTarget(HTTPParams(url=url, token_env="HTTP_TEST_TOKEN", num_train_timesteps=2000))  # the server has T=1000
+    posts = counter.posts
+    with pytest.raises(ValueError, match="k=30 must be positive and divide t=100"):  # checked before any query
+        tg.variation(images(2), 100, 30, [[1], [2]])
+    assert counter.posts == posts
+    with pytest.raises(RemoteError, match=r"answered 400: `t`: t=1500 must satisfy 0 < t < T=1000"):
+        tg.variation(images(2), 1500, 500, [[1], [2]])
     tg.close()
 
 
@@ -149,7 +154,7 @@ def test_a_server_that_ignores_seeds_is_recorded(served):
     url = served(ForgetSeeds(echo_app(0.0, 4)))
     tg = HTTPTarget(HTTPParams(url=url))
     x = images(2)
-    assert torch.equal(tg.variation(x, 100, 50, [1, 2]), x)  # the echo returns its input
+    assert torch.equal(tg.variation(x, 100, 50, [[1], [2]])[:, 0], x)  # the echo returns its input
     assert tg.describe()["seeds"].startswith("not honoured")
     assert any("own randomness" in n for n in tg.describe()["notes"])
     tg.close()
@@ -172,7 +177,7 @@ def test_bounded_concurrency(served):
 
     url = served(gauge)
     tg = HTTPTarget(HTTPParams(url=url, concurrency=3, rows_per_request=1))
-    tg.variation(images(12), 100, 50, list(range(12)))
+    tg.variation(images(12), 100, 50, [[s] for s in range(12)])
     assert state["peak"] == 3
     tg.close()
 
@@ -181,7 +186,8 @@ def test_fault_injector_is_transparent_at_rate_zero(served):
     url = served(FaultInjector(echo_app(0.0, 4), fail_rate=0.0, max_delay_s=0.0))
     tg = HTTPTarget(HTTPParams(url=url))
     x = images(3)
-    assert torch.equal(tg.variation(x, 100, 50, [1, 2, 3]), x)
+    with pytest.warns(DeprecationWarning, match="seed_grid"):  # the flat form of earlier versions still works
+        assert torch.equal(tg.variation(x, 100, 50, [1, 2, 3]), x)
     tg.close()
 
 

@@ -3,7 +3,15 @@
 See :mod:`audit_naive_loss.attack` for the attack and :mod:`audit_naive_loss.plugin` for the hook.
 """
 
-from .attack import NaiveLoss, NaiveLossParams
-
 __all__ = ["NaiveLoss", "NaiveLossParams"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """The names above load with their module on first use: entry-point discovery (which imports
+    this package) stays torch-free, so ``audit --help`` starts fast."""
+    if name in __all__:
+        from . import attack
+
+        return getattr(attack, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,8 @@ converges on it; for a non-member the mean stays away. Scores are "higher = more
 
 Pixel variant (DDPM/DDIM targets; defaults ``t=200, k=100, n=10, distance=l2``)::
 
-    x_bar    = mean_i V(x, t, k)  for i = 1..n      (n queries, n*t/k NFEs per image)
+    x_bar    = mean_i V(x, t, k)  for i = 1..n      (n queries, n*t/k NFEs per image; unclipped
+                                                    unless clip: true, like the official code)
     score    = -D(x, x_bar)                          (D from the core's distance registry)
     residual = |x - x_bar|                           (for `scorer: classifier`, the paper's best)
 
@@ -35,10 +36,10 @@ How the plugin uses the framework (copy these patterns):
   ``defaults_for(target)`` supplies the latent defaults on latent targets; user values win.
 - ``check()`` validates params against the target before any image is scored (``ConfigError``,
   CLI exit 2, naming the param) and resolves the distance function once.
-- ``score()`` sends all ``n`` repetitions of a batch in **one** ``variation`` call:
-  ``batch.repeat(n)`` and ``batch.seed_matrix(n)`` are image-major (rows ``i*n .. i*n+n-1`` are
-  image ``i``), and the seed of draw ``d`` depends only on (run seed, attack name, image id,
-  ``d``). So scores do not depend on batch size, workers or resumption, and the first ``m`` of
+- ``score()`` asks for all ``n`` draws of a batch in **one** ``variation`` call:
+  ``variation(batch.images, t, k, batch.seed_grid(n), batch.captions)`` answers
+  ``[B, n, C, H, W]``, and the seed of draw ``d`` of an image depends only on (run seed, attack
+  name, image id, ``d``). So scores do not depend on batch size, workers or resumption, and the first ``m`` of
   ``n`` draws are exactly an ``m``-draw run's (a sweep over ``n`` shares its queries through the
   query cache).
 - Queries and NFEs per image are not computed here: the core measures them from the target's
@@ -76,6 +77,10 @@ class ReDiffuseParams(AttackParams):
     distance: str = Field(
         PIXEL_DEFAULTS["distance"],
         description="a registered distance (built in: l2, l1, mse, ssim); ssim on latent targets",
+    )
+    clip: bool = Field(
+        False,
+        description="clip every variation to [-1, 1] before averaging (the official code averages unclipped outputs)",
     )
     latent_reference: Literal["variation", "roundtrip"] = Field(
         "variation",
@@ -148,11 +153,10 @@ class ReDiffuse(Attack):
         return 1.0 - d if self.params.distance == "ssim" else -d
 
     def _variations(self, batch: Batch, draws: int) -> torch.Tensor:
-        """``draws`` variations of every image in ONE call: ``[B, draws, C, H, W]``."""
+        """``draws`` variations of every image in ONE call: ``[B, draws, C, H, W]`` (float32 on
+        the images' device); draw d of image i uses ``batch.seed_grid(draws)[i][d]``."""
         p = self.params
-        images, captions = batch.repeat(draws)  # image-major, matching seed_matrix
-        v = self.target.variation(images, p.t, p.k, batch.seed_matrix(draws), captions)
-        return v.reshape(len(batch), draws, *v.shape[1:])  # variation() answers in float32 on x's device
+        return self.target.variation(batch.images, p.t, p.k, batch.seed_grid(draws), batch.captions, clip=p.clip)
 
     def score(self, batch: Batch) -> AttackOutput:
         x = batch.images.float()

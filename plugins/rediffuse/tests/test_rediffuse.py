@@ -315,7 +315,7 @@ def test_runs_end_to_end_on_a_variation_only_target(run_cfg, audit_cli, tmp_path
     assert entry["requires"] == ["variation"]
     assert entry["queries_per_image"] == 3 and entry["nfe_per_image"] == 6  # n x t/k
     assert entry["variant"] == "pixel" and entry["distance"] == "l2"
-    assert entry["params"] == {"variant": "auto", "t": 100, "k": 50, "n": 3, "distance": "l2", "latent_reference": "variation"}
+    assert entry["params"] == {"variant": "auto", "t": 100, "k": 50, "n": 3, "distance": "l2", "clip": False, "latent_reference": "variation"}
     assert {g["kind"] for g in entry["gallery"]} == {"most member-like", "least member-like"}
     assert all((out / g["reconstruction"]).exists() and (out / g["residual"]).exists() for g in entry["gallery"])
     rows = list(csv.DictReader((out / "scores.csv").open()))

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ModelError
-from audit_core.targets import NOISE, PICKLE_SUFFIXES, VARIATION, Target, TargetContext, TargetParams
+from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, require_weights
 
 REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -41,28 +41,14 @@ class SDParams(TargetParams):
     resolution: int | None = Field(None, ge=8, description="image size (default: U-Net sample size x VAE factor)")
 
 
-def _weights_present(folder: Path, allow_pickle: bool) -> None:
-    for sub in ("unet", "vae", "text_encoder"):
-        files = list((folder / sub).glob("*"))
-        safetensors = [f for f in files if f.suffix == ".safetensors"]
-        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
-        if safetensors:
-            continue
-        if pickled and not allow_pickle:
-            raise ModelError(
-                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
-                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
-                f"config only for files you trust, or convert them to safetensors."
-            )
-        if not pickled:
-            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
-
-
 class StableDiffusionTarget(Target):
     name = "stable-diffusion"
     kind = "latent"
     capabilities = frozenset({VARIATION, NOISE})
     Params = SDParams
+    # a variation is the VAE decoder's image, clamped to [-1, 1] like the official SD pipeline's
+    # output: `clip` changes nothing (the base class's `_variations` does the rest)
+    bounded_variations = True
 
     def __init__(self, params: SDParams, context: TargetContext | None = None):
         super().__init__(params, context)
@@ -75,7 +61,7 @@ class StableDiffusionTarget(Target):
                 f"target.model: {folder} is not a Stable Diffusion pipeline folder: missing {', '.join(missing)} "
                 f"(expected {', '.join(REQUIRED)})"
             )
-        _weights_present(folder, params.allow_pickle)
+        require_weights(folder, ("unet", "vae", "text_encoder"), params.allow_pickle)
         self.folder = folder
         self._place(params.dtype, auto="fp16")  # auto: fp16 on a GPU (fp32 on the CPU)
         self._load(folder, params.allow_pickle)
@@ -95,7 +81,7 @@ class StableDiffusionTarget(Target):
                 self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
                 self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **kw).to(self.device).eval()
                 self.vae = AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval()
-                self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", **kw).to(self.device).eval()
+                self.unet = self._prepare_network(UNet2DConditionModel.from_pretrained(folder / "unet", **kw))
                 self.scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelError(f"target.model: cannot load the Stable Diffusion folder {folder}: {str(exc).splitlines()[0]}") from None
@@ -175,7 +161,7 @@ class StableDiffusionTarget(Target):
         g = self.params.guidance_scale
         out = []
         for start in range(0, z_t.shape[0], self.params.max_batch):
-            chunk = z_t[start : start + self.params.max_batch].to(self.device, self.dtype)
+            chunk = self._network_input(z_t[start : start + self.params.max_batch])
             caps = captions[start : start + chunk.shape[0]]
             steps = torch.full((chunk.shape[0],), int(t), device=self.device, dtype=torch.long)
             cond = self.text_embeddings(caps)

@@ -24,9 +24,10 @@ def test_tiny_folder_loads_with_shapes_and_counts(tiny_sd):
     z = t.encode(x)
     assert z.shape == (3, 4, 8, 8)
     assert t.eps(z, 10, ["a cat", None, ""]).shape == z.shape and t.stats.nfe == 3
-    v = t.variation(x, 20, 10, [1, 2, 3], ["a", "b", None])
-    assert v.shape == x.shape and v.min() >= -1 and v.max() <= 1
-    assert t.stats.nfe == 3 + 3 * 2 and t.stats.queries == 3
+    v = t.variation(x, 20, 10, [[1, 4], [2, 5], [3, 6]], ["a", "b", None])  # n = 2 per image
+    assert v.shape == (3, 2, *x.shape[1:]) and v.min() >= -1 and v.max() <= 1  # the VAE's image, clamped
+    assert t.stats.nfe == 3 + 6 * 2 and t.stats.queries == 6
+    assert torch.allclose(t.variation(x[:1], 20, 10, [[1, 4]], ["a"], clip=True), v[:1], atol=1e-5)  # bounded: clip changes nothing
 
 
 def test_guidance_doubles_nfe_and_changes_prediction(tiny_sd):

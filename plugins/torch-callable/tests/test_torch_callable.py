@@ -50,3 +50,14 @@ def test_audit_run_through_the_factory(audit_cli, write_config, image_folder, tm
     assert code == 0, out
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["attacks"]["variation-similarity"]["nfe_per_image"] == 4
+
+
+def test_variations_are_unclipped_unless_asked():
+    """The base class's DDIM serves the variation API; clip=True clamps exactly the default
+    (unclipped, like the official ReDiffuse code) output to [-1, 1]."""
+    t = TorchCallableTarget(Params(factory="factory_example:build", kwargs={"scale": -2.0}), TargetContext(device="cpu"))
+    x = torch.full((2, 1, 8, 8), 0.95)
+    raw = t.variation(x, 100, 50, [[1, 2, 3], [4, 5, 6]])
+    assert raw.shape == (2, 3, 1, 8, 8) and (raw.abs() > 1).any()
+    assert torch.equal(t.variation(x, 100, 50, [[1, 2, 3], [4, 5, 6]], clip=True), raw.clamp(-1, 1))
+    assert t.stats.queries == 12 and t.stats.nfe == 12 * 2

@@ -13,50 +13,59 @@ subprocess:
 
 Its names differ from the ``toy``/``toy-variation`` targets of the ``toy_plugin`` fixture, so
 installing it never collides with in-process tests.
+
+The classes are defined on first use (:func:`slow_toy_target`): ``audit_core.testing`` imports
+torch and pytest, and every ``audit`` command, ``audit --help`` included, imports this module.
 """
 
 from __future__ import annotations
 
 import time
+from functools import cache
 
 from audit_core import hookimpl, secrets
-from audit_core.testing import ToyParams, ToyTarget
 
 
-class SlowToyParams(ToyParams):
-    delay: float = 0.0
-    token_env: str | None = None
-    leak: bool = False
+@cache
+def slow_toy_target() -> type:
+    """The ``toy-slow`` target class (built once, on first use)."""
+    from audit_core.testing import ToyParams, ToyTarget
 
+    class SlowToyParams(ToyParams):
+        delay: float = 0.0
+        token_env: str | None = None
+        leak: bool = False
 
-class SlowToyTarget(ToyTarget):
-    name = "toy-slow"
-    Params = SlowToyParams
+    class SlowToyTarget(ToyTarget):
+        name = "toy-slow"
+        Params = SlowToyParams
 
-    def __init__(self, params: SlowToyParams, context=None):
-        super().__init__(params, context)
-        self.token = secrets.from_env(params.token_env, "target.token_env") if params.token_env else None
-        if self.token and params.leak:
-            self.stats.notes.append(f"authenticated with {self.token}")
+        def __init__(self, params: SlowToyParams, context=None):
+            super().__init__(params, context)
+            self.token = secrets.from_env(params.token_env, "target.token_env") if params.token_env else None
+            if self.token and params.leak:
+                self.stats.notes.append(f"authenticated with {self.token}")
 
-    def identity(self) -> str:
-        # the delay and the token do not change what the model computes
-        p = self.params
-        return f"toy:{p.image_size}:{p.channels}:{p.scale}:{p.shift}:{p.num_train_timesteps}"
+        def identity(self) -> str:
+            # the delay and the token do not change what the model computes
+            p = self.params
+            return f"toy:{p.image_size}:{p.channels}:{p.scale}:{p.shift}:{p.num_train_timesteps}"
 
-    def eps(self, z_t, t, captions=None):
-        if self.params.delay:
-            time.sleep(self.params.delay)
-        return super().eps(z_t, t, captions)
+        def eps(self, z_t, t, captions=None):
+            if self.params.delay:
+                time.sleep(self.params.delay)
+            return super().eps(z_t, t, captions)
 
-    def describe(self):
-        d = super().describe()
-        if self.token and self.params.leak:
-            d["authorization"] = f"Bearer {self.token}"
-            d["endpoint"] = f"https://api.example.com/v1?key={self.token}"
-        return d
+        def describe(self):
+            d = super().describe()
+            if self.token and self.params.leak:
+                d["authorization"] = f"Bearer {self.token}"
+                d["endpoint"] = f"https://api.example.com/v1?key={self.token}"
+            return d
+
+    return SlowToyTarget
 
 
 @hookimpl
 def register_targets(register):
-    register(SlowToyTarget)
+    register(slow_toy_target())

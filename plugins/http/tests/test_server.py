@@ -1,4 +1,4 @@
-"""`audit serve` in-process (the ASGI app through Starlette's TestClient): status, auth, the
+"""`audit serve` (audit_http.server) in-process (the ASGI app through Starlette's TestClient): status, auth, the
 variations endpoint (exact against the target's own `variation`), seeds, and every 400/401/413.
 The subprocess end to end (a real port, the http target, ReDiffuse) is plugins/http/tests."""
 
@@ -15,7 +15,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="audit serve needs the `serve` extra (fastapi, uvicorn)")
 from starlette.testclient import TestClient  # noqa: E402
 
-from audit_core import serve  # noqa: E402
+from audit_http import protocol  # noqa: E402
+from audit_http import server as serve  # noqa: E402
 from audit_core.testing import ToyParams, ToyTarget, invoke, no_traceback  # noqa: E402
 
 TOKEN = "serve-test-token-9d1f"
@@ -74,9 +75,9 @@ def test_variations_equal_the_targets_own(client, images):
     assert body["seeds"] == seeds and body["t"] == 100 and body["k"] == 50
     assert body["nfe"] == 4 * 2  # 4 rows x t/k
     ref_target = ToyTarget(ToyParams())
-    x = torch.stack([torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[None] for a in images[:2]]).repeat_interleave(2, 0)
-    ref = ref_target.variation(x, 100, 50, [11, 12, 13, 14]).clamp(-1, 1)
-    got = torch.stack([unpng(v) for per in body["variations"] for v in per])
+    x = torch.stack([torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[None] for a in images[:2]])
+    ref = ref_target.variation(x, 100, 50, seeds, clip=True)  # [2, n=2, C, H, W]
+    got = torch.stack([torch.stack([unpng(v) for v in per]) for per in body["variations"]])
     assert got.shape == ref.shape
     assert (got - ref).abs().max() <= 1 / 127.5 + 1e-6  # 8-bit PNG quantisation only
 
@@ -90,7 +91,7 @@ def test_strength_steps_and_seed_forms(client, images):
     b = client.post("/v1/variations", headers=AUTH, json={"images": one, "t": 100, "k": 50, "seed": [5], "n": 2}).json()
     assert b["seeds"][0] == a["seeds"][0][:2] and b["variations"][0] == a["variations"][0][:2]
     c = client.post("/v1/variations", headers=AUTH, json={"images": one * 2, "t": 100, "k": 50, "seed": 7}).json()
-    assert c["seeds"] == [[7], [serve.derive(7, 1)]]
+    assert c["seeds"] == [[7], [protocol.derive(7, 1)]]
     d = client.post("/v1/variations", headers=AUTH, json={"images": one, "t": 100, "k": 100}).json()
     assert len(d["seeds"][0]) == 1  # no seed: a fresh one, reported
 
@@ -160,6 +161,6 @@ def test_serve_cli_errors_exit_2():
 
 
 def test_seed_derivation_is_stable():
-    assert serve.derive(5, 0) == 5
-    assert serve.derive(5, 1) == serve.derive(5, 1) != serve.derive(5, 2)
-    assert 0 <= serve.derive(2**63 - 1, 3) < 2**63
+    assert protocol.derive(5, 0) == 5
+    assert protocol.derive(5, 1) == protocol.derive(5, 1) != protocol.derive(5, 2)
+    assert 0 <= protocol.derive(2**63 - 1, 3) < 2**63

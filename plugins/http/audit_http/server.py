@@ -1,25 +1,31 @@
 """``audit serve``: expose any registered target's variation API ``V(x, t, k)`` over HTTP.
 
-The wire protocol (``audit-variation/1``) is documented in ``docs/http-protocol.md``; the
-``http`` target plugin (``plugins/http``) is its client. In short:
+The wire protocol (``audit-variation/1``) is :mod:`audit_http.protocol` (request/answer models,
+seeds, t/k), documented in ``docs/http-protocol.md``; the ``http`` target is its client. In short:
 
 - ``GET /``: a status JSON (protocol, model, model_id, T, image size, channels, capabilities,
-  limits);
+  limits); ``GET /openapi.json``: the OpenAPI schema (token required like everything else);
 - ``POST /v1/variations``: ``{"images": [base64 PNG, ...], "t" | "strength", "k" | "steps",
   "n", "seed", "caption"}`` -> ``{"variations": [[base64 PNG] * n] * B, "seeds": [[int] * n] * B,
   "nfe": int, ...}``.
 
-Security: binds 127.0.0.1 by default. With ``--token-env VAR`` every request (status included)
-needs ``Authorization: Bearer <token>`` (compared in constant time) and gets 401 otherwise; the
-token is read from the environment and never printed or logged (access logs are off by default
-and never include headers). Limits: request body size (413), images per request (``--max-batch``),
-variations per image (``--max-n``), queued requests (503 with Retry-After when exceeded).
-Malformed requests get 400 with ``{"error": reason}``.
+Security: binds 127.0.0.1 by default and refuses a non-loopback address without a token (unless
+``--insecure-no-auth``). With ``--token-env VAR`` every request (status and schema included) needs
+``Authorization: Bearer <token>`` (compared in constant time) and gets 401 otherwise; the token is
+read from the environment and never printed or logged (access logs are off by default and never
+include headers). Limits: request body size (413), images per request (``--max-batch``),
+variations per image (``--max-n``), queued requests and the bytes they hold (503 with
+Retry-After). Malformed requests (strict types: ``"t": "200"`` is an error; JSON nested too
+deeply) get 400 with ``{"error": reason}``.
 
-The model runs in one worker thread (under a lock): a request's rows (every image times ``n``) go
-to the target in **one** ``variation`` call, so a GPU target sees a full batch. Requests wait
-their turn in arrival order; one whose client has disconnected meanwhile (e.g. timed out, to be
-retried) is dropped without running the model.
+Memory: a queued request holds its images as PNG bytes (about 3/4 of its body); they are decoded
+to tensors only when the request reaches the model, one request at a time. The bodies held at
+once are capped by ``--max-pending-mb``.
+
+The model runs in one worker thread (under a lock): a request's images and their ``n`` seeds
+each go to the target in **one** ``variation(x[B], t, k, seeds[B][n])`` call, so a GPU target
+sees a full batch. Requests wait their turn in arrival order; one whose client has disconnected
+meanwhile (e.g. timed out, to be retried) is dropped without running the model.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ import io
 import ipaddress
 import json
 import logging
-import secrets as _pysecrets
 import socket
 import sys
 import time
@@ -42,63 +47,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from . import __version__, seeding
-from .data import png_b64
-from .errors import AuditError, ConfigError, PluginError
-from .targets import VARIATION, Target, TargetContext
+from audit_core import __version__
+from audit_core.errors import AuditError, ConfigError, PluginError
+from audit_core.targets import VARIATION, Target, TargetContext
 
-try:  # the `serve` extra; module level so that FastAPI can resolve the endpoint annotations
+from .protocol import (
+    PROTOCOL,
+    SEED_LIMIT,
+    ProtocolError,
+    Status,
+    VariationRequest,
+    VariationResponse,
+    derive,
+    first_error,
+    resolve_tk,
+    seed_grid,
+)
+
+try:  # module level so that FastAPI can resolve the endpoint annotations
     from starlette.requests import Request
 except ImportError:  # pragma: no cover
     Request = Any  # type: ignore[misc,assignment]
 
-PROTOCOL = "audit-variation/1"
-SEED_LIMIT = 1 << seeding.SEED_BITS  # seeds are integers 0 <= s < 2**63
+__all__ = ["PROTOCOL", "BadRequest", "Limits", "Service", "create_app", "derive", "serve"]
 log = logging.getLogger("audit.serve")
 
 
-# ----------------------------------------------------------------------------- seeds
-def derive(seed: int, index: int) -> int:
-    """Position ``index`` of a seed list derived from ``seed``: the seed itself at index 0,
-    else a 63-bit hash of (seed, index). Used for both levels (image within a request, variation
-    within an image), so the first m of n variations equal an m-variation request's."""
-    if index == 0:
-        return int(seed)
-    return seeding.hash_seed(f"{int(seed)}/{int(index)}")
-
-
-def seed_matrix(seed: Any, images: int, n: int) -> list[list[int]]:
-    """The ``[images][n]`` seeds a request asks for (see docs/http-protocol.md)."""
-    if seed is None:
-        seed = _pysecrets.randbits(seeding.SEED_BITS)  # fresh randomness, reported back so the call can be replayed
-    if isinstance(seed, int):
-        per_image = [derive(seed, i) for i in range(images)]
-        return [[derive(s, j) for j in range(n)] for s in per_image]
-    if len(seed) != images:
-        raise BadRequest(f"`seed` has {len(seed)} entries for {images} image(s)")
-    if all(isinstance(s, int) for s in seed):
-        return [[derive(s, j) for j in range(n)] for s in seed]
-    if all(isinstance(s, list) for s in seed):
-        for i, row in enumerate(seed):
-            if len(row) != n:
-                raise BadRequest(f"`seed[{i}]` has {len(row)} seeds; n={n} were requested")
-        return [list(row) for row in seed]
-    raise BadRequest("`seed` must be one integer, one integer per image, or one list of n integers per image")
-
-
 # ----------------------------------------------------------------------------- images
-def decode_image(data: str, channels: int, size: int, where: str) -> torch.Tensor:
-    """base64 PNG (a ``data:image/png;base64,`` prefix is accepted) -> ``[C, S, S]`` in [-1, 1].
-
-    The image must already be ``size`` x ``size``: the server never resizes (an audit must know
-    what the model saw). Grayscale and RGB are converted to the target's channels."""
+def png_payload(data: str, size: int, where: str) -> bytes:
+    """base64 PNG (a ``data:image/png;base64,`` prefix is accepted) -> its bytes, after checking
+    from the header alone (nothing is decoded) that it is a ``size`` x ``size`` image of a usable
+    mode: what a queued request holds until its turn at the model."""
     from PIL import Image, UnidentifiedImageError
 
-    from .data import b64_bytes, to_tensor
+    from audit_core.data import b64_bytes
 
-    if not isinstance(data, str) or not data:
+    if not data:
         raise BadRequest(f"{where}: expected a base64 string")
     try:
         raw = b64_bytes(data)
@@ -106,19 +92,38 @@ def decode_image(data: str, channels: int, size: int, where: str) -> torch.Tenso
         raise BadRequest(f"{where}: not valid base64") from None
     try:
         img = Image.open(io.BytesIO(raw))
-        if img.size != (size, size):  # read from the header: nothing big is decoded
-            raise BadRequest(f"{where}: the image is {img.size[0]}x{img.size[1]}; this model takes {size}x{size}")
-        img.load()
-    except BadRequest:
-        raise
+        mode, (w, h) = img.mode, img.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise BadRequest(f"{where}: not a readable image (send PNG)") from None
-    if img.mode not in ("L", "RGB", "RGBA", "LA", "P", "I;16", "I"):
-        raise BadRequest(f"{where}: unsupported image mode {img.mode!r} (send 8-bit grayscale or RGB PNG)")
-    if img.mode in ("I;16", "I"):
+    if (w, h) != (size, size):
+        raise BadRequest(f"{where}: the image is {w}x{h}; this model takes {size}x{size}")
+    if mode in ("I;16", "I", "I;16B", "I;16L"):
         raise BadRequest(f"{where}: 16-bit images are not supported (send 8-bit PNG)")
+    if mode not in ("L", "RGB", "RGBA", "LA", "P"):
+        raise BadRequest(f"{where}: unsupported image mode {mode!r} (send 8-bit grayscale or RGB PNG)")
+    return raw
+
+
+def decode_png(raw: bytes, channels: int, size: int, where: str) -> torch.Tensor:
+    """PNG bytes checked by :func:`png_payload` -> ``[C, S, S]`` in [-1, 1]. The server never
+    resizes (an audit must know what the model saw); grayscale and RGB are converted to the
+    target's channels."""
+    from PIL import Image
+
+    from audit_core.data import to_tensor
+
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise BadRequest(f"{where}: not a readable image (send PNG)") from None
     x, _ = to_tensor(img, channels, size)
     return x
+
+
+def decode_image(data: str, channels: int, size: int, where: str) -> torch.Tensor:
+    """base64 PNG -> ``[C, S, S]`` in [-1, 1] (:func:`png_payload` then :func:`decode_png`)."""
+    return decode_png(png_payload(data, size, where), channels, size, where)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -129,50 +134,30 @@ class BadRequest(Exception):
         self.status = status
 
 
-class VariationRequest(BaseModel):
-    """The JSON body of ``POST /v1/variations`` (unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    images: list[str]
-    t: int | None = None
-    strength: float | None = None
-    k: int | None = None
-    steps: int | None = None
-    n: int = 1
-    seed: int | list[int] | list[list[int]] | None = None
-    caption: str | list[str | None] | None = None
-
-
 @dataclass
 class Limits:
     max_batch: int = 64  # images per request
     max_n: int = 64  # variations per image
     max_body_bytes: int = 64 << 20
     max_queue: int = 64  # requests waiting for the model before 503
+    max_pending_bytes: int = 512 << 20  # request bodies held at once (queued or running) before 503
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_n", "max_body_bytes", "max_queue"):
+        for name in ("max_batch", "max_n", "max_body_bytes", "max_queue", "max_pending_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"audit serve: {name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
 class Plan:
-    """A validated request, ready for the model."""
+    """A validated request, waiting for the model: its images still as PNG bytes."""
 
-    x: torch.Tensor  # [B*n, C, S, S] image-major
+    pngs: list[bytes]  # one per image, size and mode checked
     t: int
     k: int
     n: int
-    seeds: list[list[int]]
-    captions: list[str | None]  # one per row
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
-    return f"`{loc}`: {err.get('msg', 'invalid')}"
+    seeds: list[list[int]]  # [B][n]
+    captions: list[str | None]  # one per image
 
 
 @dataclass
@@ -193,7 +178,7 @@ class Service:
         # whose turn it is at the model: requests wait here in arrival order, and the one holding it
         # runs on the single model thread (an asyncio.Lock binds to a loop only when first awaited)
         self.turn = asyncio.Lock()
-        self._status = self._describe()
+        self._status = Status.model_validate(self._describe()).model_dump(exclude_none=True)  # what clients check
 
     def status(self) -> dict[str, Any]:
         """The ``GET /`` answer (fixed for the server's lifetime)."""
@@ -223,41 +208,20 @@ class Service:
         }
 
     # --------------------------------------------------------------- validation
-    def resolve_tk(self, req: VariationRequest) -> tuple[int, int]:
-        T = self.T
-        if (req.t is None) == (req.strength is None):
-            raise BadRequest("give exactly one of `t` (timestep index) or `strength` (t / T)")
-        if req.strength is not None:
-            if not 0.0 < req.strength < 1.0:
-                raise BadRequest(f"`strength` must satisfy 0 < strength < 1, got {req.strength}")
-            t = round(req.strength * T)
-        else:
-            t = int(req.t)
-        if not 0 < t < T:
-            raise BadRequest(f"`t` must satisfy 0 < t < T={T}, got {t}")
-        if (req.k is None) == (req.steps is None):
-            raise BadRequest("give exactly one of `k` (DDIM interval) or `steps` (t / k)")
-        if req.steps is not None:
-            if not 1 <= req.steps <= t or t % req.steps:
-                raise BadRequest(f"`steps` must be between 1 and t={t} and divide it, got {req.steps}")
-            k = t // req.steps
-        else:
-            k = int(req.k)
-        if not 1 <= k <= t or t % k:
-            raise BadRequest(f"`k` must be between 1 and t={t} and divide it, got {k}")
-        return t, k
-
     def plan(self, body: bytes) -> Plan:
+        """Validate a request body (strict types, bounded nesting, limits, seeds, captions, image
+        headers) without decoding any image: a :class:`BadRequest` says what is wrong."""
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("the body must be a JSON object")
-        try:
-            req = VariationRequest.model_validate(payload)
+            # pydantic's own JSON parser: strict, bounded nesting depth, no intermediate dict
+            req = VariationRequest.model_validate_json(body)
         except ValidationError as exc:
-            raise BadRequest(_first_error(exc)) from None
+            err = exc.errors()[0]
+            if err.get("type") == "json_invalid":
+                raise BadRequest(f"the body is not valid JSON: {err.get('msg', '')}") from None
+            if err.get("type") == "model_type":
+                raise BadRequest("the body must be a JSON object") from None
+            raise BadRequest(first_error(exc)) from None
+        del body  # the images now live in `req` only
         B = len(req.images)
         if B == 0:
             raise BadRequest("`images` is empty")
@@ -265,8 +229,11 @@ class Service:
             raise BadRequest(f"{B} images in one request; this server takes at most {self.limits.max_batch} (--max-batch)")
         if not 1 <= req.n <= self.limits.max_n:
             raise BadRequest(f"`n` must be between 1 and {self.limits.max_n}, got {req.n}")
-        t, k = self.resolve_tk(req)
-        seeds = seed_matrix(req.seed, B, req.n)
+        try:
+            t, k = resolve_tk(req, self.T)
+            seeds = seed_grid(req.seed, B, req.n)
+        except ProtocolError as exc:
+            raise BadRequest(exc.reason) from None
         for row in seeds:
             for s in row:
                 if not (isinstance(s, int) and 0 <= s < SEED_LIMIT):
@@ -274,44 +241,48 @@ class Service:
         if isinstance(req.caption, list):
             if len(req.caption) != B:
                 raise BadRequest(f"`caption` has {len(req.caption)} entries for {B} image(s)")
-            per_image = list(req.caption)
+            captions = list(req.caption)
         else:
-            per_image = [req.caption] * B
-        tg = self.target
-        images = [decode_image(data, tg.channels, tg.image_size, f"images[{i}]") for i, data in enumerate(req.images)]
-        x = torch.stack(images).repeat_interleave(req.n, dim=0)
-        captions = [c for c in per_image for _ in range(req.n)]
-        return Plan(x=x, t=t, k=k, n=req.n, seeds=seeds, captions=captions)
+            captions = [req.caption] * B
+        size = int(self.target.image_size)
+        pngs = []
+        for i in range(B):
+            pngs.append(png_payload(req.images[i], size, f"images[{i}]"))
+            req.images[i] = ""  # drop each base64 string once its bytes are kept
+        return Plan(pngs=pngs, t=t, k=k, n=req.n, seeds=seeds, captions=captions)
 
     # --------------------------------------------------------------- the model
     def run(self, plan: Plan) -> tuple[torch.Tensor, int, float]:
-        """One ``variation`` call for all rows (on the single model thread, holding ``turn``)."""
-        flat = [s for row in plan.seeds for s in row]
-        st = self.target.stats
+        """Decode the images and make one ``variation(x[B], t, k, seeds[B][n])`` call (on the
+        single model thread, holding ``turn``) -> ``[B, n, C, S, S]``."""
+        tg = self.target
+        x = torch.stack([decode_png(raw, tg.channels, tg.image_size, f"images[{i}]") for i, raw in enumerate(plan.pngs)])
+        plan.pngs = []  # decoded: the PNG bytes are no longer needed
+        st = tg.stats
         nfe0, q0 = st.nfe, st.queries
         t0 = time.perf_counter()
-        x = plan.x.to(self.target.device)
         with torch.no_grad():
             try:
-                out = self.target.variation(x, plan.t, plan.k, flat, plan.captions)
+                out = tg.variation(x.to(tg.device), plan.t, plan.k, plan.seeds, plan.captions)
             except (ValueError, AuditError) as exc:
                 raise BadRequest(f"the target refused the request: {exc}") from None
         seconds = time.perf_counter() - t0
         nfe = st.nfe - nfe0
         if nfe == 0 and st.queries > q0:  # a variation-only target that does not count NFEs
-            nfe = self.target.nfe_per_query(plan.t, plan.k) * (st.queries - q0)
+            nfe = tg.nfe_per_query(plan.t, plan.k) * (st.queries - q0)
         return out.detach().to("cpu", torch.float32), int(nfe), seconds
 
     def respond(self, plan: Plan, out: torch.Tensor, nfe: int, seconds: float) -> dict[str, Any]:
-        n = plan.n
-        pngs = [png_b64(out[i]) for i in range(out.shape[0])]
+        """The answer: ``variations[i][j]`` is variation j of image i, as it came from the target."""
+        from audit_core.data import png_b64
+
         return {
             "protocol": PROTOCOL,
             "model_id": self.model_id,
             "t": plan.t,
             "k": plan.k,
-            "n": n,
-            "variations": [pngs[i : i + n] for i in range(0, len(pngs), n)],
+            "n": plan.n,
+            "variations": [[png_b64(v) for v in per_image] for per_image in out],
             "seeds": plan.seeds,
             "nfe": nfe,
             "seconds": round(seconds, 6),
@@ -340,12 +311,15 @@ async def send_json(send: Any, status: int, obj: Any, headers: list | None = Non
 
 class Guard:
     """Pure ASGI middleware in front of the app: the bearer token (401, before the body is
-    read) and the body size limit (413, from Content-Length or while streaming)."""
+    read), the body size limit (413, from Content-Length or while streaming) and the bytes of
+    request bodies held at once (503 with Retry-After past ``max_pending_bytes``)."""
 
-    def __init__(self, app: Any, token: str | None, max_body_bytes: int):
+    def __init__(self, app: Any, token: str | None, max_body_bytes: int, max_pending_bytes: int | None = None):
         self.app = app
         self.token = token.encode() if token else None
         self.max_body = max_body_bytes
+        self.max_pending = max_pending_bytes if max_pending_bytes is not None else 8 * max_body_bytes
+        self.pending_bytes = 0  # bodies admitted and not yet answered (Content-Length, else max_body)
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self.token is None:
@@ -369,15 +343,23 @@ class Guard:
         if not self.authorized(headers):
             await send_json(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
             return
+        declared = None
         for name, value in headers:
             if name.lower() == b"content-length":
                 try:
-                    if int(value) > self.max_body:
-                        await send_json(send, 413, {"error": f"the body is larger than {self.max_body} bytes"})
-                        return
+                    declared = int(value)
                 except ValueError:
                     await send_json(send, 400, {"error": "bad Content-Length"})
                     return
+                if declared > self.max_body:
+                    await send_json(send, 413, {"error": f"the body is larger than {self.max_body} bytes"})
+                    return
+        # a body of unknown length may grow to max_body: reserve that much for it
+        reserve = 0 if scope.get("method") in ("GET", "HEAD") else (declared if declared is not None else self.max_body)
+        if reserve and self.pending_bytes + reserve > self.max_pending:
+            await send_json(send, 503, {"error": "busy: too many request bytes queued"}, [(b"retry-after", b"1")])
+            return
+        self.pending_bytes += reserve
         seen = 0
 
         async def limited_receive() -> Any:  # a streamed body past the limit: the app answers 413
@@ -389,18 +371,27 @@ class Guard:
                     raise _TooLarge
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.pending_bytes -= reserve
 
 
 # ----------------------------------------------------------------------------- the app
 def create_app(service: Service, token: str | None = None) -> Any:
-    """The ASGI app (FastAPI behind :class:`Guard`) for ``service``."""
+    """The ASGI app (FastAPI behind :class:`Guard`) for ``service``. Its OpenAPI schema is at
+    ``/openapi.json``, behind the token like every other path."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    api = FastAPI(title="audit serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(
+        title="audit serve", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+        description=f"The {PROTOCOL} variation API (docs/http-protocol.md).",
+    )
+    errors = {"description": "the request was refused: `error` says why", "content": {
+        "application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}}
 
     @api.exception_handler(BadRequest)
     async def _bad(request: Request, exc: BadRequest) -> JSONResponse:
@@ -414,18 +405,28 @@ def create_app(service: Service, token: str | None = None) -> Any:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @api.get("/")
+    @api.get("/", response_model=None, responses={200: {"model": Status}}, summary="the model's shape, schedule, identity and limits")
     async def status() -> dict[str, Any]:
         return service.status()
 
-    @api.post("/v1/variations")
+    @api.post(
+        "/v1/variations",
+        summary="n variations V(x, t, k) of each image",
+        response_model=None,  # documented by `responses`; the handler answers JSONResponse itself
+        responses={200: {"model": VariationResponse}, 400: errors, 401: errors, 413: errors, 503: errors},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": VariationRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+    )
     async def variations(request: Request) -> JSONResponse:
         if service.pending >= service.limits.max_queue:
             return JSONResponse({"error": "busy: too many queued requests"}, status_code=503, headers={"Retry-After": "1"})
         service.pending += 1
         try:
-            body = await request.body()
-            plan = await run_in_threadpool(service.plan, body)  # PNG decoding off the event loop
+            # the body is read from the stream, not request.body() (which would keep a copy on the
+            # request for its lifetime): once validated, only the plan's PNG bytes stay while queued
+            body = b"".join([chunk async for chunk in request.stream()])
+            plan = await run_in_threadpool(service.plan, body)  # validation off the event loop
+            del body
             async with service.turn:  # requests queue here, in arrival order
                 if await request.is_disconnected():  # the client timed out or went away: skip the work
                     service.skipped += 1
@@ -436,7 +437,7 @@ def create_app(service: Service, token: str | None = None) -> Any:
         except (BadRequest, _TooLarge):
             raise
         except Exception:
-            from .secrets import scrub
+            from audit_core.secrets import scrub
 
             log.error("internal error while serving a request:\n%s", scrub(traceback.format_exc()))
             return JSONResponse({"error": "internal server error"}, status_code=500)
@@ -445,13 +446,13 @@ def create_app(service: Service, token: str | None = None) -> Any:
         service.requests += 1
         return JSONResponse(payload)
 
-    return Guard(api, token, service.limits.max_body_bytes)
+    return Guard(api, token, service.limits.max_body_bytes, service.limits.max_pending_bytes)
 
 
 # ----------------------------------------------------------------------------- building
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``--param key=value`` (value parsed as YAML: numbers, booleans, lists)."""
-    from .config import parse_value
+    from audit_core.config import parse_value
 
     out: dict[str, Any] = {}
     for item in items:
@@ -467,7 +468,7 @@ def build_target(plugin: str, model: str | None, device: str = "auto", params: d
     """A registered target with Params ``{model: PATH, **params}`` (errors exit with 2)."""
     from pathlib import Path
 
-    from .plugins import construct, lookup
+    from audit_core.plugins import construct, lookup
 
     tcls = lookup("targets", plugin, where="--target")
     values = dict(params or {})
@@ -476,7 +477,7 @@ def build_target(plugin: str, model: str | None, device: str = "auto", params: d
     try:
         tparams = tcls.Params.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(f"target {plugin!r}: {_first_error(exc).replace('`', '')}") from None
+        raise ConfigError(f"target {plugin!r}: {first_error(exc).replace('`', '')}") from None
     if VARIATION not in tcls.capabilities:
         raise PluginError(f"target {plugin!r} has no variation API to serve")
     return construct(tcls, tparams, TargetContext(device=device, cache=None, config_dir=str(Path.cwd())))
@@ -512,6 +513,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_bind(host: str, port: int, token: str | None, insecure_no_auth: bool = False) -> None:
+    """Refuse a port outside 0..65535 and a non-loopback address without a token (unless the
+    operator explicitly accepts an unauthenticated server with ``--insecure-no-auth``)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is 1..65535 (or 0 for any free port)")
+    if not is_loopback(host) and not token:
+        if not insecure_no_auth:
+            raise ConfigError(
+                f"audit serve: refusing to listen on the non-loopback address {host} without a token: anyone who "
+                f"can reach it could query the model. Put a token in an environment variable and pass --token-env VAR, "
+                f"or bind 127.0.0.1; --insecure-no-auth serves without one anyway"
+            )
+        print(
+            f"audit serve: listening on {host} WITHOUT a token (--insecure-no-auth): anyone who can reach it can "
+            f"query the model",
+            file=sys.stderr,
+        )
+
+
 def serve(
     target: str,
     model: str | None,
@@ -522,26 +542,36 @@ def serve(
     device: str = "auto",
     params: dict[str, Any] | None = None,
     access_log: bool = False,
+    insecure_no_auth: bool = False,
+    txt2img: str | None = None,
 ) -> None:
-    """Build the target and serve it until interrupted (``audit serve``)."""
-    try:
-        import uvicorn
-    except ImportError:  # pragma: no cover - the `serve` extra
-        raise PluginError("audit serve needs FastAPI and uvicorn: pip install 'audit-core[serve]'") from None
-    from . import secrets
+    """Build the target and serve it until interrupted (``audit serve``). Everything is
+    checked (port, token, bind address, target params) before the model is loaded."""
+    import uvicorn
+
+    from audit_core import secrets
 
     token = secrets.from_env(token_env, "--token-env") if token_env else None
+    check_bind(host, port, token, insecure_no_auth)
     limits = limits or Limits()
-    if not is_loopback(host):
-        msg = f"audit serve: listening on a non-loopback address ({host})"
-        print(msg + ("" if token else " WITHOUT a token: anyone who can reach it can query the model"), file=sys.stderr)
-    tg = build_target(target, model, device, params)
+    sock = bind(host, port)  # before the model loads: a taken port costs no model load
+    try:
+        tg = build_target(target, model, device, params)
+    except BaseException:
+        sock.close()
+        raise
     service = Service(tg, model or "", limits)
-    sock = bind(host, port)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    app = create_app(service, token)
+    if txt2img:
+        try:
+            from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
+        except ImportError:
+            raise PluginError("audit serve --txt2img needs the audit-http plugin: pip install -e plugins/http") from None
+        serve_generator(app, txt2img, model, device)
     config = uvicorn.Config(
-        create_app(service, token), log_level="info", access_log=access_log, lifespan="off",
+        app, log_level="info", access_log=access_log, lifespan="off",
         timeout_graceful_shutdown=5, server_header=False,
     )
     server = uvicorn.Server(config)

@@ -1,0 +1,160 @@
+"""Checks of a prepared run that need the data, the target and the attacks together, run before
+the first query: the learned scorer's minimum set sizes, a lower bound on the memory one batch
+needs (``run.batch_size`` x variations per image), and a warning when members and non-members
+share identical files (the audit then cannot tell them apart).
+
+Refusals are ``ConfigError`` (exit 2) naming the key and the numbers; warnings are printed and
+kept in results.json (``run.notes``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from .errors import ConfigError
+
+#: float32 copies of every variation row alive at once in a scoring step (the repeated input,
+#: the noise, the noised image, the model's output, the returned variation, their mean):
+#: a lower bound, the model's own activations come on top
+WORK_COPIES = 6
+#: params that say how many variation rows an attack sends per image
+ROW_PARAMS = ("n", "draws")
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine (None when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def rows_per_image(attack: Any, params: Any) -> int:
+    """Variation rows an attack sends per image: its ``rows_per_image()`` when it has one, else
+    the largest of its ``n``/``draws`` params (latent ReDiffuse draws 2n), else 1."""
+    fn = getattr(attack, "rows_per_image", None)
+    if callable(fn):
+        return max(1, int(fn()))
+    rows = 1
+    for name in ROW_PARAMS:
+        v = getattr(params, name, None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            rows = max(rows, v)
+    if getattr(attack, "variant", None) == "latent" and getattr(params, "latent_reference", None) == "variation":
+        rows *= 2
+    return rows
+
+
+def estimate(batch_size: int, rows: int, channels: int, image_size: int) -> int:
+    """Lower bound in bytes of the memory one scoring step needs: ``batch_size * rows`` float32
+    images of ``channels x image_size x image_size``, ``WORK_COPIES`` times."""
+    return int(batch_size) * int(rows) * int(channels) * int(image_size) ** 2 * 4 * WORK_COPIES
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_memory(loaded: Any, attacks: list, target: Any, limit: int | None = None) -> None:
+    """Refuse (ConfigError) an attack whose batch cannot fit in this machine's memory."""
+    limit = physical_memory() if limit is None else limit
+    if not limit:
+        return
+    bs = loaded.cfg.run.batch_size
+    c, s = int(getattr(target, "channels", 3) or 3), int(getattr(target, "image_size", 0) or 0)
+    if s <= 0:
+        return
+    for i, pa in enumerate(attacks):
+        rows = rows_per_image(pa.attack, pa.params)
+        need = estimate(bs, rows, c, s)
+        if need > limit:
+            raise ConfigError(
+                f"attack {pa.name!r}: one batch needs at least {_gb(need)} of memory (run.batch_size {bs} x {rows} "
+                f"variation(s) per image x {c}x{s}x{s} float32 x {WORK_COPIES} working copies), more than this "
+                f"machine's {_gb(limit)}. Lower run.batch_size ({loaded.where('run', 'batch_size')}) or the "
+                f"attack's n ({loaded.where('attacks')})."
+            )
+
+
+def classifier_minimum(fraction: float) -> int:
+    """The fewest images of one class for ``scorer: classifier``: the calibration split takes
+    ``max(1, round(n * fraction))`` of each class and at least one must remain for evaluation."""
+    n = 2
+    while n - max(1, int(round(n * fraction))) < 1:
+        n += 1
+    return n
+
+
+def check_classifier_sizes(loaded: Any, data: Any, attacks: list) -> None:
+    """Refuse ``scorer: classifier`` when a set is smaller than :func:`classifier_minimum`."""
+    users = [pa for pa in attacks if pa.cfg.scorer == "classifier"]
+    if not users:
+        return
+    fraction = loaded.cfg.inference.calibration_fraction
+    need = classifier_minimum(fraction)
+    n_pos = sum(1 for r in data.records if r.label == 1)
+    n_neg = len(data.records) - n_pos
+    if min(n_pos, n_neg) < need:
+        names = ("suspects", "reference") if data.mode == "copyright" else ("members", "non-members")
+        raise ConfigError(
+            f"attack {users[0].name!r} uses `scorer: classifier`, which needs at least {need} {names[0]} and {need} "
+            f"{names[1]} (inference.calibration_fraction {fraction} trains on max(1, round(n x {fraction})) of each "
+            f"and evaluates on the rest); the data has {n_pos} and {n_neg}. Add images or use `scorer: threshold`."
+        )
+
+
+def content_hash(record: Any) -> str | None:
+    """sha256 of a record's file bytes (or array bytes); None when unreadable."""
+    h = hashlib.sha256()
+    if getattr(record, "array", None) is not None:
+        import numpy as np
+
+        a = np.ascontiguousarray(record.array)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+        return h.hexdigest()
+    try:
+        with open(record.path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, TypeError, ValueError):
+        return None
+    return h.hexdigest()
+
+
+def identical_across_sets(data: Any) -> str | None:
+    """A warning when an image of the positive set has the same bytes as one of the other set."""
+    pos: dict[str, str] = {}
+    for r in data.records:
+        if r.label == 1:
+            h = content_hash(r)
+            if h:
+                pos.setdefault(h, r.id)
+    pairs = []
+    for r in data.records:
+        if r.label == 0:
+            h = content_hash(r)
+            if h and h in pos:
+                pairs.append((pos[h], r.id))
+    if not pairs:
+        return None
+    names = ("suspect", "reference") if data.mode == "copyright" else ("member", "non-member")
+    example = ", ".join(f"{a} = {b}" for a, b in pairs[:3])
+    return (
+        f"{len(pairs)} {names[1]} image(s) have exactly the same content as a {names[0]} image (e.g. {example}): "
+        f"identical images get identical scores, so the two sets cannot be told apart there"
+    )
+
+
+def check(loaded: Any, data: Any, attacks: list, target: Any, console: Any = None) -> None:
+    """Every check of this module, in the runner's preparation phase (before any query)."""
+    check_classifier_sizes(loaded, data, attacks)
+    check_memory(loaded, attacks, target)
+    warning = identical_across_sets(data)
+    if warning:
+        data.notes.append(f"warning: {warning}")
+        if console is not None:
+            from . import console as term
+
+            term.warn(console, warning)

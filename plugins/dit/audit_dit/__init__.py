@@ -1,0 +1,1 @@
+"""audit-dit: class-conditional Diffusion Transformers (diffusers DiTPipeline folders) as audit targets."""

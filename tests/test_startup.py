@@ -1,0 +1,44 @@
+"""Start-up stays light: `audit --help` loads every installed plugin's entry point but neither
+torch nor the other heavy libraries (their timing is benchmarks/bench_run.py's). (`audit plugins`
+lists the names each plugin registers, which builds the registered classes: it loads torch.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "diffusers", "sklearn", "matplotlib", "scipy", "transformers", "pytest")
+
+PROBE = """
+import json, sys
+from audit_core.cli import main
+try:
+    main({args!r})
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins", "--help"], ["--version"]])
+def test_cli_start_up_imports_no_heavy_library(args):
+    probe = PROBE.format(args=args, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    loaded = json.loads(out.stderr.strip().splitlines()[-1])
+    assert loaded == [], f"`audit {' '.join(args)}` imported {loaded}"
+    assert out.stdout.strip(), "the command printed nothing"
+
+
+def test_lazy_plugin_packages_still_export_their_names():
+    from audit_pia import PIA
+    from audit_rediffuse import ReDiffuse
+    from audit_torch_callable import TorchCallableTarget
+
+    assert (PIA.name, ReDiffuse.name, TorchCallableTarget.name) == ("pia", "rediffuse", "torch-callable")
+    import audit_pia
+
+    with pytest.raises(AttributeError):
+        audit_pia.NoSuchThing  # noqa: B018
