@@ -403,8 +403,10 @@ def test_from_env_errors_name_the_key_and_variable(registry, monkeypatch):
     monkeypatch.delenv("NOT_SET_TOKEN_X", raising=False)
     with pytest.raises(ConfigError, match=r"target\.token_env: the environment variable NOT_SET_TOKEN_X is not set"):
         registry.from_env("NOT_SET_TOKEN_X", "target.token_env")
-    with pytest.raises(ConfigError, match=r"target\.token_env: 'hf_abc def' is not an environment variable name"):
+    with pytest.raises(ConfigError, match=r"target\.token_env: the value given \(10 characters, not shown\) is not an environment variable name") as e:
         registry.from_env("hf_abc def", "target.token_env")
+    assert "hf_abc" not in str(e.value) and registry.registered() == {"hf_abc def"}  # never echoed, scrubbed later
+    registry.forget_all()
     with pytest.raises(ConfigError, match=r"^target\.token_env: name the environment variable"):
         registry.from_env("", "target.token_env")
     assert registry.from_env(None, required=False) is None
