@@ -83,6 +83,9 @@ class AttackOutput:
     residuals: torch.Tensor | None = None  # [B, C, H, W] residual maps (for the learned scorer)
     reconstructions: torch.Tensor | None = None  # [B, C, H, W] in [-1, 1] (for the gallery)
     extras: dict[str, Any] = field(default_factory=dict)  # per-batch JSON-able notes
+    #: [B] variation rows each image used, when an attack spends unequal amounts (adaptive
+    #: budgets); None: the batch's measured queries and NFEs are split evenly
+    queries: torch.Tensor | None = None
 
 
 class Attack:
@@ -91,6 +94,11 @@ class Attack:
     Params: ClassVar[type[BaseModel]] = AttackParams
     #: True when ``score`` returns residual maps, so ``scorer: classifier`` can be used.
     residual_maps: ClassVar[bool] = False
+    #: True for attacks that combine other entries' scores after scoring (audit_core.combine)
+    combines: ClassVar[bool] = False
+    #: named param sets (``params: {preset: NAME}``), e.g. a paper's published setting; the
+    #: ``Params`` model must then have a ``preset`` field (see :func:`resolve_params`)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     plugin_name: ClassVar[str] = ""
     #: U-Net evaluations one image costs, when the attack knows (may be a property of the
     #: params); the core warns when the target's counters measure something else
@@ -124,6 +132,17 @@ class Attack:
         """Extra JSON-able facts for results.json (variant, distance, ...)."""
         return {}
 
+    def needs_calibration(self) -> bool:
+        """True when the attack sets some params from labelled calibration images (an adaptive
+        budget's threshold): the runner then scores the run's calibration split first, calls
+        :meth:`calibrated_params` with those scores and labels, scores the other images with the
+        updated params, and reports metrics on the other images only."""
+        return False
+
+    def calibrated_params(self, scores: Any, labels: Any) -> dict[str, Any]:
+        """Param updates from the calibration images' scores ``[N]`` and labels ``[N]`` (1 = member)."""
+        return {}
+
     # helpers for subclasses -----------------------------------------------------------------
     def check_tk(self, t: int, k: int | None = None, t_label: str = "t", k_label: str = "k") -> None:
         """``0 < t < T`` (T read from the target) and, when given, ``k`` positive and dividing t:
@@ -153,6 +172,20 @@ class Attack:
                 f"attack {self.context.name!r}: unknown distance {name!r}.{did_you_mean(name, self.context.distances)} "
                 f"Available: {avail}."
             ) from None
+
+
+def resolve_params(attack_cls: type[Attack], target: Target, params: dict[str, Any]) -> dict[str, Any]:
+    """The param values to validate for one attack entry: the target-dependent defaults, then the
+    named preset's values (``params.preset``), then the user's own values (which always win).
+    Raises ConfigError (naming the available presets) for an unknown preset."""
+    values = dict(attack_cls.defaults_for(target))
+    name = params.get("preset")
+    if name is not None:
+        if name not in attack_cls.presets:
+            avail = ", ".join(sorted(attack_cls.presets)) or "none"
+            raise ConfigError(f"unknown preset {name!r} for attack plugin {attack_cls.name!r} (presets: {avail})")
+        values.update(attack_cls.presets[name])
+    return {**values, **params}
 
 
 def check_access(attack_cls: type[Attack], target: Target, attack_name: str) -> None:

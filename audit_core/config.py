@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import ConfigError
 from .secrets import redact  # noqa: F401  (the one redaction rule, also used from here)
@@ -103,16 +103,47 @@ class DataCfg(Strict):
         return "copyright" if self.suspects is not None else "evaluation"
 
 
+class ScorerCfg(Strict):
+    """``attacks[].scorer``: ``threshold`` (the attack's own score), ``classifier`` (the learned
+    scorer on residual maps, the project's recipe) or ``{kind: classifier, recipe: paper}`` (the
+    official code's recipe; see audit_core/scorer.py). A plain string is read as ``{kind: ...}``."""
+
+    kind: Literal["threshold", "classifier"] = "threshold"
+    recipe: Literal["default", "paper"] = "default"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _recipe_needs_classifier(self) -> ScorerCfg:
+        if self.kind == "threshold" and self.recipe != "default":
+            raise ValueError("a recipe applies to `kind: classifier` only")
+        return self
+
+    @model_serializer(mode="plain")
+    def _compact(self) -> str | dict[str, str]:
+        # the string form when the recipe is the default, so configs written before the
+        # recipe existed keep their resolved form and their resume fingerprint
+        return self.kind if self.recipe == "default" else {"kind": self.kind, "recipe": self.recipe}
+
+
 class AttackCfg(Strict):
     plugin: str
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    scorer: Literal["threshold", "classifier"] = "threshold"
+    scorer: ScorerCfg = Field(default_factory=ScorerCfg)
     seed_key: str | None = None  # set by sweep expansion so a grid shares per-image draws
 
     @property
     def key(self) -> str:
         return self.name or self.plugin
+
+    @property
+    def learned(self) -> bool:
+        """Whether this entry is scored by the learned classifier (``scorer.kind == classifier``)."""
+        return self.scorer.kind == "classifier"
 
 
 class ReportCfg(Strict):
@@ -131,7 +162,8 @@ class InferenceCfg(Strict):
 
     alpha: float = Field(0.01, gt=0, lt=1)
     calibration_fraction: float = Field(0.2, gt=0, lt=1)
-    combine: Literal["bonferroni", "fisher", "none"] = "bonferroni"
+    combine: Literal["rank", "bonferroni", "fisher", "none"] = "rank"
+    permutations: int = Field(9999, ge=99, le=1_000_000)  # combine: rank
 
 
 class MetricsCfg(Strict):

@@ -258,6 +258,15 @@ def set_inference_summary(si: dict, console: Console | None = None) -> None:
     for name, e in si.items():
         for note in e.get("notes", []) if name != "combined" else []:
             console.print(f"[yellow]{escape(name)}:[/] {escape(note)}", highlight=False)
+    power = si.get("combined", {}).get("power")
+    if power:
+        k = power["smallest_set_size"]
+        size = f"about {k} images" if k is not None else f"more than {max(int(s) for s in power['power_by_set_size'])} images"
+        console.print(
+            f"[bold]Power:[/] a set of true members would be flagged at alpha = {power['alpha']:g} with probability "
+            f">= {power['target_power']:.0%} from {size} ({escape(power['note'])}).",
+            highlight=False,
+        )
 
 
 def sweep_tables(sweeps: dict[str, Any], console: Console | None = None) -> None:

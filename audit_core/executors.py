@@ -106,16 +106,21 @@ def execute_batch(target, attack: Attack, batch: WorkBatch, run_seed: int, seed_
     seconds = time.perf_counter() - t0
     n = len(b)
     scores = checked_scores(attack, out, b)
-    nfe_per_image = (st.nfe - nfe0 + st.cached_nfe - c0) / n
+    nfe_total = st.nfe - nfe0 + st.cached_nfe - c0
+    nfe_per_image = nfe_total / n
     note = nfe_mismatch(attack, nfe_per_image)
     if note:
         out.extras = {**out.extras, "nfe_warning": note}
+    share = np.full(n, 1.0 / n)
+    if out.queries is not None:  # unequal budgets: split the measured cost by the attack's own count
+        q = out.queries.detach().double().cpu().numpy().reshape(-1)
+        share = q / q.sum() if q.sum() > 0 else share
     return BatchResult(
         index=batch.index,
         ids=list(batch.ids),
         scores=scores,
-        nfe=np.full(n, nfe_per_image),
-        queries=np.full(n, (st.queries - q0 + st.cache_hits - h0) / n),
+        nfe=nfe_total * share,
+        queries=(st.queries - q0 + st.cache_hits - h0) * share,
         residuals=shrink(out.residuals) if keep_maps else None,
         reconstructions=shrink(out.reconstructions) if keep_maps else None,
         seconds=seconds,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -105,12 +105,19 @@ class AttackResult(_Open):
     threshold_scorer_metrics: Optional[dict[str, Metric]] = Field(
         None, description="learned scorer: the attack's own score on the same evaluation split"
     )
+    components_on_evaluation: Optional[dict[str, dict[str, Metric]]] = Field(
+        None, description="combining attack (ensemble): each component's metrics on the same evaluation split"
+    )
     metrics: dict[str, Metric] = Field(description="auc, asr, tpr_at_1pct_fpr, tpr_at_0_1pct_fpr")
     roc: Roc
     metrics_note: Optional[str] = None
     calibrated: Optional[dict[str, Any]] = Field(None, description="evaluation mode: threshold at FPR alpha on a calibration split")
     nfe_per_image: float
     queries_per_image: float
+    queries_per_image_evaluation: Optional[float] = Field(
+        None, description="calibrated params (adaptive budget): queries per image on the evaluation split"
+    )
+    cost_note: Optional[str] = None
     cache_hits: int
     spent: Spent
     seconds: float
@@ -213,24 +220,48 @@ class FinalScores:
     splits: np.ndarray
     scorer: dict[str, Any]
     threshold_scorer_metrics: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more AttackResult keys (declared fields)
+    free: bool = False  # queries nothing itself (a combination): spent is zero
 
 
-def final_scores(raw, labels, scorer: str, maps=None, *, fraction: float, bootstrap: int, seed: int) -> FinalScores:
+def final_scores(
+    raw, labels, scorer: str, maps=None, *, recipe: str = "default", fraction: float, bootstrap: int, seed: int
+) -> FinalScores:
     """Threshold scorer: the attack's raw scores. Learned scorer (``classifier``): a classifier
-    trained on a calibration split of the residual ``maps`` scores the held-out rest."""
+    trained (with the named ``recipe``, :data:`audit_core.scorer.RECIPES`) on a calibration split
+    of the residual ``maps`` scores the held-out rest."""
     raw, labels = np.asarray(raw), np.asarray(labels)
     if scorer != "classifier":
         return FinalScores(
             raw, np.ones(len(raw), dtype=bool), np.array(["all"] * len(raw), dtype=object),
             {"kind": "threshold", "note": "the attack's score, thresholded"},
         )
-    from .scorer import train_classifier
+    from .scorer import train_recipe
 
-    sr = train_classifier(maps, labels, fraction=fraction, seed=seed)
+    sr = train_recipe(maps, labels, recipe, fraction=fraction, seed=seed)
     eval_mask = ~sr.calibration
     return FinalScores(
         sr.scores, eval_mask, np.where(sr.calibration, "calibration", "evaluation").astype(object), sr.info,
         metrics.compute(raw[eval_mask], labels[eval_mask], bootstrap, seed),
+    )
+
+
+def calibrated_scores(raw, in_calibration, updates: dict[str, Any], queries) -> FinalScores:
+    """An attack whose params were calibrated on the run's calibration split (it scored those
+    images first): its raw scores, evaluated on the other images only."""
+    raw, cal = np.asarray(raw), np.asarray(in_calibration, dtype=bool)
+    q = np.asarray(queries, dtype=np.float64)
+    return FinalScores(
+        raw, ~cal, np.where(cal, "calibration", "evaluation").astype(object),
+        {
+            "kind": "threshold",
+            "calibrated_params": updates,
+            "note": (
+                "params calibrated on the run's calibration split (scored first, with the whole budget); "
+                "metrics are on the other images only"
+            ),
+        },
+        extra={"queries_per_image_evaluation": float(q[~cal].mean()) if (~cal).any() else None},
     )
 
 
@@ -262,6 +293,9 @@ def attack_result(
         seconds=round(seconds, 3), seconds_per_100_images=round(100 * seconds / max(len(labels), 1), 3),
         n_members=int((l_eval == 1).sum()), n_nonmembers=int((l_eval == 0).sum()),
     )
+    entry.update(final.extra)
+    if final.free:
+        entry["spent"] = {"queries": 0, "nfe": 0}
     if stats.get("extras"):
         entry["extras"] = stats["extras"]
     entry["gallery"] = gallery

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
-from .attacks import Attack, AttackContext, check_access
+from . import combine, environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
+from .attacks import Attack, AttackContext, check_access, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, dotted, fingerprint
@@ -57,6 +57,12 @@ class PreparedAttack:
     params: Any
     attack: Attack
     seed_key: str
+
+    @property
+    def splits(self) -> bool:
+        """Whether the entry is fitted on a calibration split (learned scorer, combination,
+        calibrated params), so only its held-out images count for metrics and tests."""
+        return self.cfg.learned or self.cls.combines or self.attack.needs_calibration()
 
 
 class Runner:
@@ -131,10 +137,14 @@ class Runner:
         self.images = ImageLoader(self.target.preprocess)
         distances = plugins.registry("distances")
         self.attacks: list[PreparedAttack] = []
+        params_where: dict[str, str] = {}  # entry name -> "attacks[i].params (file, line)"
         for i, acfg in entries:
             acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
             check_access(acls, self.target, acfg.key)
-            values = {**acls.defaults_for(self.target), **acfg.params}
+            try:
+                values = resolve_params(acls, self.target, acfg.params)  # defaults, preset, yours
+            except ConfigError as exc:
+                raise ConfigError(f"attacks[{i}].params.preset ({loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
             params = plugins.validate(acls, values, loaded, ("attacks", i, "params"))
             seed_key = acfg.seed_key or acfg.key
             ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
@@ -144,6 +154,8 @@ class Runner:
             except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
                 raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
+            params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
+        combine.check_components(self.attacks, lambda pa: params_where[pa.name])
         preflight.check(loaded, self.data, self.attacks, self.target, self.console)  # sizes, memory, identical sets
         self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
@@ -156,7 +168,7 @@ class Runner:
         (params the target's defaults fill in may be missing here)."""
         acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
         check_access(acls, tcls, acfg.key)
-        if acfg.scorer == "classifier" and not acls.residual_maps:
+        if acfg.learned and not acls.residual_maps:
             raise ConfigError(
                 f"attacks[{i}].scorer ({self.loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
                 f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
@@ -238,6 +250,7 @@ class Runner:
 
     def _score_all(self, store: RunStore) -> None:
         records = self.data.records
+        self._calibration_updates: dict[str, dict[str, Any]] = {}
         old_handler = None
         try:
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -248,27 +261,62 @@ class Runner:
                 for pa in sweeps.execution_order(self.attacks, self.sweeps):  # largest n first
                     if self._stop:  # Ctrl-C during the last batch of the previous attack
                         raise Interrupted()
+                    if pa.cls.combines:  # scored from the other entries' scores in finalize
+                        continue
                     done = store.done_ids(pa.name)
                     todo = [r for r in records if r.id not in done]
                     progress.start(pa.name, len(records), len(records) - len(todo))
-                    if not todo:
-                        continue
-                    for res in self.executor.run(self._job(pa), self._batches(todo)):
-                        maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
-                        maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
-                        rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
-                        store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
-                        if res.extras:
-                            store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
-                        progress.advance(len(res.ids), float(np.mean(res.nfe)))
-                        if self._stop:
-                            raise Interrupted()
+                    attack, params = pa.attack, pa.params
+                    if attack.needs_calibration():  # its calibration images first, then the rest
+                        cal = set(self._calibration_ids())
+                        self._score_records(store, progress, pa, attack, params, [r for r in todo if r.id in cal])
+                        attack, params = self._calibrated(store, pa)
+                        todo = [r for r in todo if r.id not in cal]
+                    self._score_records(store, progress, pa, attack, params, todo)
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
 
-    def _job(self, pa: PreparedAttack) -> Job:
-        """What an executor needs to score ``pa`` (remote workers rebuild target and attack from it)."""
+    def _score_records(self, store, progress, pa: PreparedAttack, attack: Attack, params: Any, todo: list[ImageRecord]) -> None:
+        """Score ``todo`` with ``attack`` (built from ``params``), committing every batch."""
+        if not todo:
+            return
+        for res in self.executor.run(self._job(pa, attack, params), self._batches(todo)):
+            maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
+            maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
+            rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
+            store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
+            if res.extras:
+                store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
+            progress.advance(len(res.ids), float(np.mean(res.nfe)))
+            if self._stop:
+                raise Interrupted()
+
+    def _calibration_ids(self) -> list[str]:
+        """The run's seeded calibration split (the learned scorer's), in record order."""
+        from .scorer import calibration_split
+
+        labels = np.array([r.label for r in self.data.records])
+        mask = calibration_split(labels, self.cfg.inference.calibration_fraction, self.cfg.run.seed)
+        return [r.id for r, m in zip(self.data.records, mask) if m]
+
+    def _calibrated(self, store: RunStore, pa: PreparedAttack) -> tuple[Attack, Any]:
+        """The attack rebuilt with the params it derives from its calibration images' stored scores
+        (deterministic, so a resumed run derives the same); the updates go to results.json."""
+        stored = store.scores(pa.name)
+        label_of = {r.id: r.label for r in self.data.records}
+        ids = self._calibration_ids()
+        updates = pa.attack.calibrated_params(np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids]))
+        self._calibration_updates[pa.name] = updates
+        params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
+        attack = plugins.construct(pa.cls, params, self.target, pa.attack.context)
+        attack.check()
+        return attack, params
+
+    def _job(self, pa: PreparedAttack, attack: Attack | None = None, params: Any = None) -> Job:
+        """What an executor needs to score ``pa`` (remote workers rebuild target and attack from
+        it); ``attack``/``params``: a recalibrated instance instead of ``pa``'s own."""
+        attack, params = attack or pa.attack, params or pa.params
         folder = self.cache if isinstance(self.cache, QueryCache) else None
         return Job(
             target_plugin=self.target_cls.name,
@@ -279,10 +327,10 @@ class Runner:
                 "cache_max_bytes": folder.max_bytes if folder else 0,
             },
             attack_plugin=pa.cls.name,
-            attack_params=pa.params.model_dump(),
+            attack_params=params.model_dump(),
             attack_context={"name": pa.name, "seed_key": pa.seed_key, "run_seed": self.cfg.run.seed},
             keep_maps=True,
-            local=(self.target, pa.attack),
+            local=(self.target, attack),
         )
 
     def _on_sigint(self, signum, frame) -> None:
@@ -313,17 +361,32 @@ class Runner:
         entries: dict[str, results.AttackResult] = {}
         rows: list[results.ScoreRow] = []
         for pa in self.attacks:
-            stored = store.scores(pa.name)
+            combined = None
+            if pa.cls.combines:  # fitted on the calibration split from its components' scores
+                combined = combine.combine_entry(pa, store, records, cfg.inference.calibration_fraction, cfg.run.seed)
+                stored = {i: v for i, v in zip(combined.ids, zip(combined.scores, combined.nfe, combined.queries))}
+            else:
+                stored = store.scores(pa.name)
             ids = [r.id for r in records if r.id in stored]
             labels = np.array([by_id[i].label for i in ids])
-            maps = None
-            if pa.cfg.scorer == "classifier":
-                all_maps = store.maps(pa.name)
-                maps = np.stack([all_maps[i][0] for i in ids])
-            final = results.final_scores(
-                np.array([stored[i][0] for i in ids]), labels, pa.cfg.scorer, maps,
-                fraction=cfg.inference.calibration_fraction, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed,
-            )
+            raw = np.array([stored[i][0] for i in ids])
+            if combined is not None:
+                final = combine.final_scores(combined, labels, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed)
+            elif pa.attack.needs_calibration():
+                cal = set(self._calibration_ids())
+                final = results.calibrated_scores(
+                    raw, np.array([i in cal for i in ids]), self._calibration_updates.get(pa.name, {}),
+                    [stored[i][2] for i in ids],
+                )
+            else:
+                maps = None
+                if pa.cfg.learned:
+                    all_maps = store.maps(pa.name)
+                    maps = np.stack([all_maps[i][0] for i in ids])
+                final = results.final_scores(
+                    raw, labels, pa.cfg.scorer.kind, maps, recipe=pa.cfg.scorer.recipe,
+                    fraction=cfg.inference.calibration_fraction, bootstrap=cfg.metrics.bootstrap, seed=cfg.run.seed,
+                )
             self._own(*gallery_paths(self.run_dir, pa.name))
             gallery = write_gallery(
                 self.run_dir, pa.name, ids, final.scores, labels,
@@ -354,9 +417,11 @@ class Runner:
             res = results.with_sweeps(res, block, sweeps.points_by_name(self.sweeps), self.sweep_note)
         if mode == "copyright":
             inf = cfg.inference
-            res = results.with_set_inference(res, inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed))
+            combining = {pa.name for pa in self.attacks if pa.cls.combines}
+            block = inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining)
+            res = results.with_set_inference(res, block)
             res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
-        split_col = any(pa.cfg.scorer == "classifier" for pa in self.attacks)
+        split_col = any(pa.splits for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:
             self._own("scores.csv", "results.json")

@@ -19,6 +19,18 @@ defaults here are tuned for small calibration sets and a CPU (under a minute for
 - **epoch selection**: a seeded stratified ``val_fraction`` (25 %) of the calibration split is held
   out of training; the weights of the epoch with the lowest validation MSE (epoch 0 included)
   are kept. The held-out 80 % of the run is never seen.
+
+Two named recipes (``attacks[].scorer: {kind: classifier, recipe: default | paper}``,
+:data:`RECIPES`):
+
+- ``default``: the above.
+- ``paper``: the official ReDiffuse DDIM script's ``nns_attack`` (github lijingwei0502/diffusion_mia,
+  DDIM/attack.py): the raw residual maps (no standardisation, no energy input, no augmentation),
+  a ResNet-18 at width 64 with the ImageNet stem (3x3 convolution at stride 2, then 3x3 max-pool at
+  stride 2), SGD lr 1e-3 constant, momentum 0.9, weight decay 5e-4, batch 128, 15 epochs, MSE to
+  {0, 1}. One deviation: the official script keeps the checkpoint of an epoch picked by accuracy on
+  the *test* images (which leaks the evaluation split into the model choice); here the last epoch
+  is kept, so the held-out images stay unseen.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,11 +66,17 @@ class BasicBlock(nn.Module):
 
 class ResidualResNet(nn.Module):
     """ResNet-18 layout ([2, 2, 2, 2] basic blocks) with widths (w, 2w, 4w, 8w); with ``energy``
-    the head also sees one scalar per image (the map's standardised log mean square)."""
+    the head also sees one scalar per image (the map's standardised log mean square). The stem is
+    a 3x3 convolution at stride 1 (``cifar``), or at stride 2 followed by a 3x3 max-pool at stride 2
+    (``imagenet``, the official ReDiffuse scorer's: 4x fewer positions, so 16x cheaper)."""
 
-    def __init__(self, channels: int, width: int = 8, energy: bool = True):
+    def __init__(self, channels: int, width: int = 8, energy: bool = True, stem: str = "cifar"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stride = 2 if stem == "imagenet" else 1
+        pool = [nn.MaxPool2d(3, 2, 1)] if stem == "imagenet" else []
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), *pool
+        )
         layers, cin = [], width
         for i, mult in enumerate((1, 2, 4, 8)):
             cout = width * mult
@@ -79,6 +98,25 @@ class ScorerResult:
     scores: np.ndarray  # one per image (all images; only held-out ones are for metrics)
     calibration: np.ndarray  # bool mask of the training split
     info: dict
+
+
+#: the keyword arguments of :func:`train_classifier` per named recipe (see the module docstring)
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {
+        "epochs": 15,
+        "lr": 1e-3,
+        "batch_size": 128,
+        "width": 64,
+        "val_fraction": 0.0,
+        "energy": False,
+        "augment": False,
+        "weight_decay": 5e-4,
+        "schedule": "constant",
+        "standardize": False,
+        "stem": "imagenet",
+    },
+}
 
 
 def calibration_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -117,9 +155,15 @@ def train_classifier(
     energy: bool = True,
     augment: bool = True,
     weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    standardize: bool = True,
+    stem: str = "cifar",
+    recipe: str | None = None,
 ) -> ScorerResult:
     """Train on the calibration split of ``maps`` ``[N, C, H, W]``, score every image (see the
-    module docstring for the recipe). Deterministic given ``seed``."""
+    module docstring for the recipe). ``schedule``: ``cosine`` decay or ``constant`` lr;
+    ``standardize``: divide the maps by the calibration split's mean/std first. ``recipe`` names
+    the :data:`RECIPES` entry these came from, for the info block. Deterministic given ``seed``."""
     labels = np.asarray(labels, dtype=np.int64)
     mask = calibration_split(labels, fraction, seed)
     cal = np.flatnonzero(mask)
@@ -130,13 +174,13 @@ def train_classifier(
     x = torch.as_tensor(np.asarray(maps, dtype=np.float32))
     e = map_energy(x)
     e = (e - e[mask].mean()) / e[mask].std().clamp_min(1e-8) if mask.sum() > 1 else e - e[mask].mean()
-    # normalise by the calibration split's statistics
-    mean, std = x[mask].mean(), x[mask].std().clamp_min(1e-8)
-    x = (x - mean) / std
+    if standardize:  # normalise by the calibration split's statistics
+        mean, std = x[mask].mean(), x[mask].std().clamp_min(1e-8)
+        x = (x - mean) / std
     y = torch.as_tensor(labels, dtype=torch.float32)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = ResidualResNet(x.shape[1], width, energy).to(device)
+    net = ResidualResNet(x.shape[1], width, energy, stem).to(device)
     if energy:  # start from the least-squares fit of the labels on the energy alone
         with torch.no_grad():
             et, yt = e[train_idx], y[train_idx]
@@ -147,7 +191,10 @@ def train_classifier(
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(train_idx) // batch_size))
     total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     square = x.shape[-1] == x.shape[-2]
 
     def predict(idx: torch.Tensor) -> torch.Tensor:
@@ -188,9 +235,16 @@ def train_classifier(
                 best_loss, best_epoch, best_state = vl, epoch + 1, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
     scores = predict(torch.arange(len(x))).numpy()
+    keep = (
+        f"weights of the epoch with the lowest MSE on {val_fraction:.0%} of the calibration split kept"
+        if len(val_idx)
+        else "the last epoch's weights kept"
+    )
     info = {
         "kind": "classifier",
-        "model": f"ResNet-18-style ([2,2,2,2] basic blocks, width {width})" + (" + map-energy input" if energy else ""),
+        "recipe_name": recipe or "custom",
+        "model": f"ResNet-18-style ([2,2,2,2] basic blocks, width {width}, {stem} stem)"
+        + (" + map-energy input" if energy else ""),
         "calibration_fraction": fraction,
         "n_calibration": int(mask.sum()),
         "n_evaluation": int((~mask).sum()),
@@ -200,12 +254,19 @@ def train_classifier(
         "best_epoch": best_epoch,
         "lr": lr,
         "recipe": (
-            f"SGD momentum 0.9, weight decay {weight_decay}, batch {batch_size}, lr {lr} cosine over {epochs} epochs, "
-            f"MSE to labels {{0,1}}{', dihedral augmentation' if augment and square else ''}; "
-            f"weights of the epoch with the lowest MSE on {val_fraction:.0%} of the calibration split kept"
+            f"SGD momentum 0.9, weight decay {weight_decay}, batch {batch_size}, lr {lr} "
+            f"{'cosine over' if schedule == 'cosine' else 'constant for'} {epochs} epochs, "
+            f"MSE to labels {{0,1}}{', dihedral augmentation' if augment and square else ''}"
+            f"{'' if standardize else ', raw (unstandardised) maps'}; {keep}"
         ),
         "loss_curve": [round(v, 6) for v in losses],
         "val_loss_curve": val_losses,
         "note": f"trained on a seeded {fraction:.0%} calibration split of members and non-members; metrics are on the remaining {1 - fraction:.0%} only",
     }
     return ScorerResult(scores=scores.astype(np.float64), calibration=mask, info=info)
+
+
+def train_recipe(maps: np.ndarray, labels: np.ndarray, recipe: str = "default", **kwargs: Any) -> ScorerResult:
+    """:func:`train_classifier` with the named recipe's settings (``kwargs``: split fraction, seed,
+    device)."""
+    return train_classifier(maps, labels, **{**RECIPES[recipe], **kwargs}, recipe=recipe)

@@ -207,7 +207,7 @@ class Target:
     #: methods the core calls on a target; a subclass's own versions are guarded (a failure
     #: names the target and its distribution: see audit_core.guard)
     GUARDED: ClassVar[tuple[str, ...]] = (
-        "_variation", "encode", "decode", "preprocess", "identity", "describe", "close", "nfe_per_query", "max_batch",
+        "_variation", "_variations", "encode", "decode", "preprocess", "identity", "describe", "close", "nfe_per_query", "max_batch",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -222,6 +222,14 @@ class Target:
         if "variation" in cls.__dict__:
             cls.variation = _counted(cls.__dict__["variation"], "queries")
         guard_methods(cls, cls.GUARDED)
+        if "_variation" in cls.__dict__ and "_variations" not in cls.__dict__:
+            warnings.warn(
+                f"{cls.__module__}.{cls.__qualname__} overrides Target._variation(x, t, k, seeds, captions) "
+                f"(one seed per row), which is deprecated: override Target._variations(x, t, k, seeds, "
+                f"captions, clip) taking seeds[B][n] and returning [B, n, C, H, W] instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     def _place(self, dtype: str = "auto", auto: str = "fp32") -> None:
         """Set ``self.device`` from the run's device request and ``self.dtype``: the target's own
@@ -304,17 +312,6 @@ class Target:
     #: True when every variation the target returns already lies in [-1, 1] (e.g. images decoded
     #: from 8-bit files, or a VAE decoder's clamped output): ``clip`` then changes nothing
     bounded_variations: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "_variation" in cls.__dict__ and "_variations" not in cls.__dict__:
-            warnings.warn(
-                f"{cls.__module__}.{cls.__qualname__} overrides Target._variation(x, t, k, seeds, captions) "
-                f"(one seed per row), which is deprecated: override Target._variations(x, t, k, seeds, "
-                f"captions, clip) taking seeds[B][n] and returning [B, n, C, H, W] instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
 
     def variation(
         self,

@@ -255,7 +255,10 @@ def test_copyright_run_flags_bright_suspects(copyright_config, audit_cli, tmp_pa
     assert (e["n_suspects"], e["n_reference"], e["alpha"]) == (12, 40, 0.05)
     assert e["p_value"] < 0.01 and e["effect_auc"] > 0.8
     assert e["verdict"].startswith("Evidence that the suspect set was used")
-    assert si["combined"]["method"] == "bonferroni" and si["combined"]["p_value"] == pytest.approx(e["p_value"])
+    # one attack: the rank combination is its permutation rank-sum test (9999 relabellings)
+    assert si["combined"]["method"] == "rank" and si["combined"]["attacks"] == ["brightness"]
+    assert si["combined"]["p_value"] < 0.01 and si["combined"]["min_p_value"] == pytest.approx(1e-4)
+    assert si["combined"]["power"]["smallest_set_size"] is not None
     assert "suspects (positive class)" in results["attacks"]["brightness"]["metrics_note"]
     assert "calibrated" not in results["attacks"]["brightness"]
     assert e["effect_auc"] == pytest.approx(results["attacks"]["brightness"]["metrics"]["auc"]["value"])
@@ -275,7 +278,8 @@ def test_copyright_run_flags_bright_suspects(copyright_config, audit_cli, tmp_pa
 
     flat = " ".join(output.split())
     assert "Was the suspect set used?" in flat and "│ brightness │ 12 │ 40 │ 12 │" in flat and "│ 1.000 │ yes │" in flat
-    assert "Combined (bonferroni" in flat and "same distribution apart from membership" in flat
+    assert "Combined (rank" in flat and "same distribution apart from membership" in flat
+    assert "Power: a set of true members would be flagged" in flat
 
 
 def test_copyright_run_on_a_null_set_finds_no_evidence(copyright_config, audit_cli, tmp_path):

@@ -10,13 +10,17 @@ model space (pixels, or scaled VAE latents with the caption as text condition):
 3. score ``= -sum((eps(x_t, t) - z)^2)``, the training loss at step t, negated (members have a
    lower loss). With ``draws: n`` the loss is averaged over n independent noises.
 
+The residual map ``|eps(x_t, t) - z|`` (averaged over the draws) is returned too, so
+``scorer: classifier`` trains the core's ResNet scorer on it, as the official DDIM script does for
+every attack.
+
 Cost: ``draws`` U-Net evaluations per image (all draws of a batch in one forward pass).
 All DDIM math comes from ``audit_core.ddim``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,9 +30,17 @@ from audit_core.errors import ConfigError
 from audit_core.targets import NOISE
 
 
+#: the official ReDiffuse scripts' setting for the naive loss (github lijingwei0502/diffusion_mia):
+#: t = interval (DDIM 200, SD 50), one noise draw
+PRESETS: dict[str, dict[str, Any]] = {"paper-ddim": {"t": 200, "draws": 1}, "paper-sd": {"t": 50, "draws": 1}}
+
+
 class NaiveLossParams(AttackParams):
     """``attacks[].params`` of ``plugin: naive-loss`` (unknown keys are errors)."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official ReDiffuse scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     t: int = Field(200, description="the step the loss is measured at (0 < t < T)")
     draws: int = Field(1, description="independent noise draws averaged per image (draws >= 1); NFE = draws")
 
@@ -37,6 +49,8 @@ class NaiveLoss(Attack):
     name = "naive-loss"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = NaiveLossParams
+    presets = PRESETS
+    residual_maps = True  # |eps(x_t, t) - z|: `scorer: classifier` learns from it
 
     def check(self) -> None:
         p = self.params
@@ -60,5 +74,6 @@ class NaiveLoss(Attack):
         # draw d of image i uses batch.seeds(d)[i] (seed_matrix is the image-major stack of them)
         z = seeding.randn(z0.shape[1:], batch.seed_matrix(n), device=z0.device, dtype=z0.dtype)
         x_t = ddim.q_sample(z0, z, ddim.abar_at(target.alphas_cumprod, p.t))
-        loss = flat_sum((target.eps(x_t, p.t, captions) - z).square())
-        return AttackOutput(scores=-mean_over(loss, n))
+        err = target.eps(x_t, p.t, captions) - z
+        loss = flat_sum(err.square())
+        return AttackOutput(scores=-mean_over(loss, n), residuals=mean_over(err.abs(), n))

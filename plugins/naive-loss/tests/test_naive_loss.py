@@ -141,7 +141,7 @@ def test_audit_run_reports_nfe_equal_to_draws(run_config, audit_cli, tmp_path):
     attacks = json.loads((tmp_path / "run" / "results.json").read_text())["attacks"]
     assert attacks["naive-loss"]["nfe_per_image"] == 1 and attacks["naive-loss"]["spent"]["nfe"] == 8
     assert attacks["loss-x3"]["nfe_per_image"] == 3 and attacks["loss-x3"]["spent"]["nfe"] == 24
-    assert attacks["naive-loss"]["params"] == {"t": 200, "draws": 1}
+    assert attacks["naive-loss"]["params"] == {"preset": None, "t": 200, "draws": 1}
 
 
 def test_refused_on_variation_only_target(run_config, audit_cli, tmp_path):
@@ -182,3 +182,24 @@ def test_runs_on_a_latent_target(register_plugin, image_folder, write_config, au
     code, output = audit_cli("run", cfg, "--output", tmp_path / "run")
     assert code == 0, output
     assert json.loads((tmp_path / "run" / "results.json").read_text())["attacks"]["naive-loss"]["nfe_per_image"] == 2
+
+
+def test_residual_maps_are_the_mean_absolute_noise_error_over_draws():
+    """residual = mean over draws of |eps(x_t, t) - z|, [B, C, H, W]; the score is unchanged."""
+    target = ToyTarget(ToyParams(scale=0.6, shift=0.2))
+    batch = make_batch(b=2, seed=6)
+    assert NaiveLoss.residual_maps
+    out = attack(target, draws=2).score(batch)
+    a = abar_linear(200)
+    maps, scores = [], []
+    for i, image_id in enumerate(batch.ids):
+        x = batch.images[i].numpy()
+        errs = []
+        for d in range(2):
+            z = noise(image_id, d)
+            errs.append((0.6 * (math.sqrt(a) * x + math.sqrt(1 - a) * z) + 0.2 * 0.2) - z)
+        maps.append(np.mean(np.abs(errs), axis=0))
+        scores.append(-np.mean([(e**2).sum() for e in errs]))
+    assert tuple(out.residuals.shape) == (2, 1, 8, 8)
+    np.testing.assert_allclose(out.residuals.numpy(), np.stack(maps), rtol=1e-9)
+    np.testing.assert_allclose(out.scores.numpy(), scores, rtol=1e-9)

@@ -10,6 +10,10 @@ model space (pixels, or scaled VAE latents with the caption as text condition):
 2. ``x_t = sqrt(abar[t]) x + sqrt(1 - abar[t]) e0`` (deterministic: no random noise at all);
 3. score ``= -sum(|eps(x_t, t) - e0|^p)`` (higher = more member-like).
 
+The residual map ``|eps(x_t, t) - e0|`` (per pixel, or per latent element) is returned too, so
+``scorer: classifier`` trains the core's ResNet scorer on it, as the official DDIM script does for
+every attack.
+
 Defaults: ``t = 200``, ``p = 4``; ``t = 500`` on latent targets (Stable Diffusion), supplied by
 :meth:`PIA.defaults_for` (a ``t`` in audit.yaml wins). Cost: 2 U-Net evaluations per image.
 All DDIM math comes from ``audit_core.ddim``.
@@ -33,9 +37,17 @@ HALF_NORMAL_MEAN = math.sqrt(2.0 / math.pi)
 LATENT_T = 500
 
 
+#: the official ReDiffuse scripts' setting for PIA (github lijingwei0502/diffusion_mia): t = interval
+#: (DDIM 200, SD 50); the SD script's threshold score is the squared error (p = 2)
+PRESETS: dict[str, dict[str, Any]] = {"paper-ddim": {"t": 200}, "paper-sd": {"t": 50, "p": 2.0}}
+
+
 class PIAParams(AttackParams):
     """``attacks[].params`` of ``plugin: pia`` (unknown keys are errors)."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official ReDiffuse scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     variant: Literal["pia", "pian"] = Field("pia", description="pia, or pian (normalised proximal noise)")
     t: int = Field(200, description="the step the image is noised to with its own e0 (0 < t < T); 500 on latent targets")
     p: float = Field(4.0, description="the exponent of the l_p error (p > 0)")
@@ -45,6 +57,8 @@ class PIA(Attack):
     name = "pia"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = PIAParams
+    presets = PRESETS
+    residual_maps = True  # |eps(x_t, t) - e0|: `scorer: classifier` learns from it
 
     @classmethod
     def defaults_for(cls, target: Target) -> dict[str, Any]:
@@ -74,4 +88,4 @@ class PIA(Attack):
             e0 = e0 / scale * HALF_NORMAL_MEAN
         x_t = ddim.q_sample(z0, e0, ddim.abar_at(target.alphas_cumprod, p.t))
         err = (eps(x_t, p.t) - e0).abs()
-        return AttackOutput(scores=-flat_sum(err.pow(p.p)))
+        return AttackOutput(scores=-flat_sum(err.pow(p.p)), residuals=err)

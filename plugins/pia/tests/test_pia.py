@@ -134,7 +134,7 @@ def test_audit_run_reports_exactly_2_nfe_per_image(run_config, audit_cli, tmp_pa
     for name, variant in (("pia", "pia"), ("pian", "pian")):
         assert attacks[name]["nfe_per_image"] == 2
         assert attacks[name]["spent"]["nfe"] == 16
-        assert attacks[name]["params"] == {"variant": variant, "t": 200, "p": 4.0}
+        assert attacks[name]["params"] == {"preset": None, "variant": variant, "t": 200, "p": 4.0}
         assert attacks[name]["variant"] == variant
 
 
@@ -164,3 +164,23 @@ def test_bad_param_is_exit_2_naming_it(run_config, audit_cli, tmp_path):
 
 def test_deterministic_and_batch_size_independent(run_config, audit_cli, tmp_path):
     assert_batch_size_independent(audit_cli, run_config(), tmp_path)
+
+
+@pytest.mark.parametrize("variant", ["pia", "pian"])
+def test_residual_maps_are_the_per_element_error_in_model_space(variant):
+    """residual = |eps(x_t, t) - e0| per latent element, [B, C, h, w], and the score is -sum(residual^p)."""
+    caps = ["a red cat", None, "x"]
+    target = FakeLatent()
+    batch = make_batch(captions=caps, seed=4)
+    a = attack(target, variant=variant, p=3)
+    assert PIA.residual_maps
+    out = a.score(batch)
+    z = 0.5 * batch.images.numpy() + 0.1
+    e0 = fake_eps(z, 0, caps)
+    if variant == "pian":
+        e0 = e0 / np.abs(e0).mean(axis=(1, 2, 3), keepdims=True) * SQRT_2_OVER_PI
+    x_t = math.sqrt(abar_scaled(500)) * z + math.sqrt(1 - abar_scaled(500)) * e0
+    want = np.abs(fake_eps(x_t, 500, caps) - e0)
+    assert tuple(out.residuals.shape) == (3, 1, 8, 8)
+    np.testing.assert_allclose(out.residuals.numpy(), want, rtol=1e-9)
+    np.testing.assert_allclose(out.scores.numpy(), -(want**3).reshape(3, -1).sum(1), rtol=1e-9)

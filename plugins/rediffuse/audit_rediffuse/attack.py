@@ -48,18 +48,31 @@ How the plugin uses the framework (copy these patterns):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
 
 from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch
+
+from . import adaptive
 from audit_core.errors import ConfigError
 from audit_core.targets import VARIATION, Target
 
 #: the paper's defaults per variant (pixel = DDIM on CIFAR/STL; latent = Stable Diffusion)
 PIXEL_DEFAULTS: dict[str, Any] = {"t": 200, "k": 100, "n": 10, "distance": "l2"}
 LATENT_DEFAULTS: dict[str, Any] = {"t": 10, "k": 10, "n": 1, "distance": "ssim"}
+#: the official scripts' settings (github lijingwei0502/diffusion_mia): ``params: {preset: NAME}``
+#: fills these in before your own values; the remaining differences are listed in README.md
+PRESETS: dict[str, dict[str, Any]] = {
+    # DDIM/attack.py main(): interval 200, k 100, average 10, residual |x - x_bar|^1 (norm 1)
+    "paper-ddim": {"variant": "pixel", "t": 200, "k": 100, "n": 10, "distance": "l1"},
+    # Stable_Diffusion/attack.py main(): interval 50, k 50, average 1, the reference is the
+    # decoded latent of x, SSIM of the greyscale uint8 images (skimage defaults)
+    "paper-sd": {"variant": "latent", "t": 50, "k": 50, "n": 1, "distance": "ssim-grey-uint8", "latent_reference": "roundtrip"},
+}
+#: the official SD script's classifier-free guidance (a target setting: stable-diffusion's guidance_scale)
+PAPER_SD_GUIDANCE = 7.5
 
 
 class ReDiffuseParams(AttackParams):
@@ -68,12 +81,23 @@ class ReDiffuseParams(AttackParams):
     The field defaults are the pixel ones; on a latent target :meth:`ReDiffuse.defaults_for`
     replaces them with :data:`LATENT_DEFAULTS` before your values are applied."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     variant: Literal["auto", "pixel", "latent"] = Field(
         "auto", description="auto: latent on latent targets (target.kind), pixel otherwise"
     )
     t: int = Field(PIXEL_DEFAULTS["t"], description="the step images are noised to (0 < t < T); 10 on latent targets")
     k: int = Field(PIXEL_DEFAULTS["k"], description="DDIM sampling interval, must divide t; 10 on latent targets")
-    n: int = Field(PIXEL_DEFAULTS["n"], ge=1, description="variations averaged per reconstruction; 1 on latent targets")
+    n: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        PIXEL_DEFAULTS["n"], description="variations averaged per reconstruction; 1 on latent targets; auto: adaptive (pixel, l2)"
+    )
+    max_n: int = Field(10, ge=2, description="n: auto - the most variations per image")
+    min_n: int = Field(2, ge=2, description="n: auto - the variations every image gets first (>= 2)")
+    stop_z: float = Field(2.0, gt=0, description="n: auto - stop once |estimate - threshold| > stop_z standard errors")
+    stop_threshold: float | None = Field(
+        None, description="n: auto - the l2 distance threshold; calibrated on the calibration images when not given"
+    )
     distance: str = Field(
         PIXEL_DEFAULTS["distance"],
         description="a registered distance (built in: l2, l1, mse, ssim); ssim on latent targets",
@@ -92,6 +116,7 @@ class ReDiffuse(Attack):
     name = "rediffuse"
     requires = frozenset({VARIATION})  # black-box: the variation API is all it needs
     Params = ReDiffuseParams
+    presets = PRESETS
     residual_maps = True  # score() returns residual maps, so `scorer: classifier` is available
 
     # ------------------------------------------------------------------ configuration
@@ -113,6 +138,14 @@ class ReDiffuse(Attack):
         self.check_t(p.t, "t")  # 0 < t < T, T read from the target
         self.check_divides(p.t, p.k, "t", "k")
         self.dist = self.distance(p.distance)  # ConfigError naming the distance and the choices
+        if p.n == "auto":
+            if self.variant != "pixel" or p.distance != "l2":
+                raise ConfigError(
+                    f"attack {name!r}: n=auto (adaptive budget) needs the pixel variant and distance l2 "
+                    f"(this entry: variant={self.variant!r}, distance={p.distance!r})"
+                )
+            if p.min_n > p.max_n:
+                raise ConfigError(f"attack {name!r}: min_n={p.min_n} must be <= max_n={p.max_n}")
         if p.latent_reference == "roundtrip":
             if self.variant != "latent":
                 raise ConfigError(
@@ -126,7 +159,10 @@ class ReDiffuse(Attack):
                 )
 
     def queries_per_image(self) -> int:
+        """Variations per image (for ``n: auto``, the most: ``max_n``)."""
         p = self.params
+        if p.n == "auto":
+            return p.max_n
         if self.variant == "latent" and p.latent_reference == "variation":
             return 2 * p.n
         return p.n
@@ -136,29 +172,74 @@ class ReDiffuse(Attack):
         out: dict[str, Any] = {"variant": self.variant, "distance": p.distance}
         if self.variant == "pixel":
             out["statistic"] = f"{self._score_text()} between x and the mean of n={p.n} variations V(x, t={p.t}, k={p.k})"
+            if p.n == "auto":
+                out["statistic"] = (
+                    f"-l2 between x and the mean of min_n={p.min_n}..max_n={p.max_n} variations V(x, t={p.t}, k={p.k}), "
+                    f"bias-corrected to max_n for images that stop early (stop_z={p.stop_z}, threshold {p.stop_threshold})"
+                )
         else:
             ref = "decode(encode(x))" if p.latent_reference == "roundtrip" else "the mean of the odd draws"
             out["latent_reference"] = p.latent_reference
             out["statistic"] = f"{self._score_text()} between the mean of the even draws and {ref} (t={p.t}, k={p.k}, n={p.n})"
         out["expected_queries_per_image"] = self.queries_per_image()
+        if p.preset is not None:
+            out["preset"] = p.preset
+            notes = self.preset_notes()
+            if notes:
+                out["preset_notes"] = notes
         return out
 
+    def preset_notes(self) -> list[str]:
+        """Where this run still differs from the preset's official setting for reasons outside the
+        attack's params (the target's guidance; the scorer)."""
+        notes = []
+        if self.params.preset == "paper-sd":
+            g = getattr(getattr(self.target, "params", None), "guidance_scale", None)
+            if g != PAPER_SD_GUIDANCE:
+                notes.append(
+                    f"the official SD script samples with classifier-free guidance {PAPER_SD_GUIDANCE} and an empty "
+                    f"negative prompt; this target uses guidance_scale={g} (set target.guidance_scale: {PAPER_SD_GUIDANCE})"
+                )
+        if self.params.preset == "paper-ddim":
+            notes.append(
+                "the official DDIM script scores every attack with its ResNet-18 on the residual maps: use "
+                "`scorer: {kind: classifier, recipe: paper}` on this entry to reproduce that"
+            )
+        return notes
+
     def _score_text(self) -> str:
-        return "SSIM" if self.params.distance == "ssim" else f"-{self.params.distance}"
+        return "SSIM" if self._is_ssim() else f"-{self.params.distance}"
+
+    def _is_ssim(self) -> bool:
+        return self.params.distance in ("ssim", "ssim-grey-uint8")
+
+    # ------------------------------------------------------------------ adaptive budget
+    def needs_calibration(self) -> bool:
+        """``n: auto`` without a ``stop_threshold``: the runner scores the calibration images first
+        (whole budget) and calls :meth:`calibrated_params` with their scores."""
+        return self.params.n == "auto" and self.params.stop_threshold is None
+
+    def calibrated_params(self, scores, labels) -> dict[str, Any]:
+        return {"stop_threshold": adaptive.calibrate_threshold(scores, labels)}
 
     # ------------------------------------------------------------------ scoring
     def _similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Higher = closer: ``-D(a, b)``, or the SSIM index ``1 - D`` for ssim."""
         d = self.dist(a, b).float()
-        return 1.0 - d if self.params.distance == "ssim" else -d
+        return 1.0 - d if self._is_ssim() else -d
 
-    def _variations(self, batch: Batch, draws: int) -> torch.Tensor:
+    def _variations(self, batch: Batch, draws: int, first_draw: int = 0) -> torch.Tensor:
         """``draws`` variations of every image in ONE call: ``[B, draws, C, H, W]`` (float32 on
-        the images' device); draw d of image i uses ``batch.seed_grid(draws)[i][d]``."""
+        the images' device); draw d of image i uses ``batch.seed_grid(draws, first_draw)[i][d]``,
+        i.e. draw ``first_draw + d`` (seeds do not depend on the other images)."""
         p = self.params
-        return self.target.variation(batch.images, p.t, p.k, batch.seed_grid(draws), batch.captions, clip=p.clip)
+        return self.target.variation(
+            batch.images, p.t, p.k, batch.seed_grid(draws, first_draw), batch.captions, clip=p.clip
+        )
 
     def score(self, batch: Batch) -> AttackOutput:
+        if self.params.n == "auto":
+            return adaptive.score_adaptive(self, batch)
         x = batch.images.float()
         n = self.params.n
         if self.variant == "pixel":

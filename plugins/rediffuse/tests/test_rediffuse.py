@@ -102,6 +102,7 @@ class RecPlugin:
     def register_targets(self, register):
         register(RecordingVariationTarget)
         register(RecordingLatentTarget)
+        register(VaeLatentTarget)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -315,7 +316,10 @@ def test_runs_end_to_end_on_a_variation_only_target(run_cfg, audit_cli, tmp_path
     assert entry["requires"] == ["variation"]
     assert entry["queries_per_image"] == 3 and entry["nfe_per_image"] == 6  # n x t/k
     assert entry["variant"] == "pixel" and entry["distance"] == "l2"
-    assert entry["params"] == {"variant": "auto", "t": 100, "k": 50, "n": 3, "distance": "l2", "clip": False, "latent_reference": "variation"}
+    assert entry["params"] == {
+        "preset": None, "variant": "auto", "t": 100, "k": 50, "n": 3, "max_n": 10, "min_n": 2, "stop_z": 2.0,
+        "stop_threshold": None, "distance": "l2", "clip": False, "latent_reference": "variation",
+    }
     assert {g["kind"] for g in entry["gallery"]} == {"most member-like", "least member-like"}
     assert all((out / g["reconstruction"]).exists() and (out / g["residual"]).exists() for g in entry["gallery"])
     rows = list(csv.DictReader((out / "scores.csv").open()))
@@ -373,3 +377,70 @@ def test_classifier_scorer_runs_on_residual_maps(run_cfg, audit_cli, tmp_path):
     assert "tpr_at_1pct_fpr" in e["metrics"] and "tpr_at_1pct_fpr" in e["threshold_scorer_metrics"]
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert {r["split"] for r in rows} == {"calibration", "evaluation"}
+
+
+def test_classifier_paper_recipe_is_the_official_nns_recipe(run_cfg, audit_cli, tmp_path):
+    out = tmp_path / "paper"
+    cfg = run_cfg(params={"t": 100, "k": 50, "n": 2})
+    code, output = audit_cli("run", cfg, "--output", out, "--set", 'attacks.0.scorer={"kind": "classifier", "recipe": "paper"}')
+    assert code == 0, output
+    s = results(out)["attacks"]["rediffuse"]["scorer"]
+    assert s["recipe_name"] == "paper" and s["epochs"] == 15 and s["lr"] == 1e-3
+    assert "width 64, imagenet stem" in s["model"] and "constant" in s["recipe"] and "last epoch" in s["recipe"]
+    assert len(s["loss_curve"]) == 15 and s["n_validation"] == 0
+
+
+# ---------------------------------------------------------------------- presets
+def test_presets_fill_the_official_settings_and_user_values_win(run_cfg, audit_cli, tmp_path):
+    out = tmp_path / "ddim"
+    assert audit_cli("run", run_cfg(params={"preset": "paper-ddim", "n": 2}), "--output", out)[0] == 0
+    e = results(out)["attacks"]["rediffuse"]
+    assert {k: e["params"][k] for k in ("preset", "variant", "t", "k", "n", "distance")} == {
+        "preset": "paper-ddim", "variant": "pixel", "t": 200, "k": 100, "n": 2, "distance": "l1"}
+    assert e["preset"] == "paper-ddim" and "recipe: paper" in e["preset_notes"][0]
+    out = tmp_path / "sd"
+    assert audit_cli("run", run_cfg("rec-latent-vae", {"preset": "paper-sd"}), "--output", out)[0] == 0
+    e = results(out)["attacks"]["rediffuse"]
+    assert {k: e["params"][k] for k in ("variant", "t", "k", "n", "distance", "latent_reference")} == {
+        "variant": "latent", "t": 50, "k": 50, "n": 1, "distance": "ssim-grey-uint8", "latent_reference": "roundtrip"}
+    assert e["queries_per_image"] == 1 and e["statistic"].startswith("SSIM")
+
+
+def test_unknown_preset_exits_2_listing_the_presets(run_cfg, audit_cli, tmp_path):
+    out = tmp_path / "bad"
+    code, output = audit_cli("run", run_cfg(params={"preset": "paper-dit"}), "--output", out)
+    text = " ".join(output.split())
+    assert code == 2 and "attacks[0].params.preset" in text and "paper-ddim, paper-sd" in text and no_traceback(output)
+    assert not out.exists()
+
+
+def test_ssim_grey_uint8_matches_scikit_image_formula():
+    """The distance against an independent implementation of skimage's structural_similarity
+    (scipy's uniform filter with reflection, cropped borders) on PIL's greyscale conversion."""
+    from PIL import Image
+    from scipy.ndimage import uniform_filter
+
+    from audit_core.builtins.distances import ssim_grey_uint8
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(2, 3, 16, 16, generator=g)).clamp(-1, 1)
+
+    def grey(x):
+        u8 = ((x.permute(1, 2, 0).numpy().astype(np.float64) + 1) * 127.5).round().astype(np.uint8)
+        return np.asarray(Image.fromarray(u8).convert("L"), dtype=np.float64)
+
+    def skimage_ssim(im1, im2, data_range):
+        f = lambda v: uniform_filter(v, size=7, mode="reflect")  # noqa: E731
+        cov = 49 / 48
+        ux, uy = f(im1), f(im2)
+        vx, vy, vxy = cov * (f(im1 * im1) - ux * ux), cov * (f(im2 * im2) - uy * uy), cov * (f(im1 * im2) - ux * uy)
+        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+        return s[3:-3, 3:-3].mean()
+
+    want = []
+    for i in range(2):
+        r, p = grey(a[i]), grey(b[i])
+        want.append(1 - skimage_ssim(p, r, r.max() - r.min()))  # range of the first argument
+    np.testing.assert_allclose(ssim_grey_uint8(a, b).numpy(), want, rtol=1e-9)

@@ -19,7 +19,7 @@ all rows of a batch in one forward pass per step. All DDIM math comes from ``aud
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -28,9 +28,17 @@ from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch, flat_s
 from audit_core.targets import NOISE
 
 
+#: the official ReDiffuse scripts' setting for SecMI (github lijingwei0502/diffusion_mia, attack_num 1):
+#: one DDIM step of ``interval`` up from the clean image and one back (DDIM: 200, SD: 50)
+PRESETS: dict[str, dict[str, Any]] = {"paper-ddim": {"t_sec": 200, "k": 200}, "paper-sd": {"t_sec": 50, "k": 50}}
+
+
 class SecMIParams(AttackParams):
     """``attacks[].params`` of ``plugin: secmia`` (unknown keys are errors)."""
 
+    preset: Literal["paper-ddim", "paper-sd"] | None = Field(
+        None, description="the official ReDiffuse scripts' setting (paper-ddim | paper-sd); your own values win"
+    )
     t_sec: int = Field(100, description="the step whose reconstruction error is measured (0 < t_sec < T)")
     k: int = Field(10, description="the DDIM interval; must divide t_sec")
 
@@ -39,6 +47,7 @@ class SecMIA(Attack):
     name = "secmia"
     requires = frozenset({NOISE})  # grey-box: refused on variation-only targets
     Params = SecMIParams
+    presets = PRESETS
     residual_maps = True  # |x_hat - x_tilde|: `scorer: classifier` gives SecMI_NNs
 
     def check(self) -> None:

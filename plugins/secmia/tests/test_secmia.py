@@ -67,6 +67,7 @@ def test_score_is_secmi_stat_closed_form_on_linear_toy(scale):
     want = -((back - 1) ** 2) * c_tilde**2 * (x**2).reshape(3, -1).sum(1)
     np.testing.assert_allclose(out.scores.double().numpy(), want, rtol=1e-9)
     np.testing.assert_allclose(out.residuals.double().numpy(), np.abs(back - 1) * abs(c_tilde) * np.abs(x), rtol=1e-9)
+    assert tuple(out.residuals.shape) == (3, 1, 8, 8)  # one map per image, the image's shape
 
 
 def test_score_by_hand_on_toy_with_shift():
@@ -136,7 +137,7 @@ def test_audit_run_reports_exactly_11_nfe_per_image(run_config, audit_cli, tmp_p
     assert a["nfe_per_image"] == 11
     assert a["queries_per_image"] == 0
     assert a["spent"]["nfe"] == 8 * 11
-    assert a["params"] == {"t_sec": 100, "k": 10}
+    assert a["params"] == {"preset": None, "t_sec": 100, "k": 10}
     assert a["requires"] == ["noise"]
 
 
