@@ -321,9 +321,8 @@ def test_every_config_section_refuses_unknown_keys(path, tmp_path):
     raw = copy.deepcopy(GOOD)
     node = raw
     for part in path:
-        if isinstance(part, int) or isinstance(node, list):
-            node = node[0]
-            continue
+        if isinstance(part, int):
+            continue  # the list's first item was entered with the list
         node = node.setdefault(part, {})
         if isinstance(node, list):
             node = node[0]
