@@ -179,13 +179,19 @@ def resolve_params(attack_cls: type[Attack], target: Target, params: dict[str, A
     named preset's values (``params.preset``), then the user's own values (which always win).
     Raises ConfigError (naming the available presets) for an unknown preset."""
     values = dict(attack_cls.defaults_for(target))
-    name = params.get("preset")
-    if name is not None:
-        if name not in attack_cls.presets:
-            avail = ", ".join(sorted(attack_cls.presets)) or "none"
-            raise ConfigError(f"unknown preset {name!r} for attack plugin {attack_cls.name!r} (presets: {avail})")
-        values.update(attack_cls.presets[name])
+    check_preset(attack_cls, params)
+    if params.get("preset") is not None:
+        values.update(attack_cls.presets[params["preset"]])
     return {**values, **params}
+
+
+def check_preset(attack_cls: type[Attack], params: dict[str, Any]) -> None:
+    """Raise ConfigError, naming the available presets, when ``params.preset`` is not one of the
+    attack's (no target needed: checked before the model loads)."""
+    name = params.get("preset")
+    if name is not None and (not isinstance(name, str) or name not in attack_cls.presets):
+        avail = ", ".join(sorted(attack_cls.presets)) or "none"
+        raise ConfigError(f"unknown preset {name!r} for attack plugin {attack_cls.name!r} (presets: {avail})")
 
 
 def check_access(attack_cls: type[Attack], target: Target, attack_name: str) -> None:

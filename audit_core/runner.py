@@ -25,7 +25,7 @@ from rich.console import Console
 
 from . import console as term
 from . import combine, environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
-from .attacks import Attack, AttackContext, check_access, resolve_params
+from .attacks import Attack, AttackContext, check_access, check_preset, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
 from .config import AttackCfg, LoadedConfig, dotted, fingerprint
@@ -173,6 +173,10 @@ class Runner:
                 f"attacks[{i}].scorer ({self.loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
                 f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
             )
+        try:
+            check_preset(acls, acfg.params)
+        except ConfigError as exc:
+            raise ConfigError(f"attacks[{i}].params.preset ({self.loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
         try:
             acls.Params.model_validate(acfg.params)
         except ValidationError as exc:

@@ -119,7 +119,7 @@ def test_copyright_mode_prints_the_set_level_verdict(toy, image_folder, audit_cl
     code, out = audit_cli("run", toy(data=data), "--output", tmp_path / "run")
     assert code == 0, out
     verdict = [ln for ln in out.splitlines() if ln.startswith("Verdict")]
-    assert len(verdict) == 1 and verdict[0].startswith("Verdict: Combined (bonferroni, p = ") and "suspect set" in verdict[0]
+    assert len(verdict) == 1 and verdict[0].startswith("Verdict: Combined (rank, p = ") and "suspect set" in verdict[0]
 
 
 def test_sweep_table_charges_shared_queries_fairly():

@@ -77,6 +77,8 @@ def ssim_grey_uint8_index(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> 
     ``structural_similarity`` defaults: a 7x7 uniform window, sample covariances (N / (N - 1)),
     K1 = 0.01, K2 = 0.03, the mean over the positions where the window fits, and the data range
     ``max - min`` of ``a`` per image (the official script passes the reconstruction's; at least 1)."""
+    import torch.nn.functional as F
+
     x, y = grey_uint8(a), grey_uint8(b)
     win = min(window, x.shape[-1], x.shape[-2])
     mean = lambda v: F.avg_pool2d(v, win, stride=1)  # noqa: E731 - the window mean at every valid position
