@@ -3,7 +3,9 @@ automatically: image_folder, write_config, audit_cli, register_plugin...)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -12,8 +14,11 @@ import torch
 pytest.importorskip("fastapi", reason="the audit-http tests need the `serve` extra (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="the audit-http tests need the `serve` extra (fastapi, uvicorn)")
 
-# never touch the user's query cache from tests
-os.environ.setdefault("AUDIT_CACHE_DIR", os.path.join(tempfile.gettempdir(), "audit-http-test-queries"))
+# never touch the user's query cache, nor one left by an earlier test run (stale answers would
+# hide a change in the maths): a fresh one per session, removed at exit
+_QUERY_CACHE = tempfile.mkdtemp(prefix="audit-http-test-queries-")
+os.environ["AUDIT_CACHE_DIR"] = _QUERY_CACHE
+atexit.register(shutil.rmtree, _QUERY_CACHE, True)
 
 
 @pytest.fixture(scope="session", autouse=True)

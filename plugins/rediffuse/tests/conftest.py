@@ -3,14 +3,19 @@ automatically: toy_plugin, image_folder, write_config, audit_cli, register_plugi
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 import torch
 
-# never touch the user's query cache from tests
-os.environ.setdefault("AUDIT_CACHE_DIR", os.path.join(tempfile.gettempdir(), "audit-rediffuse-test-queries"))
+# never touch the user's query cache, nor one left by an earlier test run (stale answers would
+# hide a change in the maths): a fresh one per session, removed at exit
+_QUERY_CACHE = tempfile.mkdtemp(prefix="audit-rediffuse-test-queries-")
+os.environ["AUDIT_CACHE_DIR"] = _QUERY_CACHE
+atexit.register(shutil.rmtree, _QUERY_CACHE, True)
 
 
 @pytest.fixture(scope="session", autouse=True)
