@@ -56,12 +56,20 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-def check_memory(loaded: Any, attacks: list, target: Any, limit: int | None = None) -> None:
-    """Refuse (ConfigError) an attack whose batch cannot fit in this machine's memory."""
+def check_memory(
+    loaded: Any, attacks: list, target: Any, limit: int | None = None, batch_size: int | None = None
+) -> None:
+    """Refuse (ConfigError) an attack whose batch cannot fit in this machine's memory.
+    ``batch_size`` is the run's resolved batch size (``run.batch_size: auto`` resolved against
+    the target); without it the configured value is used, and an unresolved ``auto`` is skipped."""
     limit = physical_memory() if limit is None else limit
     if not limit:
         return
-    bs = loaded.cfg.run.batch_size
+    configured = loaded.cfg.run.batch_size
+    bs = configured if batch_size is None else batch_size
+    if isinstance(bs, bool) or not isinstance(bs, int):
+        return  # "auto" not resolved yet: nothing to estimate from
+    shown = f"{bs} (auto)" if configured == "auto" else f"{bs}"
     c, s = int(getattr(target, "channels", 3) or 3), int(getattr(target, "image_size", 0) or 0)
     if s <= 0:
         return
@@ -70,7 +78,7 @@ def check_memory(loaded: Any, attacks: list, target: Any, limit: int | None = No
         need = estimate(bs, rows, c, s)
         if need > limit:
             raise ConfigError(
-                f"attack {pa.name!r}: one batch needs at least {_gb(need)} of memory (run.batch_size {bs} x {rows} "
+                f"attack {pa.name!r}: one batch needs at least {_gb(need)} of memory (run.batch_size {shown} x {rows} "
                 f"variation(s) per image x {c}x{s}x{s} float32 x {WORK_COPIES} working copies), more than this "
                 f"machine's {_gb(limit)}. Lower run.batch_size ({loaded.where('run', 'batch_size')}) or the "
                 f"attack's n ({loaded.where('attacks')})."
@@ -147,10 +155,13 @@ def identical_across_sets(data: Any) -> str | None:
     )
 
 
-def check(loaded: Any, data: Any, attacks: list, target: Any, console: Any = None) -> None:
-    """Every check of this module, in the runner's preparation phase (before any query)."""
+def check(
+    loaded: Any, data: Any, attacks: list, target: Any, console: Any = None, batch_size: int | None = None
+) -> None:
+    """Every check of this module, in the runner's preparation phase (before any query);
+    ``batch_size`` is the resolved one (see :func:`check_memory`)."""
     check_classifier_sizes(loaded, data, attacks)
-    check_memory(loaded, attacks, target)
+    check_memory(loaded, attacks, target, batch_size=batch_size)
     warning = identical_across_sets(data)
     if warning:
         data.notes.append(f"warning: {warning}")

@@ -156,7 +156,7 @@ class Runner:
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
             params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
         combine.check_components(self.attacks, lambda pa: params_where[pa.name])
-        preflight.check(loaded, self.data, self.attacks, self.target, self.console)  # sizes, memory, identical sets
+        preflight.check(loaded, self.data, self.attacks, self.target, self.console, batch_size=self.batch_size)  # sizes, memory, identical sets
         self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
