@@ -96,7 +96,7 @@ def classifier_minimum(fraction: float) -> int:
 
 def check_classifier_sizes(loaded: Any, data: Any, attacks: list) -> None:
     """Refuse ``scorer: classifier`` when a set is smaller than :func:`classifier_minimum`."""
-    users = [pa for pa in attacks if pa.cfg.scorer == "classifier"]
+    users = [pa for pa in attacks if pa.cfg.learned]
     if not users:
         return
     fraction = loaded.cfg.inference.calibration_fraction
