@@ -421,6 +421,8 @@ def _unknown_key(model: Any, loc: tuple, owner: str | None = None) -> str:
     holder = _model_at(model, loc) if model is not None else None
     fields = list(getattr(holder, "model_fields", {}) or {})
     fields = [f for f in fields if f != "seed_key"]  # set by sweep expansion, not by users
+    # an attack's own params first; ``preset`` (a named set of them, attacks.resolve_params) after
+    fields = [f for f in fields if f != "preset"] + [f for f in fields if f == "preset"]
     if not fields:
         return "unknown key"
     import difflib
