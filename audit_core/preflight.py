@@ -1,7 +1,8 @@
 """Checks of a prepared run that need the data, the target and the attacks together, run before
-the first query: the learned scorer's minimum set sizes, a lower bound on the memory one batch
-needs (``run.batch_size`` x variations per image), and a warning when members and non-members
-share identical files (the audit then cannot tell them apart).
+the first query: the minimum set sizes of entries fitted on the calibration split (learned
+scorer, ensembles, calibrated params), a lower bound on the memory one batch needs
+(``run.batch_size`` x variations per image), and a warning when members and non-members share
+identical files (the audit then cannot tell them apart).
 
 Refusals are ``ConfigError`` (exit 2) naming the key and the numbers; warnings are printed and
 kept in results.json (``run.notes``)."""
@@ -94,9 +95,18 @@ def classifier_minimum(fraction: float) -> int:
     return n
 
 
+def _splits(pa: Any) -> bool:
+    """Whether a prepared entry is fitted on the calibration split (learned scorer, combining
+    entry, params calibrated on labelled images): ``PreparedAttack.splits`` where there is one."""
+    splits = getattr(pa, "splits", None)
+    return bool(pa.cfg.learned if splits is None else splits)
+
+
 def check_classifier_sizes(loaded: Any, data: Any, attacks: list) -> None:
-    """Refuse ``scorer: classifier`` when a set is smaller than :func:`classifier_minimum`."""
-    users = [pa for pa in attacks if pa.cfg.learned]
+    """Refuse an entry fitted on the calibration split (``scorer: classifier``, an ensemble, an
+    attack calibrating its params) when a set is smaller than :func:`classifier_minimum`: no
+    member or no non-member would be left to evaluate on."""
+    users = [pa for pa in attacks if _splits(pa)]
     if not users:
         return
     fraction = loaded.cfg.inference.calibration_fraction
@@ -105,10 +115,17 @@ def check_classifier_sizes(loaded: Any, data: Any, attacks: list) -> None:
     n_neg = len(data.records) - n_pos
     if min(n_pos, n_neg) < need:
         names = ("suspects", "reference") if data.mode == "copyright" else ("members", "non-members")
+        first = users[0]
+        if first.cfg.learned:
+            what, instead = "uses `scorer: classifier`, which", " or use `scorer: threshold`"
+        elif getattr(first.cls, "combines", False):
+            what, instead = "combines other entries' scores fitted on a calibration split, which", ""
+        else:
+            what, instead = "sets params from a calibration split of labelled images, which", ""
         raise ConfigError(
-            f"attack {users[0].name!r} uses `scorer: classifier`, which needs at least {need} {names[0]} and {need} "
+            f"attack {first.name!r} {what} needs at least {need} {names[0]} and {need} "
             f"{names[1]} (inference.calibration_fraction {fraction} trains on max(1, round(n x {fraction})) of each "
-            f"and evaluates on the rest); the data has {n_pos} and {n_neg}. Add images or use `scorer: threshold`."
+            f"and evaluates on the rest); the data has {n_pos} and {n_neg}. Add images{instead}."
         )
 
 
