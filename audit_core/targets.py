@@ -501,3 +501,26 @@ def _seed_grid(seeds: Any, images: int) -> tuple[list[list[int]], bool]:
     if n == 0 or any(len(row) != n for row in grid):
         raise ValueError("seeds must have the same number n >= 1 of seeds for every image")
     return grid, flat
+
+
+class VaeLatentTarget(Target):
+    """A latent target whose model space is a diffusers ``AutoencoderKL``'s: ``encode(x)`` = the
+    posterior mean * ``scaling_factor`` (deterministic), ``decode(z)`` = decoder(z / scaling_factor)
+    clamped to [-1, 1], both in chunks of ``params.max_batch`` rows. A subclass sets ``self.vae``,
+    ``self.scaling_factor``, ``self.device`` and ``self.dtype`` (Stable Diffusion, DiT)."""
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        out = []
+        for chunk in x.split(self.params.max_batch):
+            post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
+            out.append((post.mean * self.scaling_factor).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        out = []
+        for chunk in z.split(self.params.max_batch):
+            img = self.vae.decode((chunk / self.scaling_factor).to(self.device, self.dtype)).sample
+            out.append(img.float().clamp(-1, 1))
+        return torch.cat(out)

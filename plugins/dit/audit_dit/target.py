@@ -39,7 +39,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import DataError, ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, require_weights, weights_sha256
+from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, require_weights, weights_sha256
 
 REQUIRED = ("model_index.json", "transformer", "vae", "scheduler")
 
@@ -81,7 +81,7 @@ def read_num_classes(folder: Path) -> int:
         raise ModelError(f"target.model: {folder / 'transformer' / 'config.json'} cannot be read: {exc}") from None
 
 
-class DiTTarget(Target):
+class DiTTarget(VaeLatentTarget):
     name = "dit"
     kind = "latent"
     capabilities = frozenset({VARIATION, NOISE})
@@ -192,21 +192,7 @@ class DiTTarget(Target):
         return (t // k) * (1 if self.params.guidance_scale == 1.0 else 2)
 
     # ----- model space ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        out = []
-        for chunk in x.split(self.params.max_batch):
-            post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
-            out.append((post.mean * self.scaling_factor).float())
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        out = []
-        for chunk in z.split(self.params.max_batch):
-            img = self.vae.decode((chunk / self.scaling_factor).to(self.device, self.dtype)).sample
-            out.append(img.float().clamp(-1, 1))
-        return torch.cat(out)
+    # encode/decode: the VAE latent space (audit_core.targets.VaeLatentTarget)
 
     def _predict(self, z: torch.Tensor, t: int, labels: torch.Tensor) -> torch.Tensor:
         steps = torch.full((z.shape[0],), int(t), device=self.device, dtype=torch.long)

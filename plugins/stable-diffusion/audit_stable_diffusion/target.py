@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, require_weights
+from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, require_weights
 
 REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -41,7 +41,7 @@ class SDParams(TargetParams):
     resolution: int | None = Field(None, ge=8, description="image size (default: U-Net sample size x VAE factor)")
 
 
-class StableDiffusionTarget(Target):
+class StableDiffusionTarget(VaeLatentTarget):
     name = "stable-diffusion"
     kind = "latent"
     capabilities = frozenset({VARIATION, NOISE})
@@ -139,21 +139,7 @@ class StableDiffusionTarget(Target):
         return torch.stack([self._text_cache[p] for p in prompts])
 
     # ----- model space ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        out = []
-        for chunk in x.split(self.params.max_batch):
-            post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
-            out.append((post.mean * self.scaling_factor).float())
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        out = []
-        for chunk in z.split(self.params.max_batch):
-            img = self.vae.decode((chunk / self.scaling_factor).to(self.device, self.dtype)).sample
-            out.append(img.float().clamp(-1, 1))
-        return torch.cat(out)
+    # encode/decode: the VAE latent space (audit_core.targets.VaeLatentTarget)
 
     @torch.no_grad()
     def eps(self, z_t: torch.Tensor, t: int, captions: Sequence[str | None] | None = None) -> torch.Tensor:
