@@ -32,34 +32,6 @@ def _forget_secrets():
     secrets.forget_all()
 
 
-@pytest.fixture
-def toy(toy_plugin, tmp_path, write_config):
-    """A toy audit: 6 + 6 good 8x8 images, cache off unless asked; make(**sections) -> config."""
-    members = tmp_path / "members"
-    nonmembers = tmp_path / "nonmembers"
-    write_images(members, 6, seed=1)
-    write_images(nonmembers, 6, seed=2)
-
-    def make(name="audit.yaml", **over):
-        cfg = {
-            "run": {"name": "toy", "seed": 3, "device": "cpu", "batch_size": 2},
-            "target": {"plugin": "toy"},
-            "data": {"members": str(members), "nonmembers": str(nonmembers)},
-            "attacks": [{"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 2}}],
-            "cache": {"enabled": False},
-            "metrics": {"bootstrap": 20},
-        }
-        for key, value in over.items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
-        return write_config(cfg, name)
-
-    make.members, make.nonmembers = members, nonmembers
-    return make
-
-
 def scores_of(run_dir: Path) -> list[dict]:
     return list(csv.DictReader((run_dir / "scores.csv").open()))
 

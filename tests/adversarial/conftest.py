@@ -1,5 +1,5 @@
-"""Shared pieces of the adversarial corpus: a toy audit (6 + 6 8x8 images, the toy target, cache
-off) and ``refused`` (exit 2, one paragraph, no traceback, no run directory)."""
+"""Shared pieces of the adversarial corpus: ``refused`` (exit 2, one paragraph, no traceback, no
+run directory). The toy audit ``toy`` is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,41 +8,13 @@ from pathlib import Path
 import pytest
 
 from audit_core import secrets
-from audit_core.testing import no_traceback, write_images
+from audit_core.testing import no_traceback
 
 
 @pytest.fixture(autouse=True)
 def _forget_secrets():
     yield
     secrets.forget_all()
-
-
-@pytest.fixture
-def toy(toy_plugin, tmp_path, write_config):
-    """``toy(**sections)`` -> an audit.yaml path; ``toy.members`` / ``toy.nonmembers`` folders."""
-    members = tmp_path / "members"
-    nonmembers = tmp_path / "nonmembers"
-    write_images(members, 6, seed=1)
-    write_images(nonmembers, 6, seed=2)
-
-    def make(name="audit.yaml", **over):
-        cfg = {
-            "run": {"name": "toy", "seed": 3, "device": "cpu", "batch_size": 2},
-            "target": {"plugin": "toy"},
-            "data": {"members": str(members), "nonmembers": str(nonmembers)},
-            "attacks": [{"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 2}}],
-            "cache": {"enabled": False},
-            "metrics": {"bootstrap": 20},
-        }
-        for key, value in over.items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
-        return write_config(cfg, name)
-
-    make.members, make.nonmembers = members, nonmembers
-    return make
 
 
 def refused(audit_cli, out: Path, *args) -> str:
