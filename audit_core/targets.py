@@ -77,6 +77,20 @@ def weights_sha256(files: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def pipeline_folder(path: Path, required: Sequence[str], what: str) -> Path:
+    """``path`` if it is a folder holding every entry of ``required`` (a diffusers pipeline's
+    components), else a ModelError naming the missing ones; ``what`` names the layout."""
+    if not path.is_dir():
+        raise ModelError(f"target.model: {path} is not a folder")
+    missing = [name for name in required if not (path / name).exists()]
+    if missing:
+        raise ModelError(
+            f"target.model: {path} is not a {what} pipeline folder: missing {', '.join(missing)} "
+            f"(expected {', '.join(required)})"
+        )
+    return path
+
+
 def require_weights(folder: Path, subfolders: Sequence[str], allow_pickle: bool) -> None:
     """Check, before anything is loaded, that each component subfolder of a diffusers folder
     holds weights: safetensors, or pickles (``PICKLE_SUFFIXES``) only with ``allow_pickle``."""
@@ -506,8 +520,14 @@ def _seed_grid(seeds: Any, images: int) -> tuple[list[list[int]], bool]:
 class VaeLatentTarget(Target):
     """A latent target whose model space is a diffusers ``AutoencoderKL``'s: ``encode(x)`` = the
     posterior mean * ``scaling_factor`` (deterministic), ``decode(z)`` = decoder(z / scaling_factor)
-    clamped to [-1, 1], both in chunks of ``params.max_batch`` rows. A subclass sets ``self.vae``,
-    ``self.scaling_factor``, ``self.device`` and ``self.dtype`` (Stable Diffusion, DiT)."""
+    clamped to [-1, 1], both in chunks of ``params.max_batch`` rows. A subclass sets ``self.device``
+    and ``self.dtype`` and hands its loaded VAE to ``_use_vae`` (Stable Diffusion, DiT)."""
+
+    def _use_vae(self, vae: Any) -> None:
+        """Adopt a loaded ``AutoencoderKL``: its downsampling factor and latent scaling factor."""
+        self.vae = vae
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:

@@ -39,7 +39,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import DataError, ModelError
-from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, require_weights, weights_sha256
+from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights, weights_sha256
 
 REQUIRED = ("model_index.json", "transformer", "vae", "scheduler")
 
@@ -89,15 +89,7 @@ class DiTTarget(VaeLatentTarget):
 
     def __init__(self, params: DiTParams, context: TargetContext | None = None):
         super().__init__(params, context)
-        folder = self.context.path(params.model)
-        if not folder.is_dir():
-            raise ModelError(f"target.model: {folder} is not a folder")
-        missing = [name for name in REQUIRED if not (folder / name).exists()]
-        if missing:
-            raise ModelError(
-                f"target.model: {folder} is not a DiT pipeline folder: missing {', '.join(missing)} "
-                f"(expected {', '.join(REQUIRED)})"
-            )
+        folder = pipeline_folder(self.context.path(params.model), REQUIRED, "DiT")
         require_weights(folder, ("transformer", "vae"), params.allow_pickle)
         self.folder = folder
         self.labels = read_labels(folder)
@@ -120,7 +112,7 @@ class DiTTarget(VaeLatentTarget):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.vae = AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval()
+                self._use_vae(AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval())
                 self.transformer = DiTTransformer2DModel.from_pretrained(folder / "transformer", **kw).to(self.device).eval()
                 # any scheduler's config holds the betas; the attacks step DDIM themselves
                 self.scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
@@ -130,11 +122,9 @@ class DiTTarget(VaeLatentTarget):
             diffusers_logging.set_verbosity(verbosity)
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64).cpu()
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_channels = int(self.transformer.config.in_channels)
         out = int(self.transformer.config.out_channels or self.latent_channels)
         self.learned_sigma = out == 2 * self.latent_channels
-        self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
         self.image_size = self.params.resolution or int(self.transformer.config.sample_size) * self.vae_factor
         self.channels = 3
         files = sorted(p for sub in ("transformer", "vae") for p in (folder / sub).glob("*") if p.suffix != ".json")

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from audit_core.errors import ModelError
-from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, require_weights
+from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights
 
 REQUIRED = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -52,15 +52,7 @@ class StableDiffusionTarget(VaeLatentTarget):
 
     def __init__(self, params: SDParams, context: TargetContext | None = None):
         super().__init__(params, context)
-        folder = self.context.path(params.model)
-        if not folder.is_dir():
-            raise ModelError(f"target.model: {folder} is not a folder")
-        missing = [name for name in REQUIRED if not (folder / name).exists()]
-        if missing:
-            raise ModelError(
-                f"target.model: {folder} is not a Stable Diffusion pipeline folder: missing {', '.join(missing)} "
-                f"(expected {', '.join(REQUIRED)})"
-            )
+        folder = pipeline_folder(self.context.path(params.model), REQUIRED, "Stable Diffusion")
         require_weights(folder, ("unet", "vae", "text_encoder"), params.allow_pickle)
         self.folder = folder
         self._place(params.dtype, auto="fp16")  # auto: fp16 on a GPU (fp32 on the CPU)
@@ -80,16 +72,14 @@ class StableDiffusionTarget(VaeLatentTarget):
                 warnings.simplefilter("ignore")
                 self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
                 self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **kw).to(self.device).eval()
-                self.vae = AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval()
+                self._use_vae(AutoencoderKL.from_pretrained(folder / "vae", **kw).to(self.device).eval())
                 self.unet = self._prepare_network(UNet2DConditionModel.from_pretrained(folder / "unet", **kw))
                 self.scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelError(f"target.model: cannot load the Stable Diffusion folder {folder}: {str(exc).splitlines()[0]}") from None
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64).cpu()
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_channels = int(self.unet.config.in_channels)
-        self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", 0.18215))
         size = self.unet.config.sample_size
         self.image_size = self.params.resolution or int(size if isinstance(size, int) else size[0]) * self.vae_factor
         self.channels = 3
