@@ -10,13 +10,21 @@ from .hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "hookimpl",
+    "__version__",
+    # hooks
+    "hookimpl",
+    # attacks
     "Attack", "AttackParams", "AttackContext", "AttackOutput", "Batch", "flat_sum", "mean_over",
+    # targets
     "Target", "TargetParams", "TargetContext", "Stats", "VARIATION", "NOISE", "weights_sha256",
+    # the maths and the randomness
     "ddim", "seeding", "randn", "derive_seed",
+    # reporters and executors
     "Reporter", "ReporterParams", "RunView", "Executor", "ExecutorParams", "Job", "WorkBatch", "BatchResult",
     "execute_batch", "build_local",
+    # data and paths
     "ImageRecord", "resolve_path",
+    # errors: AuditError and subclasses are bad input (exit 2); PluginFailure a plugin's bug (exit 1)
     "AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure",
 ]
 

@@ -14,20 +14,7 @@ from .reporting import Reporter, ReporterParams, RunView
 from .seeding import derive_seed, randn
 from .targets import NOISE, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
 
-__all__ = [
-    # hooks
-    "hookimpl",
-    # attacks
-    "Attack", "AttackParams", "AttackContext", "AttackOutput", "Batch", "flat_sum", "mean_over",
-    # targets
-    "Target", "TargetParams", "TargetContext", "Stats", "VARIATION", "NOISE", "weights_sha256",
-    # the maths and the randomness
-    "ddim", "seeding", "randn", "derive_seed",
-    # reporters and executors
-    "Reporter", "ReporterParams", "RunView", "Executor", "ExecutorParams", "Job", "WorkBatch", "BatchResult",
-    "execute_batch", "build_local",
-    # data and paths
-    "ImageRecord", "resolve_path",
-    # errors: AuditError and subclasses are bad input (exit 2); PluginFailure a plugin's bug (exit 1)
-    "AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure",
-]
+# the list itself lives in audit_core/__init__.py (importable without torch); the same names here
+from . import __all__ as _public  # noqa: E402
+
+__all__ = [name for name in _public if name != "__version__"]
