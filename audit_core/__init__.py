@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    # hooks
-    "hookimpl",
+    # hooks, and a torch-free plugin package
+    "hookimpl", "lazy_exports",
     # attacks
     "Attack", "AttackParams", "AttackContext", "AttackOutput", "Batch", "flat_sum", "mean_over",
     # targets
@@ -27,6 +27,21 @@ __all__ = [
     # errors: AuditError and subclasses are bad input (exit 2); PluginFailure a plugin's bug (exit 1)
     "AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure",
 ]
+
+
+def lazy_exports(package: str, names: list[str], module: str):
+    """A module ``__getattr__`` for a plugin package: each of ``names`` loads from the submodule
+    ``module`` on first use, so entry-point discovery (which imports the package) stays
+    torch-free and ``audit --help`` starts fast. Use: ``__getattr__ = lazy_exports(__name__,
+    __all__, "attack")``."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def __getattr__(name: str):

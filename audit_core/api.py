@@ -3,7 +3,7 @@
 names keep working, and a change comes with a ``DeprecationWarning`` naming the new call.
 Each item is documented in docs/writing-plugins.md ("Utilities")."""
 
-from . import ddim, seeding
+from . import ddim, lazy_exports, seeding
 from .attacks import Attack, AttackContext, AttackOutput, AttackParams, Batch, flat_sum, mean_over
 from .config import resolve_path
 from .errors import AccessError, AuditError, ConfigError, DataError, ModelError, PluginError, PluginFailure

@@ -1,15 +1,11 @@
 """audit-http: a variation-only target behind an HTTP endpoint (``audit serve`` or an
 AUTOMATIC1111-style img2img server). See ``target.py`` and docs/http-protocol.md."""
 
+from audit_core import lazy_exports
+
 __all__ = ["Client", "RemoteError", "RetryPolicy", "parse_retry_after"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    """The names above load with their module on first use: entry-point discovery (which imports
-    this package) stays torch-free, so ``audit --help`` starts fast."""
-    if name in __all__:
-        from . import client
-
-        return getattr(client, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the names above load with .client on first use: entry-point discovery stays torch-free
+__getattr__ = lazy_exports(__name__, __all__, "client")

@@ -3,15 +3,11 @@
 See :mod:`audit_naive_loss.attack` for the attack and :mod:`audit_naive_loss.plugin` for the hook.
 """
 
+from audit_core import lazy_exports
+
 __all__ = ["NaiveLoss", "NaiveLossParams"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    """The names above load with their module on first use: entry-point discovery (which imports
-    this package) stays torch-free, so ``audit --help`` starts fast."""
-    if name in __all__:
-        from . import attack
-
-        return getattr(attack, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the names above load with .attack on first use: entry-point discovery stays torch-free
+__getattr__ = lazy_exports(__name__, __all__, "attack")

@@ -7,15 +7,11 @@ Read it as a worked example of an attack plugin:
 - ``plugin.py``  the hook implementation the entry point ``audit = rediffuse`` points at.
 """
 
+from audit_core import lazy_exports
+
 __all__ = ["ReDiffuse", "ReDiffuseParams", "PIXEL_DEFAULTS", "LATENT_DEFAULTS"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    """The names above load with their module on first use: entry-point discovery (which imports
-    this package) stays torch-free, so ``audit --help`` starts fast."""
-    if name in __all__:
-        from . import attack
-
-        return getattr(attack, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the names above load with .attack on first use: entry-point discovery stays torch-free
+__getattr__ = lazy_exports(__name__, __all__, "attack")

@@ -19,7 +19,7 @@ privileges, like any Python you import.
 
 from __future__ import annotations
 
-from audit_core import hookimpl
+from audit_core import hookimpl, lazy_exports
 
 __all__ = ["Params", "TorchCallableTarget"]
 
@@ -32,10 +32,5 @@ def register_targets(register):
     register(TorchCallableTarget)
 
 
-def __getattr__(name: str):
-    """``from audit_torch_callable import TorchCallableTarget`` keeps working (loaded on first use)."""
-    if name in __all__:
-        from . import target
-
-        return getattr(target, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the names above load with .target on first use: entry-point discovery stays torch-free
+__getattr__ = lazy_exports(__name__, __all__, "target")
