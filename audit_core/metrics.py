@@ -77,83 +77,20 @@ def point_metrics(scores, labels) -> dict[str, float]:
 
 
 # ----- bootstrap --------------------------------------------------------------------------------
-def _draw_loop(rng: np.random.Generator, n_pos: int, n_neg: int, n: int) -> np.ndarray:
-    """``n`` stratified resamples as positions ``[n, n_pos + n_neg]`` (members first): per resample
-    ``rng.integers(0, n_pos, n_pos)`` then ``rng.integers(0, n_neg, n_neg)``, which is what
-    ``rng.choice(pos, n_pos)``, ``rng.choice(neg, n_neg)`` draw."""
-    out = np.empty((n, n_pos + n_neg), dtype=np.int64)
-    for b in range(n):
-        out[b, :n_pos] = rng.integers(0, n_pos, n_pos)
-        out[b, n_pos:] = rng.integers(0, n_neg, n_neg)
-    return out
-
-
-def _draw_bulk(rng: np.random.Generator, n_pos: int, n_neg: int, n: int) -> np.ndarray | None:
-    """The same draws as :func:`_draw_loop` from one block of raw 64-bit words, or None (the
-    generator left untouched) when a draw would need numpy's rejection step (p ~ m / 2**32).
-
-    numpy's bounded integers below 2**32 read one stream of 32-bit values (each 64-bit word split
-    low half first; a half left over waits in the generator's state for the next call), map v to
-    (v * m) >> 32 and redraw when (v * m) mod 2**32 < 2**32 mod m (Lemire); m == 1 draws nothing.
-    :func:`_bulk_matches_loop` checks this against numpy once per process."""
-    state = rng.bit_generator.state
-    if max(n_pos, n_neg) >= 1 << 32 or "has_uint32" not in state:
-        return None
-    sizes = [m if m > 1 else 0 for m in (n_pos, n_neg)]
-    need = n * sum(sizes)
-    pending = [state["uinteger"]] if state["has_uint32"] else []
-    raw = rng.bit_generator.random_raw((need - len(pending) + 1) // 2)
-    halves = raw.astype("<u8", copy=False).view("<u4")  # low half first, whatever the platform
-    stream = np.concatenate([np.asarray(pending, dtype="<u4"), halves]) if pending else halves
-    used, left = stream[:need].reshape(n, sum(sizes)), stream[need:]
-    out = np.zeros((n, n_pos + n_neg), dtype=np.int64)
-    for m, col, first in ((n_pos, 0, 0), (n_neg, n_pos, sizes[0])):
-        if m == 1:
-            continue  # integers(0, 1) is all zeros and draws nothing
-        prod = used[:, first : first + m].astype(np.uint64) * np.uint64(m)
-        if np.any(prod.astype(np.uint32) < (1 << 32) % m):  # a redraw: take the loop
-            rng.bit_generator.state = state
-            return None
-        out[:, col : col + m] = prod >> np.uint64(32)
-    after = rng.bit_generator.state
-    after["has_uint32"], after["uinteger"] = (1, int(left[0])) if left.size else (0, 0)
-    rng.bit_generator.state = after
-    return out
-
-
-_BULK_OK: bool | None = None
-
-
-def _live_state(rng: np.random.Generator) -> tuple:
-    """The part of a generator's state later draws depend on (a spent half-word is not)."""
-    st = rng.bit_generator.state
-    return (st["state"], st["has_uint32"], st["uinteger"] if st["has_uint32"] else None)
-
-
-def _bulk_matches_loop() -> bool:
-    """Whether this numpy's bounded integers are the ones :func:`_draw_bulk` reproduces."""
-    global _BULK_OK
-    if _BULK_OK is None:
-        ok = True
-        for p, q, b in [(5, 7, 3), (1, 4, 2), (6, 1, 3), (2, 3, 3)]:
-            bulk, loop = np.random.default_rng(11), np.random.default_rng(11)
-            for _ in range(2):  # twice: the second starts from the half-word the first left over
-                ok = ok and np.array_equal(_draw_bulk(bulk, p, q, b), _draw_loop(loop, p, q, b))
-            ok = ok and _live_state(bulk) == _live_state(loop)
-        _BULK_OK = bool(ok)
-    return _BULK_OK
-
-
 def resample_positions(n_pos: int, n_neg: int, n: int, seed: int, chunk: int | None = None) -> Iterator[np.ndarray]:
     """The seeded stratified resamples, ``chunk`` at a time: ``[chunk, n_pos + n_neg]`` positions
-    into (members, non-members), members first. The same resamples whatever the chunking."""
+    into (members, non-members), members first. Resample b is ``rng.integers(0, n_pos, n_pos)``
+    then ``rng.integers(0, n_neg, n_neg)`` (what ``rng.choice(pos, n_pos)``, ``rng.choice(neg,
+    n_neg)`` draw), so the same resamples whatever the chunking.
+
+    One ``integers`` call per chunk with an array of upper bounds: numpy draws such an array
+    element by element in C order from the same stream of 32-bit values, rejections included, as
+    those per-resample calls (tests/test_metrics_bootstrap.py checks it against the loop)."""
     rng = np.random.default_rng(seed)
     chunk = chunk or n
-    bulk = _bulk_matches_loop()
+    highs = np.repeat(np.array([n_pos, n_neg], dtype=np.int64), [n_pos, n_neg])
     for start in range(0, n, chunk):
-        size = min(chunk, n - start)
-        block = _draw_bulk(rng, n_pos, n_neg, size) if bulk else None
-        yield block if block is not None else _draw_loop(rng, n_pos, n_neg, size)
+        yield rng.integers(0, np.broadcast_to(highs, (min(chunk, n - start), n_pos + n_neg)))
 
 
 def _resample_metrics(codes_pos: np.ndarray, codes_neg: np.ndarray, k: int) -> dict[str, np.ndarray]:
