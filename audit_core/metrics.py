@@ -13,7 +13,6 @@ numpy only: scikit-learn's import alone costs seconds, and the exact ROC is a so
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ CHUNK_CELLS = 2_000_000
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores as float64, labels as int64)``, or a ValueError saying what is wrong."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     if scores.shape != labels.shape or scores.ndim != 1:
@@ -39,11 +39,15 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _counts(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fps, tps, thresholds) at every distinct score, highest first (scikit-learn's
     ``_binary_clf_curve``: the same stable sort and float64 counts, so the same floats)."""
-    order = np.argsort(scores, kind="mergesort")[::-1]
-    s, y = scores[order], (labels[order] == 1).astype(np.float64)
+    # a tie's members are counted at its last position whatever their order within it, so the
+    # sort's stability changes nothing: no mutation of ``kind`` can show
+    order = np.argsort(scores, kind="mergesort")[::-1]  # pragma: no mutate
+    s, member = scores[order], labels[order] == 1
+    y = member.astype(np.float64)  # pragma: no mutate (astype(None) is float64 too)
     idx = np.r_[np.where(np.diff(s))[0], y.size - 1]
     tps = np.cumsum(y)[idx]
-    return 1 + idx.astype(np.float64) - tps, tps, s[idx]
+    fidx = idx.astype(np.float64)  # pragma: no mutate (astype(None) is float64 too)
+    return 1 + fidx - tps, tps, s[idx]
 
 
 def roc(scores, labels, drop_intermediate: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,19 +123,9 @@ def _resample_metrics(codes_pos: np.ndarray, codes_neg: np.ndarray, k: int) -> d
     for key, level in LEVELS.items():
         # points with FPR <= level are the values from some j0 up (fps falls as the value rises);
         # the largest TPR among them is at j0; none (j0 == k) leaves the (0, 0) point: TPR 0
-        j0 = k - np.count_nonzero(fps <= _max_count(level, n_neg), axis=1)
+        j0 = k - np.count_nonzero(fps / n_neg <= level + 1e-12, axis=1)  # tpr_at_fpr's test, same floats
         out[key] = np.where(j0 < k, tps[rows, np.minimum(j0, k - 1)], 0) / n_pos
     return out
-
-
-def _max_count(level: float, n: int) -> int:
-    """The largest count c with ``c / n <= level + 1e-12`` in floats (tpr_at_fpr's test)."""
-    c = math.floor((level + 1e-12) * n)
-    while (c + 1) / n <= level + 1e-12:
-        c += 1
-    while c >= 0 and c / n > level + 1e-12:
-        c -= 1
-    return c
 
 
 def bootstrap_draws(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -139,8 +133,8 @@ def bootstrap_draws(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, n
     scores, labels = _check(np.asarray(scores), np.asarray(labels))
     pos = np.flatnonzero(labels == 1)
     neg = np.flatnonzero(labels == 0)
-    _, codes = np.unique(scores, return_inverse=True)
-    k = int(codes.max()) + 1
+    values, codes = np.unique(scores, return_inverse=True)
+    k = len(values)
     codes_pos, codes_neg = codes[pos], codes[neg]
     chunk = max(1, min(n, CHUNK_CELLS // max(k, len(scores))))
     parts: dict[str, list[np.ndarray]] = {}
@@ -153,9 +147,6 @@ def bootstrap_draws(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, n
 
 def bootstrap_ci(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, list[float]]:
     """Percentile 95 % intervals of every point metric, stratified bootstrap."""
-    if n <= 0:
-        _check(np.asarray(scores), np.asarray(labels))
-        return {}
     draws = bootstrap_draws(scores, labels, n, seed)
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
@@ -191,11 +182,11 @@ def roc_points(scores, labels, max_points: int = 400) -> dict[str, list[float]]:
     if len(fpr) > max_points:
         half = max(2, max_points // 2)
         linear = np.linspace(0, len(fpr) - 1, half).round().astype(int)
-        positive = fpr[fpr > 0]
-        levels = np.geomspace(positive.min(), 1.0, half) if positive.size else np.array([])
+        levels = np.geomspace(fpr[fpr > 0].min(), 1.0, half)  # fpr ends at 1: never empty
         levels = np.concatenate([levels, list(LEVELS.values())])  # the reported operating points, exactly
+        # fpr starts at 0, so every index is in 0 .. len - 1; linear holds both ends
         logspaced = np.searchsorted(fpr, levels * (1 + 1e-9), side="right") - 1
-        keep = np.unique(np.concatenate([linear, logspaced.clip(0, len(fpr) - 1), [0, len(fpr) - 1]]))
+        keep = np.unique(np.concatenate([linear, logspaced]))
         fpr, tpr = fpr[keep], tpr[keep]
     return {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}
 
@@ -216,7 +207,7 @@ def calibrated_operating_point(
         "alpha": alpha,
         "threshold": thr,
         "n_calibration": int(n_cal),
-        "tpr": float((scores[pos] > thr).mean()) if len(pos) else None,
+        "tpr": float((scores[pos] > thr).mean()),  # _check: at least one member
         "fpr": float((scores[rest_neg] > thr).mean()) if len(rest_neg) else None,
         "n_eval_members": int(len(pos)),
         "n_eval_nonmembers": int(len(rest_neg)),

@@ -20,7 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTMUT = [sys.executable, "-m", "mutmut"]
-DEFAULT = ["audit_core.seeding*", "audit_core.secrets*", "audit_core.metrics*"]
+#: the DDIM maths, seeding, metrics, copyright inference, the query-cache keys and secrets
+DEFAULT = [
+    "audit_core.ddim.*", "audit_core.seeding.*", "audit_core.metrics.*", "audit_core.inference.*",
+    "audit_core.targets.*cache_key*", "audit_core.reference.*cache_key*", "audit_core.secrets.*",
+]
 KILLED = {"killed"}
 SURVIVED = {"survived", "no tests", "timeout", "suspicious"}
 
@@ -63,10 +67,17 @@ def main() -> int:
     scored = killed + len(survived)
     score = killed / scored if scored else float("nan")
 
+    per_module: dict[str, Counter] = {}
+    for name, st in status.items():
+        if st in KILLED | SURVIVED:
+            per_module.setdefault(name.split(".x")[0], Counter())[st in KILLED] += 1
     lines = [
         f"mutmut over {' '.join(args.modules)}: score {score:.1%} ({killed} killed of {scored} checked; "
         f"{counts['not checked']} not checked{' (budget spent)' if out_of_time else ''}), {elapsed:.0f} s",
         f"statuses: {dict(sorted(counts.items()))}",
+        "per module: " + "; ".join(
+            f"{m} {c[True] / (c[True] + c[False]):.1%} ({c[True]}/{c[True] + c[False]})" for m, c in sorted(per_module.items())
+        ),
         "",
         f"surviving mutants ({len(survived)}):",
     ]

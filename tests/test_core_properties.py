@@ -14,6 +14,7 @@ stay fast: no model, no run).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -168,6 +169,16 @@ def test_tk_labels_name_the_params_in_every_message():
     with pytest.raises(ValueError, match=r"^t=-2 must not be negative$"):
         ddim.check_interval(-2, 1)
     ddim.check_interval(0, 1)
+
+
+def test_denoise_invert_and_variation_refuse_a_bad_interval_before_any_step():
+    calls: list = []
+    for fn, args in ((ddim.denoise, (_x(1), 100, 30)), (ddim.invert, (_x(1), 100, 30)), (ddim.variation, (_x(1), _x(2), 100, 30))):
+        with pytest.raises(ValueError, match=r"^k=30 must be positive and divide t=100$"):
+            fn(_affine_eps(calls), *args, ABAR)
+    with pytest.raises(ValueError, match=r"^t=-3 must not be negative$"):
+        ddim.denoise(_affine_eps(calls), _x(1), -3, 1, ABAR)
+    assert calls == []
 
 
 # ================================================================================ cache keys
@@ -394,28 +405,42 @@ def _rows(attack: str, scores: dict[str, tuple[str, float]], split: str = "evalu
 
 
 def test_set_inference_fills_rows_and_combines():
-    a = {"s0": ("suspect", 9.0), "s1": ("suspect", 8.5), "r0": ("reference", 1.0), "r1": ("reference", 3.0),
+    a = {"s0": ("suspect", 9.0), "s1": ("suspect", 2.5), "r0": ("reference", 1.0), "r1": ("reference", 3.0),
          "r2": ("reference", 2.0), "r3": ("reference", 9.5)}
     b = {k: (lab, -s) for k, (lab, s) in a.items()}
     rows = _rows("a", a) + _rows("b", b) + _rows("a", {"c0": ("suspect", 100.0)}, split="calibration")
-    block = inference.set_inference(rows, 0.2, "bonferroni", seed=0)
-    sus, ref = np.array([9.0, 8.5]), np.array([1.0, 3.0, 2.0, 9.5])
-    entry, p, flags = inference.copyright_inference(sus, ref, 0.2, 0, "a")
+    block = inference.set_inference(rows, 0.5, "bonferroni", seed=0)
+    sus, ref = np.array([9.0, 2.5]), np.array([1.0, 3.0, 2.0, 9.5])
+    entry, p, flags = inference.copyright_inference(sus, ref, 0.5, 0, "a")
+    assert entry["threshold"] == 3.0  # floor(0.5 x 5) - 1 = 1 reference score allowed at or above
     assert block["a"]["notes"][-1].startswith("only the held-out (evaluation) split is tested")
     assert {k: v for k, v in block["a"].items() if k != "notes"} == {k: v for k, v in entry.items() if k != "notes"}
     assert "notes" in block["b"] and not any(n.startswith("only the held-out") for n in block["b"]["notes"])
     by_id = {(r.attack, r.image_id): r for r in rows}
-    for i, (img, _) in enumerate((("s0", 0), ("s1", 1))):
-        r = by_id[("a", img)]
-        assert r.p_value == repr(float(p[i])) and r.flagged == ("true" if flags[i] else "false")
+    assert [by_id[("a", i)].flagged for i in ("s0", "s1", "r0", "r1", "r2", "r3")] == ["true", "false", "false", "false", "false", "true"]
+    for i, img in enumerate(("s0", "s1")):
+        assert by_id[("a", img)].p_value == repr(float(p[i])) == repr(float(p_by_hand(sus[i], ref)))
     loo = inference._loo_p_values(ref)
     for i, img in enumerate(("r0", "r1", "r2", "r3")):
-        r = by_id[("a", img)]
-        assert r.p_value == repr(float(loo[i]))
-        assert r.flagged == ("true" if ref[i] > entry["threshold"] else "false")
+        assert by_id[("a", img)].p_value == repr(float(loo[i]))
     assert by_id[("a", "c0")].p_value == "" and by_id[("a", "c0")].flagged == ""
-    assert block["combined"] == inference.combine({"a": block["a"]["p_value"], "b": block["b"]["p_value"]}, "bonferroni", 0.2)
+    assert block["combined"] == inference.combine({"a": block["a"]["p_value"], "b": block["b"]["p_value"]}, "bonferroni", 0.5)
     assert list(block) == ["a", "b", "combined"]
+
+
+def test_inference_passes_its_seed_and_defaults_on():
+    """Ties in a small sample with more than 9999 splits: the permutation test's seed shows in the p-value."""
+    sus, ref = [float(i % 4) for i in range(9)], [float(i % 3) for i in range(20)]
+    p = inference.copyright_inference(sus, ref, 0.05, 1)[0]["p_value"]
+    assert p == inference.set_test(sus, ref, 1)["p_value"]
+    rows = _rows("a", {f"s{i}": ("suspect", v) for i, v in enumerate(sus)} | {f"r{i}": ("reference", v) for i, v in enumerate(ref)})
+    assert inference.set_inference(rows, 0.05, "bonferroni", 1)["a"]["p_value"] == p
+    fast_sus, fast_ref = [5.0, 6.0, 7.0], [1.0, 2.0, 3.0, 4.0]  # exact: no resampling
+    assert inference.copyright_inference(fast_sus, fast_ref)[0] == inference.copyright_inference(fast_sus, fast_ref, 0.01, 0, None)[0]
+    big = _rows("a", {f"s{i}": ("suspect", float(i % 3)) for i in range(8)} | {f"r{i}": ("reference", float(i % 4)) for i in range(9)})
+    by_seed = {seed: inference.set_inference(big, 0.05, "rank", seed, permutations=99)["combined"]["p_value"] for seed in (1, 2)}
+    assert by_seed[1] == inference.rank_block({"a": big}, 0.05, 1, 99)["p_value"] != by_seed[2]
+    assert inspect.signature(inference.set_inference).parameters["permutations"].default == inference.PERMUTATIONS == 9999
 
 
 def test_set_inference_without_both_groups_and_rank():

@@ -81,11 +81,3 @@ def test_a_draw_numpy_redraws_is_redrawn_as_in_the_loop():
     highs = np.repeat(np.array([3, 4]), [3, 4])
     np.testing.assert_array_equal(bulk.integers(0, np.broadcast_to(highs, (2, 7))), _loop_positions(loop, 3, 4, 2))
     assert bulk.bit_generator.state == loop.bit_generator.state
-
-
-def test_max_count_matches_the_float_test():
-    for n in (1, 7, 100, 500, 999, 1000, 12345):
-        for level in metrics.LEVELS.values():
-            c = metrics._max_count(level, n)
-            assert c / n <= level + 1e-12 if c >= 0 else True
-            assert (c + 1) / n > level + 1e-12
