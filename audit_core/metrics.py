@@ -219,6 +219,7 @@ def calibrated_operating_point(
 
 def threshold_at_fpr(reference_scores, alpha: float) -> float:
     """The smallest threshold with at most ``alpha`` of the reference scores strictly above it."""
-    ref = np.sort(np.asarray(reference_scores, dtype=np.float64))
+    # float64 or the scores' own dtype: the same order and the same float() of the chosen one
+    ref = np.sort(np.asarray(reference_scores, dtype=np.float64))  # pragma: no mutate
     allowed = int(np.floor(alpha * len(ref)))  # how many reference scores may exceed it
     return float(ref[len(ref) - 1 - allowed])

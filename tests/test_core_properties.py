@@ -287,7 +287,8 @@ def _u_by_hand(x, y) -> float:
 @pytest.mark.parametrize("x,y,method", [
     ([5.0, 6.0, 7.0], [1.0, 2.0, 3.0, 4.0], "exact"),  # no ties, <= 8: exact
     ([2.0, 2.0, 3.0], [1.0, 2.0, 1.0, 0.0], "permutation"),  # ties, < 10
-    (list(np.arange(9.0)), list(np.arange(9.0) + 0.5), "exact"),  # 9 > 8 without ties: asymptotic? no, 9 images
+    (list(np.arange(8.0)), list(np.arange(10.0) + 0.5), "exact"),  # no ties, 8 suspects: still exact
+    (list(np.arange(9.0)), list(np.arange(9.0) + 0.5), "exact"),  # no ties, 9 each: asymptotic (below)
     (list(np.arange(12.0)), list(np.arange(12.0) + 0.5), "asymptotic"),
     (list(np.arange(10.0)), list(np.arange(10.0)), "asymptotic"),  # ties but 10 each
 ])
@@ -413,7 +414,9 @@ def test_set_inference_fills_rows_and_combines():
     sus, ref = np.array([9.0, 2.5]), np.array([1.0, 3.0, 2.0, 9.5])
     entry, p, flags = inference.copyright_inference(sus, ref, 0.5, 0, "a")
     assert entry["threshold"] == 3.0  # floor(0.5 x 5) - 1 = 1 reference score allowed at or above
-    assert block["a"]["notes"][-1].startswith("only the held-out (evaluation) split is tested")
+    assert block["a"]["notes"][-1] == (
+        "only the held-out (evaluation) split is tested; the images its learned scorer or combination was fitted on are left out"
+    )
     assert {k: v for k, v in block["a"].items() if k != "notes"} == {k: v for k, v in entry.items() if k != "notes"}
     assert "notes" in block["b"] and not any(n.startswith("only the held-out") for n in block["b"]["notes"])
     by_id = {(r.attack, r.image_id): r for r in rows}
@@ -435,8 +438,8 @@ def test_inference_passes_its_seed_and_defaults_on():
     assert p == inference.set_test(sus, ref, 1)["p_value"]
     rows = _rows("a", {f"s{i}": ("suspect", v) for i, v in enumerate(sus)} | {f"r{i}": ("reference", v) for i, v in enumerate(ref)})
     assert inference.set_inference(rows, 0.05, "bonferroni", 1)["a"]["p_value"] == p
-    fast_sus, fast_ref = [5.0, 6.0, 7.0], [1.0, 2.0, 3.0, 4.0]  # exact: no resampling
-    assert inference.copyright_inference(fast_sus, fast_ref)[0] == inference.copyright_inference(fast_sus, fast_ref, 0.01, 0, None)[0]
+    assert inference.copyright_inference(sus, ref)[0] == inference.copyright_inference(sus, ref, 0.01, 0, None)[0]
+    assert inference.set_test(sus, ref) == inference.set_test(sus, ref, 0)
     big = _rows("a", {f"s{i}": ("suspect", float(i % 3)) for i in range(8)} | {f"r{i}": ("reference", float(i % 4)) for i in range(9)})
     by_seed = {seed: inference.set_inference(big, 0.05, "rank", seed, permutations=99)["combined"]["p_value"] for seed in (1, 2)}
     assert by_seed[1] == inference.rank_block({"a": big}, 0.05, 1, 99)["p_value"] != by_seed[2]
@@ -461,7 +464,8 @@ def test_rank_block_by_hand():
     rows = {
         "a": _rows("a", {"s0": ("suspect", 5.0), "s1": ("suspect", 4.0), "r0": ("reference", 0.0), "r1": ("reference", 1.0),
                          "x": ("reference", 2.0)}) + _rows("a", {"c": ("suspect", 9.0)}, split="calibration"),
-        "b": _rows("b", {"s0": ("suspect", 3.0), "s1": ("suspect", 6.0), "r0": ("reference", 1.0), "r1": ("reference", 0.5)}),
+        "b": _rows("b", {"s0": ("suspect", 3.0), "s1": ("suspect", 6.0), "r0": ("reference", 1.0), "r1": ("reference", 0.5)})
+        + _rows("b", {"c": ("suspect", 9.0)}, split="calibration"),  # in every attack, but a calibration row
     }
     out = inference.rank_block(rows, 0.05, seed=2, permutations=199)
     table = np.array([[5.0, 3.0], [4.0, 6.0], [0.0, 1.0], [1.0, 0.5]])
