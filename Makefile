@@ -64,7 +64,7 @@ bench: setup
 # Score per module and surviving mutants: benchmarks/mutation.txt
 MUTATE ?= audit_core.ddim.* audit_core.seeding.* audit_core.metrics.* audit_core.inference.* \
 	audit_core.targets.*cache_key* audit_core.reference.*cache_key* audit_core.secrets.*
-MUTATE_BUDGET ?= 1500
+MUTATE_BUDGET ?= 1800
 mutate: setup
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e '.[mutate]' 2>&1 | $(QUIET)
 	$(BIN)/python benchmarks/mutate.py --budget $(MUTATE_BUDGET) --modules $(foreach m,$(MUTATE),'$(m)')

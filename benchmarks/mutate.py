@@ -44,7 +44,7 @@ def _diffs(names: list[str]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modules", nargs="+", default=DEFAULT, help="mutmut name globs (default: %(default)s)")
-    ap.add_argument("--budget", type=float, default=1500, help="wall-clock seconds for the run (default: %(default)s)")
+    ap.add_argument("--budget", type=float, default=1800, help="wall-clock seconds for the run (default: %(default)s)")
     ap.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "mutation.txt")
     ap.add_argument("--incremental", action="store_true",
                     help="keep mutmut's earlier results (mutants/); by default a fresh run, since mutmut does not "

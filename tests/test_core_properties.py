@@ -14,7 +14,6 @@ stay fast: no model, no run).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 from types import SimpleNamespace
 
@@ -142,6 +141,7 @@ def test_variation_is_denoise_of_the_noised_image():
     (100, False, None, "k=False must be an integer"),
     (100, 2.0, None, "k=2.0 must be an integer"),
     (100, -50, None, "k=-50 must be positive and divide t=100"),
+    (100, 0, None, "k=0 must be positive and divide t=100"),  # refused, not a division by zero
     (100, 1, None, None),
     (100, 100, None, None),
     (100, 200, None, "k=200 must be positive and divide t=100"),
@@ -443,7 +443,9 @@ def test_inference_passes_its_seed_and_defaults_on():
     big = _rows("a", {f"s{i}": ("suspect", float(i % 3)) for i in range(8)} | {f"r{i}": ("reference", float(i % 4)) for i in range(9)})
     by_seed = {seed: inference.set_inference(big, 0.05, "rank", seed, permutations=99)["combined"]["p_value"] for seed in (1, 2)}
     assert by_seed[1] == inference.rank_block({"a": big}, 0.05, 1, 99)["p_value"] != by_seed[2]
-    assert inspect.signature(inference.set_inference).parameters["permutations"].default == inference.PERMUTATIONS == 9999
+    tiny = _rows("a", {"s0": ("suspect", 5.0), "s1": ("suspect", 4.0), "r0": ("reference", 0.0), "r1": ("reference", 2.0)})
+    default = inference.set_inference(tiny, 0.05, "rank", 1)["combined"]
+    assert default["permutations"] == 9999 and default == inference.rank_block({"a": tiny}, 0.05, 1, 9999)
 
 
 def test_set_inference_without_both_groups_and_rank():

@@ -230,9 +230,11 @@ def test_roc_points_defaults_and_no_thinning_up_to_max_points():
     fpr, tpr, _ = metrics.roc(s, y)
     assert len(fpr) == 10
     assert metrics.roc_points(s, y, 10) == {"fpr": fpr.tolist(), "tpr": tpr.tolist()}  # exactly max_points: all
-    big = np.random.default_rng(0).normal(size=900)
-    yb = np.r_[np.ones(450, int), np.zeros(450, int)]
-    assert metrics.roc_points(big, yb) == metrics.roc_points(big, yb, 400)
+    big = np.random.default_rng(0).normal(size=400)  # 400 distinct scores: 401 ROC points, one over the default
+    yb = np.r_[np.ones(200, int), np.zeros(200, int)]
+    assert len(metrics.roc(big, yb)[0]) == 401
+    thinned = metrics.roc_points(big, yb)
+    assert thinned == metrics.roc_points(big, yb, 400) and len(thinned["fpr"]) < 401
 
 
 def test_roc_points_keep_the_point_exactly_at_each_reported_level():

@@ -512,13 +512,14 @@ def test_from_env_refuses_a_non_string_name_without_echoing_it(registry):
 
 
 def test_scrub_files_goes_on_after_a_skipped_path(registry, tmp_path):
-    """Folders, missing files, symlinks and oversized files are skipped, not the end of the list;
+    """Folders, missing files and paths that cannot be read are skipped, not the end of the list;
     a scrubbed file is written back as UTF-8."""
     registry.register(SECRET)
     (tmp_path / "d").mkdir()
     target = tmp_path / "later.txt"
     target.write_text(f"é {SECRET}", encoding="utf-8")
-    changed, binary = registry.scrub_files([tmp_path / "d", tmp_path / "missing.txt", target])
+    unreadable = tmp_path / ("x" * 300)  # a name too long to stat: OSError, skipped
+    changed, binary = registry.scrub_files([tmp_path / "d", tmp_path / "missing.txt", unreadable, target])
     assert changed == [target] and binary == []
     assert target.read_bytes() == "é ***".encode("utf-8")
 
