@@ -55,6 +55,20 @@ def test_roc_equals_scikit_learn(data):
             np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("seed", [6, 9])
+def test_auc_is_scikit_learns_bit_for_bit(seed):
+    """The trapezoid over the ROC without its collinear points, as roc_auc_score computes it
+    (over every point the sum rounds differently for these data)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    s, y = np.round(rng.normal(size=n), int(rng.integers(0, 3))), rng.integers(0, 2, n)
+    assert metrics.point_metrics(s, y)["auc"] == roc_auc_score(y, s)
+    f, t, _ = metrics.roc(s, y)
+    assert float(np.trapezoid(t, f)) != roc_auc_score(y, s)  # what the plain trapezoid would give
+
+
 def test_roc_drops_the_collinear_middle_of_three_points():
     # three tied member/non-member pairs: (1, 1), (2, 2), (3, 3) in counts; the middle one is collinear
     s, y = np.array([2.0, 2.0, 1.0, 1.0, 0.0, 0.0]), np.array([1, 0, 1, 0, 1, 0])
@@ -90,7 +104,7 @@ def test_each_bootstrap_draw_is_the_point_metrics_of_its_resample(data, seed):
 
 def test_bootstrap_defaults_and_percentiles():
     rng = np.random.default_rng(0)
-    s, y = rng.normal(size=30), np.r_[np.ones(12, int), np.zeros(18, int)]
+    s, y = rng.normal(size=300), np.r_[np.ones(120, int), np.zeros(180, int)]  # near-continuous metrics
     draws = metrics.bootstrap_draws(s, y)
     assert all(len(v) == 1000 for v in draws.values())
     for key, v in metrics.bootstrap_draws(s, y, 1000, 0).items():
