@@ -87,14 +87,14 @@ def resample_positions(n_pos: int, n_neg: int, n: int, seed: int, chunk: int | N
     then ``rng.integers(0, n_neg, n_neg)`` (what ``rng.choice(pos, n_pos)``, ``rng.choice(neg,
     n_neg)`` draw), so the same resamples whatever the chunking.
 
-    One ``integers`` call per chunk with an array of upper bounds: numpy draws such an array
+    One ``integers`` call per chunk with an array of (exclusive) upper bounds: numpy draws such an array
     element by element in C order from the same stream of 32-bit values, rejections included, as
     those per-resample calls (tests/test_metrics_bootstrap.py checks it against the loop)."""
     rng = np.random.default_rng(seed)
     chunk = chunk or n
-    highs = np.repeat(np.array([n_pos, n_neg], dtype=np.int64), [n_pos, n_neg])
+    highs = np.repeat([n_pos, n_neg], [n_pos, n_neg])
     for start in range(0, n, chunk):
-        yield rng.integers(0, np.broadcast_to(highs, (min(chunk, n - start), n_pos + n_neg)))
+        yield rng.integers(np.broadcast_to(highs, (min(chunk, n - start), n_pos + n_neg)))  # each in [0, high)
 
 
 def _resample_metrics(codes_pos: np.ndarray, codes_neg: np.ndarray, k: int) -> dict[str, np.ndarray]:

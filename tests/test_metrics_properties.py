@@ -102,6 +102,21 @@ def test_each_bootstrap_draw_is_the_point_metrics_of_its_resample(data, seed):
             assert draws[key][b] == pytest.approx(value, abs=1e-12), (key, b)
 
 
+@pytest.mark.parametrize("n_neg", [100, 1000])
+def test_bootstrap_tpr_at_fpr_counts_nonmembers_at_the_level(n_neg):
+    """With 100 (1000) non-members one false positive is exactly 1 % (0.1 %): each resample's
+    TPR@FPR is its point metric, the point at the level included."""
+    rng = np.random.default_rng(n_neg)
+    s, y = np.round(rng.normal(size=40 + n_neg) + np.r_[np.ones(40), np.zeros(n_neg)], 1), np.r_[np.ones(40, int), np.zeros(n_neg, int)]
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draws = metrics.bootstrap_draws(s, y, 10, 1)
+    for b, row in enumerate(_resamples(40, n_neg, 10, 1)):
+        idx = np.r_[pos[row[:40]], neg[row[40:]]]
+        want = metrics.point_metrics(s[idx], y[idx])
+        for key in metrics.LEVELS:
+            assert draws[key][b] == want[key], (key, b)
+
+
 def test_bootstrap_defaults_and_percentiles():
     rng = np.random.default_rng(0)
     s, y = rng.normal(size=300), np.r_[np.ones(120, int), np.zeros(180, int)]  # near-continuous metrics
