@@ -393,6 +393,15 @@ def test_copyright_inference_entry_by_hand():
     assert not any("cannot reach" in n for n in reach["notes"])
 
 
+def test_flags_follow_the_p_values_whatever_the_score_dtypes():
+    """float32 suspects against a float64 reference: 0.1 in float32 is above 0.1 in float64, so
+    the suspect is flagged exactly as its p-value (<= alpha) says; comparing in float32 would not."""
+    sus, ref = np.float32([0.1, -100.0]), np.r_[0.2, 0.1, -np.arange(1.0, 18.0)]
+    entry, p, flags = inference.copyright_inference(sus, ref, alpha=0.1)
+    assert entry["threshold"] == 0.1 and p[0] == pytest.approx(0.1) and p[0] <= 0.1
+    assert flags.tolist() == [True, False] and entry["flagged"] == 1
+
+
 @FAST
 @given(st.lists(st.integers(-3, 3).map(float), min_size=2, max_size=12))
 def test_leave_one_out_p_values_by_hand(ref):
