@@ -37,6 +37,10 @@ _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _FORM = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 class RefError(Exception):
     """A reference that cannot serve as a plugin: malformed, missing, failing or of the wrong
     kind. The message completes ``plugin 'x' is disabled: ...``."""
@@ -118,12 +122,12 @@ class LazyRef:
         base_at = BASES.get(self.kind)
         if base_at is None:  # distances and datasets are functions
             if not callable(obj):
-                raise RefError(f"its {self.what} points at {self.target}, which is a {type(obj).__name__}, not a function")
+                raise RefError(f"its {self.what} points at {self.target}, which is {_a(type(obj).__name__)}, not a function")
             return
         module, cls_name = base_at
         base = getattr(importlib.import_module(module), cls_name)
         if not (isinstance(obj, type) and issubclass(obj, base)):
-            got = f"the class {obj.__module__}.{obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+            got = f"the class {obj.__module__}.{obj.__qualname__}" if isinstance(obj, type) else _a(type(obj).__name__)
             raise RefError(f"its {self.what} points at {self.target}, which is {got}, not a subclass of {module}.{cls_name}")
         if getattr(obj, "name", None) != self.name:
             raise RefError(

@@ -88,13 +88,16 @@ def did_you_mean(name: str, choices: Any) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _disable(name: str, dist: str | None, version: str | None, reason: str) -> None:
-    """Record a broken plugin and warn once, naming its distribution."""
+def _disable(name: str, dist: str | None, version: str | None, reason: str, quiet: bool = False) -> None:
+    """Record a broken plugin and warn once, naming its distribution (``quiet``: the caller
+    raises an error that says it all)."""
     from .guard import warn
 
     if pm.get_plugin(name) is not None:
         pm.unregister(name=name)
     _broken[name] = Broken(name, dist, version, reason)
+    if quiet:
+        return
     where = f"distribution {dist} {version}" if dist else "not from an installed distribution"
     warn(f"plugin {name!r} ({where}) is disabled: {reason}. Other plugins keep working; see `audit plugins`.")
 
@@ -267,7 +270,7 @@ def resolve(what: str, name: str, where: str | None = None) -> Any:
         obj = value.load()
     except RefError as exc:
         dist = _dist_of.get(owner, (None, None))
-        _disable(owner, dist[0], dist[1], str(exc))
+        _disable(owner, dist[0], dist[1], str(exc), quiet=True)
         head = f"{where}: " if where else ""
         raise PluginError(
             f"{head}{SINGULAR[what]} plugin {name!r} cannot be used: plugin {_who(owner)} is broken: {exc}. "
@@ -289,6 +292,9 @@ class RegistryView(Mapping):
         if name not in self._names:
             raise KeyError(name)
         return resolve(self._what, name)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's default would read (import) the value
+        return name in self._names
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
