@@ -261,7 +261,7 @@ def _collect(kind: str) -> Registry:
 def resolve(what: str, name: str, where: str | None = None) -> Any:
     """The object registered as ``name`` (``KeyError`` if none), its module imported now when it
     was registered by reference. A reference that fails to load disables the plugin that
-    registered it (a warning, and listed by ``audit plugins``) and raises a ``PluginError``
+    registered it (listed by :func:`broken`; no separate warning) and raises a ``PluginError``
     (exit 2) naming the plugin, its distribution and what was wrong; ``where`` prefixes it."""
     value, owner = _collect(what).found[name]
     if not isinstance(value, LazyRef):
