@@ -191,3 +191,50 @@ def results(out):
     import json
 
     return json.loads((out / "results.json").read_text())
+
+
+def test_sweep_report_has_the_auc_vs_queries_curve_on_the_same_held_out_images(run_cfg, audit_cli, tmp_path):
+    from audit_core.reporting import sweeps_markdown
+    from audit_core.sweeps import queries_curve
+
+    common = {"t": 100, "k": 50}
+    cfg = run_cfg(
+        "rec-variation",
+        attacks=[
+            {"plugin": "rediffuse", "name": "fixed", "seed_key": "rediffuse", "params": {**common, "n": [2, 6]}},
+            {"plugin": "rediffuse", "name": "auto", "seed_key": "rediffuse",
+             "params": {**common, "n": "auto", "max_n": 6, "stop_z": [0.5, 3.0]}},
+        ],
+        inference={"calibration_fraction": 0.4},
+    )
+    out = tmp_path / "sweep"
+    code, output = audit_cli("run", cfg, "--output", out)
+    assert code == 0, output
+    res = results(out)
+    curve = queries_curve(res["sweeps"])
+    assert [r["attack"] for r in curve if not r["adaptive"]] == ["fixed[n=2]", "fixed[n=6]"]
+    assert len(curve) == 4 and [r["queries_per_image"] for r in curve] == sorted(r["queries_per_image"] for r in curve)
+    for r in curve:  # every point's AUC is on the 6 held-out images, whatever its own split
+        e = res["attacks"][r["attack"]]
+        if r["adaptive"]:
+            assert r["auc"]["value"] == pytest.approx(e["metrics"]["auc"]["value"])
+            assert sum(r["histogram"].values()) == 6
+        held = [row for row in scores_rows(out) if row["attack"] == r["attack"] and row["image_id"] not in calibration_ids(out)]
+        assert len(held) == 6
+        from sklearn.metrics import roc_auc_score
+
+        y = [1 if row["label"] == "member" else 0 for row in held]
+        assert r["auc"]["value"] == pytest.approx(roc_auc_score(y, [float(row["score"]) for row in held]))
+    md = sweeps_markdown(res["sweeps"])
+    assert "**AUC vs queries per image**" in md and "| fixed[n=6] | fixed (n=6) | 6.00 |" in md
+    assert "AUC vs queries per image" in " ".join(output.split())
+
+
+def scores_rows(out):
+    import csv
+
+    return list(csv.DictReader((out / "scores.csv").open()))
+
+
+def calibration_ids(out):
+    return {r["image_id"] for r in scores_rows(out) if r.get("split") == "calibration"}
