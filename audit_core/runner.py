@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import combine, environment, guard, inference, metrics, plugins, preflight, results, secrets, shift, sweeps, two_stage
+from . import combine, environment, guard, inference, metrics, plugins, preflight, results, secrets, second_stage, shift, sweeps
 from .attacks import Attack, AttackContext, check_access, check_preset, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
@@ -39,7 +39,7 @@ from .records import LABEL_NAMES, ImageRecord
 from .reporting import Reporter, RunView, render_reports, reporters_from_config  # noqa: F401  (old import path)
 from .rundir import Manifest, check_run_dir, clear_run_dir, resume_policy, scrub_run_dir
 from .store import LOCK_FILE, STATE_FILE, RunLock, RunStore, disk_error, write_text
-from .targets import VARIATION, Target, TargetContext
+from .targets import Target, TargetContext
 
 
 def lookup_plugin(what: str, name: str, path: tuple, where: str) -> Any:
@@ -121,7 +121,7 @@ class Runner:
         self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
-        self._check_second_stage_config(entries)
+        second_stage.check_config(self.loaded, self.data.mode, entries)  # before the model loads
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {
@@ -158,126 +158,12 @@ class Runner:
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
             params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
         combine.check_components(self.attacks, lambda pa: params_where[pa.name])
-        self.stage2_plan, self.stage2_attacks = self._plan_second_stage()  # before any query
+        self.second = second_stage.SecondStage.plan(self)  # None unless inference.max_queries; before any query
         preflight.check(loaded, self.data, self.attacks, self.target, self.console, batch_size=self.batch_size)  # sizes, memory, identical sets
         self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
-
-    # ------------------------------------------------------------------ copyright mode's second stage
-    def _two_stage_on(self) -> bool:
-        return self.cfg.inference.max_queries is not None and self.data.mode == "copyright"
-
-    def _check_second_stage_config(self, entries: list) -> None:
-        """``inference.max_queries`` (the second stage, :mod:`audit_core.two_stage`) only in
-        copyright mode, with the rank combination and threshold-scored entries; before the model loads."""
-        inf = self.cfg.inference
-        if inf.max_queries is None:
-            return
-        where = f"inference.max_queries ({self.loaded.where('inference', 'max_queries')})"
-        if self.data.mode != "copyright":
-            raise ConfigError(
-                f"{where}: the query budget and its second stage apply to copyright mode (data: suspects/reference); "
-                f"this run is in evaluation mode. Remove inference.max_queries"
-            )
-        if inf.combine != "rank":
-            raise ConfigError(f"{where}: the second stage retests with the rank combination; set inference.combine: rank (it is {inf.combine!r})")
-        for _, acfg in entries:
-            if acfg.learned:
-                raise ConfigError(
-                    f"{where}: attack {acfg.key!r} uses scorer: classifier; the second stage rescores threshold-scored "
-                    f"attacks only. Remove inference.max_queries or the classifier scorer"
-                )
-        if inf.undecided <= inf.alpha / 2:
-            raise ConfigError(
-                f"inference.undecided ({self.loaded.where('inference', 'undecided')}): {inf.undecided:g} must be above "
-                f"alpha / 2 = {inf.alpha / 2:g}, or stage 2 could never run"
-            )
-
-    def _plan_second_stage(self) -> tuple[two_stage.Plan | None, list[PreparedAttack]]:
-        """The budgeted plan and the stage-2 entries (each rescorable attack rebuilt with
-        ``stage2_factor`` x its ``n``, same seed_key), checked before the first query."""
-        if not self._two_stage_on():
-            return None, []
-        inf = self.cfg.inference
-        where = f"inference.max_queries ({self.loaded.where('inference', 'max_queries')})"
-        rows1, rows2, extra = {}, {}, []
-        for pa in self.attacks:
-            if pa.cls.combines or VARIATION not in pa.cls.requires:
-                continue
-            rows1[pa.name] = preflight.rows_per_image(pa.attack, pa.params)
-            n = getattr(pa.params, "n", None)
-            if not isinstance(n, int) or isinstance(n, bool):
-                continue  # no integer n (e.g. n: auto): stage 1 only
-            params = pa.cls.Params.model_validate({**pa.params.model_dump(), "n": n * inf.stage2_factor})
-            name = pa.name + two_stage.SUFFIX
-            ctx = AttackContext(name=name, seed_key=pa.seed_key, run_seed=self.cfg.run.seed, distances=plugins.registry("distances"))
-            attack = plugins.construct(pa.cls, params, self.target, ctx)
-            try:
-                attack.check()
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: the second stage's {name!r} (n={params.n}): {exc}") from None
-            extra.append(PreparedAttack(pa.cfg, name, pa.cls, params, attack, pa.seed_key))
-            rows2[name] = (params.n, preflight.rows_per_image(attack, params))
-        if not extra:
-            raise ConfigError(
-                f"{where}: the second stage needs an attack that averages variations with an integer n "
-                f"(e.g. rediffuse); none of this run's attacks does. Remove inference.max_queries"
-            )
-        labels = [r.label for r in self.data.records]
-        n_sus = sum(1 for v in labels if v == 1)
-        try:
-            plan = two_stage.make_plan(
-                max_queries=inf.max_queries, stage1_queries=two_stage.stage1_cost(rows1, len(labels)), stage2_rows=rows2,
-                n_suspects=n_sus, n_reference=len(labels) - n_sus, factor=inf.stage2_factor, undecided=inf.undecided,
-                where=where,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        return plan, extra
-
-    def _stage2_ids(self) -> list[str]:
-        """The suspects and the seeded reference share, in record order."""
-        recs = self.data.records
-        share = set(two_stage.reference_share([r.id for r in recs if r.label == 0], self.stage2_plan.n_reference_share, self.cfg.run.seed))
-        return [r.id for r in recs if r.label == 1 or r.id in share]
-
-    def _stage1_combined(self, store: RunStore) -> dict[str, Any]:
-        """The stage-1 combined rank test from the stored scores (what finalize computes)."""
-        names = [pa.name for pa in self.attacks if not pa.cls.combines]
-        return inference.rank_block(self._rank_rows(store, names, None), self.cfg.inference.alpha, self.cfg.run.seed, self.cfg.inference.permutations)
-
-    def _rank_rows(self, store: RunStore, names: list[str], ids: set[str] | None) -> dict[str, list]:
-        sus, ref = LABEL_NAMES["copyright"][1], LABEL_NAMES["copyright"][0]
-        out = {}
-        for name in names:
-            stored = store.scores(name)
-            out[name] = [
-                results.ScoreRow(name, r.id, r.path or "", sus if r.label == 1 else ref, float(stored[r.id][0]), "all")
-                for r in self.data.records if r.id in stored and (ids is None or r.id in ids)
-            ]
-        return out
-
-    def _second_stage(self, store: RunStore) -> None:
-        """Rescore the suspects and the reference share with the stage-2 entries when the stage-1
-        verdict is undecided (deterministic from the stored scores, so a resume decides the same)."""
-        plan = self.stage2_plan
-        self._stage2_ran = False
-        if plan is None or not plan.feasible:
-            return
-        inf = self.cfg.inference
-        if not two_stage.undecided(self._stage1_combined(store)["p_value"], inf.alpha, inf.undecided):
-            return
-        ids = set(self._stage2_ids())
-        todo_all = [r for r in self.data.records if r.id in ids]
-        with term.Tracker(self.console) as progress:
-            for pa in self.stage2_attacks:
-                done = store.done_ids(pa.name)
-                todo = [r for r in todo_all if r.id not in done]
-                progress.start(pa.name, len(todo_all), len(todo_all) - len(todo))
-                self._score_records(store, progress, pa, pa.attack, pa.params, todo)
-        self._stage2_ran = True
 
     def _precheck_attack(self, i: int, acfg: AttackCfg, tcls: type[Target]) -> None:
         """What can be checked of an attack entry before the target exists: its access needs
@@ -306,7 +192,7 @@ class Runner:
         cfg = self.cfg
         if cfg.cache.enabled:
             return QueryCache.for_config(self.loaded), None
-        if self.sweeps or self._two_stage_on():  # points / stages share their draws through it
+        if self.sweeps or second_stage.wanted(cfg, self.data.mode):  # points / stages share their draws through it
             return sweeps.sharing_cache(cfg.run.executor.plugin, cfg.cache.max_bytes)
         return None, None
 
@@ -349,7 +235,8 @@ class Runner:
                     f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
                 ] if changed else []
                 self._score_all(store)
-                self._second_stage(store)
+                if self.second is not None:
+                    self.second.run(store)
                 self.finalize(store)
                 store.set_meta("finished", self.results["run"]["finished"])
             finally:
@@ -512,7 +399,8 @@ class Runner:
         label_names = LABEL_NAMES[mode]
         entries: dict[str, results.AttackResult] = {}
         rows: list[results.ScoreRow] = []
-        stage2 = [pa for pa in getattr(self, "stage2_attacks", []) if getattr(self, "_stage2_ran", False)]
+        second = getattr(self, "second", None)
+        stage2 = second.entries_scored() if second is not None else []
         for pa in self.attacks + stage2:
             combined = None
             if pa.cls.combines:  # fitted on the calibration split from its components' scores
@@ -574,11 +462,8 @@ class Runner:
             block = inference.set_inference(
                 rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining | {pa.name for pa in stage2}
             )
-            if getattr(self, "stage2_plan", None) is not None:
-                block["combined"] = two_stage.combined_block(
-                    block["combined"], self._stage2_combined(rows, stage2) if stage2 else None, self.stage2_plan,
-                    bool(stage2), inf.alpha,
-                )
+            if second is not None:
+                block["combined"] = second.combined(block["combined"], rows)
             res = results.with_set_inference(res, block)
             res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.splits for pa in self.attacks)
@@ -591,16 +476,6 @@ class Runner:
             raise disk_error(exc, str(self.run_dir)) from None
         self.results = out
         return out
-
-    def _stage2_combined(self, rows: list, stage2: list[PreparedAttack]) -> dict[str, Any]:
-        """Stage 2's rank test: the rescored entries in place of their stage-1 originals, the
-        other attacks as they were, on the suspects and the reference share only."""
-        inf = self.cfg.inference
-        rescored = {pa.name.removesuffix(two_stage.SUFFIX) for pa in stage2}
-        names = [pa.name for pa in self.attacks if not pa.cls.combines and pa.name not in rescored] + [pa.name for pa in stage2]
-        ids = set(self._stage2_ids())
-        by_attack = {n: [r for r in rows if r.attack == n and r.image_id in ids] for n in names}
-        return inference.rank_block(by_attack, inf.alpha, self.cfg.run.seed, inf.permutations)
 
     def _own(self, *paths: str | Path) -> None:
         """List files in the run's manifest before writing them (nothing to list outside run())."""
