@@ -23,16 +23,20 @@ from . import secrets
 from .errors import AuditError, ResumeError
 
 STATE_FILE = "state.sqlite"
+#: per-image calibration features (AttackOutput.features), created by the first batch that has any,
+#: so runs without them keep the base schema
+FEATURES_TABLE = """
+CREATE TABLE IF NOT EXISTS features (
+    attack TEXT NOT NULL, image_id TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (attack, image_id)
+)
+"""
 LOCK_FILE = ".lock"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scores (
     attack TEXT NOT NULL, image_id TEXT NOT NULL, score REAL NOT NULL,
     nfe REAL NOT NULL, queries REAL NOT NULL, residual BLOB, recon BLOB,
-    PRIMARY KEY (attack, image_id)
-);
-CREATE TABLE IF NOT EXISTS features (
-    attack TEXT NOT NULL, image_id TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (attack, image_id)
 );
 CREATE TABLE IF NOT EXISTS image_hashes (image_id TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
@@ -187,6 +191,7 @@ class RunStore:
                     [(attack, i, float(s), float(n), float(q), array_to_blob(r), array_to_blob(c)) for i, s, n, q, r, c in rows],
                 )
                 if features is not None:  # JSON floats: exact, unlike the float16 map blobs
+                    self.db.execute(FEATURES_TABLE)
                     self.db.executemany(
                         "INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
                         [(attack, row[0], json.dumps([float(v) for v in f])) for row, f in zip(rows, features)],
@@ -216,7 +221,12 @@ class RunStore:
 
     def features(self, attack: str) -> dict[str, list[float]]:
         """image id -> the calibration features the attack returned for it (images without: absent)."""
+        if not self._has_features():
+            return {}
         return {i: json.loads(d) for i, d in self.db.execute("SELECT image_id, data FROM features WHERE attack=?", (attack,))}
+
+    def _has_features(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='features'").fetchone() is not None
 
     def maps(self, attack: str, ids: list[str] | None = None) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
         """image id -> (residual, reconstruction)."""
@@ -256,7 +266,8 @@ class RunStore:
         """Drop every attack's score of these images (they are scored again)."""
         def drop() -> None:
             self.db.executemany("DELETE FROM scores WHERE image_id=?", [(i,) for i in ids])
-            self.db.executemany("DELETE FROM features WHERE image_id=?", [(i,) for i in ids])
+            if self._has_features():
+                self.db.executemany("DELETE FROM features WHERE image_id=?", [(i,) for i in ids])
 
         self._transaction(drop)
 
