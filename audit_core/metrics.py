@@ -221,5 +221,5 @@ def threshold_at_fpr(reference_scores, alpha: float) -> float:
     """The smallest threshold with at most ``alpha`` of the reference scores strictly above it."""
     # float64 or the scores' own dtype: the same order and the same float() of the chosen one
     ref = np.sort(np.asarray(reference_scores, dtype=np.float64))  # pragma: no mutate
-    allowed = int(np.floor(alpha * len(ref)))  # how many reference scores may exceed it
+    allowed = min(int(np.floor(alpha * len(ref))), len(ref) - 1)  # how many may exceed it (alpha=1: all but one)
     return float(ref[len(ref) - 1 - allowed])

@@ -47,3 +47,11 @@ def test_copyright_inference_with_one_suspect_and_tied_reference():
     res = inference.copyright_inference([3.5], ref)[0]
     assert res["p_value"] == pytest.approx(_brute_p([3.5], list(ref)))
     assert res["p_value"] == pytest.approx(1 / 201)  # above every reference image
+
+
+def test_threshold_at_fpr_one_is_the_smallest_reference_score():
+    from audit_core.metrics import threshold_at_fpr
+
+    ref = [3.0, 1.0, 2.0, 5.0]
+    assert threshold_at_fpr(ref, 1.0) == 1.0  # was 5.0: the index wrapped round to the largest
+    assert threshold_at_fpr(ref, 0.5) == 3.0 and threshold_at_fpr(ref, 0.0) == 5.0
