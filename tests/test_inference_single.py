@@ -54,4 +54,4 @@ def test_threshold_at_fpr_one_is_the_smallest_reference_score():
 
     ref = [3.0, 1.0, 2.0, 5.0]
     assert threshold_at_fpr(ref, 1.0) == 1.0  # was 5.0: the index wrapped round to the largest
-    assert threshold_at_fpr(ref, 0.5) == 3.0 and threshold_at_fpr(ref, 0.0) == 5.0
+    assert threshold_at_fpr(ref, 0.5) == 2.0 and threshold_at_fpr(ref, 0.0) == 5.0
