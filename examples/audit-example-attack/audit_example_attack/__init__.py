@@ -17,7 +17,7 @@ attack module, and with it torch, is imported only when a config selects the att
 
 from __future__ import annotations
 
-from audit_core import hookimpl
+from audit_core import hookimpl, lazy_exports
 
 
 @hookimpl
@@ -25,10 +25,5 @@ def register_attacks(register):
     register("variation-similarity", "audit_example_attack.attack:VariationSimilarity")
 
 
-def __getattr__(name: str):
-    """``from audit_example_attack import VariationSimilarity`` works too (loaded on first use)."""
-    if name in ("Params", "VariationSimilarity"):
-        from . import attack
-
-        return getattr(attack, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``from audit_example_attack import VariationSimilarity`` works too (loaded on first use)
+__getattr__ = lazy_exports(__name__, ["Params", "VariationSimilarity"], "attack")

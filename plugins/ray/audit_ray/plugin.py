@@ -7,7 +7,7 @@ itself) is imported only when a config selects it.
 
 from __future__ import annotations
 
-from audit_core import hookimpl
+from audit_core import hookimpl, lazy_exports
 
 
 @hookimpl
@@ -15,10 +15,5 @@ def register_executors(register):
     register("ray", "audit_ray.executor:RayExecutor")
 
 
-def __getattr__(name: str):
-    """``from audit_ray.plugin import RayExecutor`` (where it used to live) keeps working."""
-    if name in ("RayExecutor", "RayParams"):
-        from . import executor
-
-        return getattr(executor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``from audit_ray.plugin import RayExecutor`` (where it used to live) keeps working
+__getattr__ = lazy_exports(__package__, ["RayExecutor", "RayParams"], "executor")
