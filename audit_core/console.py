@@ -184,7 +184,8 @@ def summary(results: dict, console: Console | None = None) -> None:
         )
     console.print(table)
     if any(v.get("supported") is False for a in results["attacks"].values() for v in a["metrics"].values() if isinstance(v, dict)):
-        console.print("* unsupported: fewer non-members than the FPR level resolves (results.json: metrics.*.note)", highlight=False)
+        negatives = "reference images" if results["run"]["mode"] == "copyright" else "non-members"
+        console.print(f"* unsupported: fewer {negatives} than the FPR level resolves (results.json: metrics.*.note)", highlight=False)
     if results.get("set_inference"):
         set_inference_summary(results["set_inference"], console)
     if results.get("reference"):

@@ -1,4 +1,5 @@
-"""The environment record of a run: versions, device, git SHA."""
+"""The environment record of a run: versions, the plugins that were loaded (and those disabled
+because they failed to load), device, git SHA."""
 
 from __future__ import annotations
 
@@ -37,16 +38,20 @@ def collect(target: Any = None) -> dict[str, Any]:
 
     from .plugins import get_plugins
 
+    plugins = get_plugins()
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "packages": {p: _version(p) for p in PACKAGES if _version(p)},
-        "plugins": {p["name"]: p.get("version") for p in get_plugins()},
+        "plugins": {p["name"]: p.get("version") for p in plugins if not p.get("broken")},
         "git_sha": git_sha(),
         "cuda": torch.cuda.is_available(),
     }
+    disabled = {p["name"]: p["broken"] for p in plugins if p.get("broken")}
+    if disabled:  # installed but not loaded: they took no part in the run
+        env["disabled_plugins"] = disabled
     if target is not None:
         env["device"] = str(target.device)
         if target.device.type == "cuda":

@@ -1,6 +1,7 @@
-"""Tests of the ensemble plugin: the combiners against independent computations, fitting on the
-calibration rows only (changing held-out rows changes nothing fitted), and a toy run end to end
-(scores.csv rows, split column, components compared on the same held-out images, config errors)."""
+"""Tests of the ensemble plugin: the combiners and the log transform against independent
+computations, fitting on the calibration rows only (changing or permuting held-out rows changes
+nothing fitted), ``combiner: auto``'s cross-validated choice, and a toy run end to end (scores.csv
+rows, split column, components compared on the same held-out images, config errors)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import numpy as np
 import pytest
 from audit_ensemble import Ensemble, EnsembleParams
-from audit_ensemble.attack import fit_logistic, mid_ranks
+from audit_ensemble.attack import LOG_FLOOR, cv_folds, fit_logistic, mid_ranks, transform
 
 from audit_core.attacks import AttackContext
 from audit_core.scorer import calibration_split
@@ -47,7 +48,20 @@ def test_mid_ranks_count_ties_half():
     np.testing.assert_allclose(mid_ranks(np.array([0.0, 2.0, 2.5, 9.0]), ref), [0.0, 0.5, 0.75, 1.0])
 
 
-@pytest.mark.parametrize("combiner", ["logistic", "rank-mean"])
+COMBINERS = ["logistic", "rank-mean", "auto"]
+
+
+def distances(n: int = 400, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Negated log-normal distances, as the attacks' scores are: column a smaller for members,
+    column b as informative as ``a`` (``noise`` 1) or (``noise`` 3) wide, member-independent noise."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 2).astype(np.int64)
+    a = -np.exp(rng.normal(size=n) - 1.0 * labels)
+    b = -np.exp(noise * rng.normal(size=n) - (1.0 if noise == 1.0 else 0.0) * labels)
+    return np.stack([a, b], axis=1), labels
+
+
+@pytest.mark.parametrize("combiner", COMBINERS)
 def test_fit_uses_calibration_rows_only(combiner):
     """Scrambling the held-out rows (their scores and labels) changes neither the fitted facts nor
     any calibration row's score, and each held-out row's score depends on that row alone."""
@@ -69,6 +83,117 @@ def test_fit_uses_calibration_rows_only(combiner):
     s3, _ = att.fit_predict(x2[sub], y2[sub], fit[sub])
     assert s3[-1] == pytest.approx(s2[keep[0]], rel=1e-12)
     assert one.sum() == fit.sum()
+
+
+@pytest.mark.parametrize("transform_", ["auto", "none"])
+@pytest.mark.parametrize("combiner", COMBINERS)
+def test_permuting_held_out_labels_changes_no_score(combiner, transform_):
+    """No leakage: the held-out labels are shuffled, every score and every fitted fact stays."""
+    x, y = distances(seed=4)
+    fit = calibration_split(y, 0.2, seed=1)
+    att = ensemble(combiner=combiner, transform=transform_)
+    s1, info1 = att.fit_predict(x, y, fit)
+    y2 = y.copy()
+    y2[~fit] = np.random.default_rng(2).permutation(y[~fit])
+    assert (y2 != y).any()
+    s2, info2 = att.fit_predict(x, y2, fit)
+    np.testing.assert_array_equal(s1, s2)
+    assert info1 == info2
+
+
+@pytest.mark.parametrize("combiner", COMBINERS)
+def test_deterministic(combiner):
+    """The same table gives the same scores and facts, bit for bit (no draw anywhere)."""
+    x, y = distances(seed=5)
+    fit = calibration_split(y, 0.2, seed=2)
+    s1, info1 = ensemble(combiner=combiner).fit_predict(x, y, fit)
+    s2, info2 = ensemble(combiner=combiner).fit_predict(x.copy(), y.copy(), fit.copy())
+    np.testing.assert_array_equal(s1, s2)
+    assert info1 == info2
+
+
+def test_transform_logs_one_signed_components_only():
+    fit = np.array([True, True, True, False, False])
+    x = np.array([
+        [-1.0, 2.0, -1.0],
+        [-4.0, 8.0, 3.0],
+        [-2.0, 4.0, 0.5],
+        [-1e-9, -1.0, 7.0],  # held out: a magnitude under the floor, and the other sign
+        [-100.0, 1.0, -9.0],
+    ])
+    out, kinds = transform(x, fit, "auto")
+    assert kinds == ["-log(-s)", "log(s)", "identity"]
+    np.testing.assert_allclose(out[[0, 1, 2, 4], 0], -np.log([1.0, 4.0, 2.0, 100.0]))
+    np.testing.assert_allclose(out[[0, 1, 2, 4], 1], np.log([2.0, 8.0, 4.0, 1.0]))
+    assert out[3, 0] == pytest.approx(-np.log(LOG_FLOOR * 2.0))  # median calibration magnitude 2
+    assert out[3, 1] == pytest.approx(np.log(LOG_FLOOR * 4.0))
+    np.testing.assert_array_equal(out[:, 2], x[:, 2])
+    same, kinds = transform(x, fit, "none")
+    np.testing.assert_array_equal(same, x)
+    assert kinds == ["identity"] * 3
+
+
+def test_logistic_on_the_log_scale_is_logistic_of_the_logs():
+    """transform: auto on negated distances equals transform: none on -log(distance)."""
+    x, y = distances(seed=6)
+    fit = calibration_split(y, 0.2, seed=0)
+    s1, info1 = ensemble(transform="auto").fit_predict(x, y, fit)
+    s2, info2 = ensemble(transform="none").fit_predict(-np.log(-x), y, fit)
+    np.testing.assert_allclose(s1, s2, rtol=1e-12, atol=1e-12)
+    assert info1["weights"] == info2["weights"] and info1["transform"] == {"a": "-log(-s)", "b": "-log(-s)"}
+
+
+def test_log_scale_helps_heavy_tailed_scores():
+    """Why transform: auto is the default: on log-normal distances the raw-scale fit is dominated
+    by a few extreme images, the log-scale fit is not (held-out AUC, seeded data)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = (np.arange(n) % 2).astype(np.int64)
+    x = np.stack([-np.exp(2 * rng.normal(size=n) - y), -np.exp(2 * rng.normal(size=n) - y)], axis=1)
+    fit = calibration_split(y, 0.2, seed=0)
+    held = ~fit
+    auc = {t: roc_auc_score(y[held], ensemble(transform=t).fit_predict(x, y, fit)[0][held]) for t in ("auto", "none")}
+    best = max(roc_auc_score(y[held], x[held, j]) for j in range(2))
+    assert auc["auto"] > best + 0.01 and auc["auto"] > auc["none"] + 0.01, auc
+
+
+def test_cv_folds_hold_both_classes_and_calibration_rows_only():
+    y = np.array([0, 1] * 10 + [1] * 5)
+    fit = np.zeros(len(y), bool)
+    fit[[0, 2, 4, 1, 3, 5, 7, 9, 21, 22]] = True  # 3 non-members, 7 members
+    f = cv_folds(y, fit, 5)
+    assert (f[~fit] == -1).all() and f.max() == 2  # as many folds as the smaller class
+    for k in range(3):
+        assert set(y[f == k]) == {0, 1}
+    one = fit & ~((y == 0) & (np.arange(len(y)) > 0))  # a single calibration non-member
+    assert (cv_folds(y, one, 5)[one] == 0).all()  # one fold: auto falls back to logistic
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_drops_a_pure_noise_component(seed):
+    """A component unrelated to membership: cross-validation prefers the informative one alone,
+    and the score is that component's own (refitted on nothing)."""
+    x, y = distances(seed=seed, noise=3.0)
+    fit = calibration_split(y, 0.2, seed=seed)
+    s, info = ensemble(combiner="auto").fit_predict(x, y, fit)
+    assert info["chosen"] == "a alone" and info["component"] == "a"
+    assert info["cv_auc"]["a alone"] == max(info["cv_auc"].values())
+    np.testing.assert_array_equal(s, x[:, 0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_combines_two_informative_components(seed):
+    """Two independent, equally informative components: a combination wins the cross-validation,
+    and auto's scores are that combiner's own fit on all calibration rows."""
+    x, y = distances(n=1000, seed=seed)
+    fit = calibration_split(y, 0.2, seed=seed)
+    s, info = ensemble(combiner="auto").fit_predict(x, y, fit)
+    assert info["chosen"] in ("logistic", "rank-mean"), info
+    assert info["cv_auc"][info["chosen"]] == max(info["cv_auc"].values()) and info["cv_folds"] == 5
+    direct, _ = ensemble(combiner=info["chosen"]).fit_predict(x, y, fit)
+    np.testing.assert_array_equal(s, direct)
 
 
 @pytest.mark.parametrize("combiner", ["logistic", "rank-mean"])
@@ -110,7 +235,7 @@ BASE = [
 ]
 
 
-@pytest.mark.parametrize("combiner", ["logistic", "rank-mean"])
+@pytest.mark.parametrize("combiner", COMBINERS)
 def test_ensemble_run_end_to_end(run_config, audit_cli, tmp_path, combiner):
     cfg = run_config([*BASE, {"plugin": "ensemble", "params": {"of": ["pia", "naive-loss"], "combiner": combiner}}])
     out = tmp_path / "run"
@@ -168,3 +293,12 @@ def test_copyright_mode_tests_the_held_out_split(toy_plugin, image_folder, write
     assert si["ensemble"]["n_suspects"] == 8 and si["ensemble"]["n_reference"] == 24
     # the rank combination (default) pools the components, not the ensemble built from them
     assert si["combined"]["method"] == "rank" and si["combined"]["attacks"] == ["pia", "naive-loss"]
+
+
+def test_auto_without_two_folds_falls_back_to_logistic():
+    x, y = distances(n=40, seed=3)
+    fit = np.zeros(len(y), bool)
+    fit[[0, 1, 3, 5]] = True  # one non-member, three members
+    s, info = ensemble(combiner="auto").fit_predict(x, y, fit)
+    assert info["chosen"] == "logistic" and info["cv_folds"] == 0
+    np.testing.assert_array_equal(s, ensemble(combiner="logistic").fit_predict(x, y, fit)[0])

@@ -82,7 +82,7 @@ def png_payload(data: str, size: int, where: str) -> bytes:
     mode: what a queued request holds until its turn at the model."""
     from PIL import Image, UnidentifiedImageError
 
-    from audit_core.data import b64_bytes
+    from audit_core.data import SIXTEEN_BIT_MODES, b64_bytes
 
     if not data:
         raise BadRequest(f"{where}: expected a base64 string")
@@ -97,10 +97,9 @@ def png_payload(data: str, size: int, where: str) -> bytes:
         raise BadRequest(f"{where}: not a readable image (send PNG)") from None
     if (w, h) != (size, size):
         raise BadRequest(f"{where}: the image is {w}x{h}; this model takes {size}x{size}")
-    if mode in ("I;16", "I", "I;16B", "I;16L"):
-        raise BadRequest(f"{where}: 16-bit images are not supported (send 8-bit PNG)")
-    if mode not in ("L", "RGB", "RGBA", "LA", "P"):
-        raise BadRequest(f"{where}: unsupported image mode {mode!r} (send 8-bit grayscale or RGB PNG)")
+    # 16-bit greyscale is scaled to 8 bits exactly as ``audit run`` reads a 16-bit file
+    if mode not in ("L", "RGB", "RGBA", "LA", "P", "I", *SIXTEEN_BIT_MODES):
+        raise BadRequest(f"{where}: unsupported image mode {mode!r} (send 8- or 16-bit grayscale or 8-bit RGB PNG)")
     return raw
 
 
@@ -110,13 +109,17 @@ def decode_png(raw: bytes, channels: int, size: int, where: str) -> torch.Tensor
     target's channels."""
     from PIL import Image
 
-    from audit_core.data import to_tensor
+    from audit_core.data import DataError, to_8bit, to_tensor
 
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
     except (OSError, ValueError, Image.DecompressionBombError):
         raise BadRequest(f"{where}: not a readable image (send PNG)") from None
+    try:
+        img, _ = to_8bit(img, img.format)  # 16-bit PNG: the same scaling as a file read by audit run
+    except DataError as exc:
+        raise BadRequest(f"{where}: {exc}") from None
     x, _ = to_tensor(img, channels, size)
     return x
 

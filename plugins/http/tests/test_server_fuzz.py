@@ -29,8 +29,9 @@ def _png(arr: np.ndarray) -> str:
 
 
 RNG = np.random.default_rng(0)
-GOOD = [_png(RNG.integers(0, 256, (8, 8), dtype=np.uint8)), _png(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))]
-BAD = [_png(np.zeros((9, 8), np.uint8)), _png(np.zeros((8, 8), np.uint16)), "", "not base64!", base64.b64encode(b"GIF89a").decode(),
+GOOD = [_png(RNG.integers(0, 256, (8, 8), dtype=np.uint8)), _png(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)),
+        _png(RNG.integers(0, 65536, (8, 8), dtype=np.uint16))]
+BAD = [_png(np.zeros((9, 8), np.uint8)), "", "not base64!", base64.b64encode(b"GIF89a").decode(),
        "data:image/png;base64," + GOOD[0]]
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=8))

@@ -118,3 +118,23 @@ def test_ports_out_of_range_are_refused(port):
         serve.check_bind("127.0.0.1", port, None)
     code, out = invoke(["serve", "--target", "toy", "--port", str(port)])
     assert code == 2 and "1..65535" in out and no_traceback(out)
+
+
+def test_a_16_bit_png_is_read_like_audit_run_reads_it():
+    """`audit serve` scales 16-bit greyscale to 8 bits exactly as `audit run` reads a 16-bit
+    file (it used to refuse it, so a user's 16-bit data worked locally but not over HTTP)."""
+    import torch
+
+    from audit_core.data import to_8bit, to_tensor
+
+    rng = np.random.default_rng(3)
+    deep = rng.integers(0, 65536, (8, 8), dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(deep).save(buf, format="PNG")
+    raw = base64.b64encode(buf.getvalue()).decode()
+    got = serve.decode_image(raw, channels=1, size=8, where="images[0]")
+    as_file = Image.open(io.BytesIO(buf.getvalue()))
+    want, _ = to_tensor(to_8bit(as_file, as_file.format)[0], 1, 8)
+    assert torch.equal(got, want)
+    eight_bit = np.round(deep.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert torch.equal(got, torch.from_numpy(eight_bit.astype(np.float32) / 127.5 - 1.0)[None])

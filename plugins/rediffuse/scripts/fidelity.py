@@ -7,8 +7,8 @@ against the best single attack, on the demo model, through audit's runner.
 One ``audit run`` on ``builtin:digits/members`` vs ``builtin:digits/nonmembers`` (the first
 ``--limit`` of each) with the demo's four attacks (audit.yaml's params) and, per attack, one entry
 per classifier recipe sharing the attack's ``seed_key`` (the same per-image noise; ReDiffuse's
-variations come from the query cache, a folder under ``--out``), plus three ensembles:
-logistic and rank-mean of [rediffuse, pia] and logistic of all four, and ReDiffuse with the
+variations come from the query cache, a folder under ``--out``), plus five ensembles:
+logistic, rank-mean and auto of [rediffuse, pia], logistic and auto of all four, and ReDiffuse with the
 adaptive budget (``n: auto``, ``max_n: 10``) at ``stop_z`` 1, 2 and 3 (its draws are the fixed
 n=10 entry's, so they come from the cache too).
 
@@ -38,7 +38,9 @@ ADAPTIVE_Z = (1.0, 2.0, 3.0)
 ENSEMBLES = {
     "ensemble-logistic": {"of": ["rediffuse", "pia"], "combiner": "logistic"},
     "ensemble-rank-mean": {"of": ["rediffuse", "pia"], "combiner": "rank-mean"},
+    "ensemble-auto": {"of": ["rediffuse", "pia"], "combiner": "auto"},
     "ensemble-all-logistic": {"of": list(ATTACKS), "combiner": "logistic"},
+    "ensemble-all-auto": {"of": list(ATTACKS), "combiner": "auto"},
 }
 
 
@@ -117,7 +119,8 @@ def main() -> None:
         comps = e["components_on_evaluation"]
         best = max(comps, key=lambda n: comps[n]["auc"]["value"])
         summary["ensembles"][name] = {"metrics": e["metrics"], "components": comps, "fit": e["scorer"]}
-        print(f"| {name} ({', '.join(e['scorer']['of'])}) | {cell(e['metrics'])} | {best}: {cell(comps[best])} |")
+        chosen = f", chose {e['scorer']['chosen']}" if "chosen" in e["scorer"] else ""
+        print(f"| {name} ({', '.join(e['scorer']['of'])}{chosen}) | {cell(e['metrics'])} | {best}: {cell(comps[best])} |")
     fixed = res[f"rediffuse-{args.recipes[0]}"]["threshold_scorer_metrics"]
     print("\n| ReDiffuse (t=200, k=100, l2), held-out images | AUC / TPR@1%FPR (%) | queries per held-out image |")
     print("|---|---|---|")
