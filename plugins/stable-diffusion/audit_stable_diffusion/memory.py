@@ -27,8 +27,8 @@ GB = 1e9
 #: bytes of activations one row adds at 512x512 (64x64x4 latents), by component and element size
 #: (4: fp32, 2: bf16/fp16): bench_sd.py, 2-core Xeon with AMX, torch 2.13 CPU (README table)
 ROW_BYTES = {
-    ("unet", 4): 0.50 * GB, ("unet", 2): 0.30 * GB,
-    ("vae", 4): 1.50 * GB, ("vae", 2): 0.80 * GB,  # the decoder's peak (the encoder's is about half)
+    ("unet", 4): 0.50 * GB, ("unet", 2): 0.40 * GB,
+    ("vae", 4): 1.50 * GB, ("vae", 2): 1.00 * GB,  # the decoder's peak (the encoder's is about half)
 }
 #: Python, torch, diffusers, transformers, the tokenizer, the text encoder's activations and the
 #: attacks' own tensors for a batch of 512x512 images (measured after loading: 0.55 GB)
