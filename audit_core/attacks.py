@@ -86,6 +86,10 @@ class AttackOutput:
     #: [B] variation rows each image used, when an attack spends unequal amounts (adaptive
     #: budgets); None: the batch's measured queries and NFEs are split evenly
     queries: torch.Tensor | None = None
+    #: [B, F] per-image numbers the attack's own calibration needs besides the score (an adaptive
+    #: budget's log distance after each prefix of its draws); stored with the scores and handed to
+    #: :meth:`Attack.calibrated_params` as ``features`` (None: nothing to keep)
+    features: torch.Tensor | None = None
 
 
 class Attack:
@@ -140,7 +144,10 @@ class Attack:
         return False
 
     def calibrated_params(self, scores: Any, labels: Any) -> dict[str, Any]:
-        """Param updates from the calibration images' scores ``[N]`` and labels ``[N]`` (1 = member)."""
+        """Param updates from the calibration images' scores ``[N]`` and labels ``[N]`` (1 = member).
+        An override may also take ``features`` (``[N, F]``, what its ``AttackOutput.features``
+        returned for those images; None when it returned none): the runner passes it by keyword
+        when the signature names it."""
         return {}
 
     # helpers for subclasses -----------------------------------------------------------------

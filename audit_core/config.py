@@ -164,6 +164,10 @@ class InferenceCfg(Strict):
     calibration_fraction: float = Field(0.2, gt=0, lt=1)
     combine: Literal["rank", "bonferroni", "fisher", "none"] = "rank"
     permutations: int = Field(9999, ge=99, le=1_000_000)  # combine: rank
+    # copyright mode's second stage (audit_core.two_stage): setting max_queries turns it on
+    max_queries: int | None = Field(None, ge=1)  # variation rows, both stages, cache hits included
+    undecided: float = Field(0.2, gt=0, lt=1)  # stage 2 runs when alpha/2 < stage-1 p <= undecided
+    stage2_factor: int = Field(2, ge=2, le=100)  # stage-2 n = stage2_factor x n
 
 
 class MetricsCfg(Strict):

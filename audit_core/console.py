@@ -295,6 +295,17 @@ def sweep_tables(sweeps: dict[str, Any], console: Console | None = None) -> None
                 "*" if p["attack"] in front else "",
             )
         console.print(table)
+    from .sweeps import queries_curve
+
+    curve = queries_curve(sweeps)
+    if curve:
+        table = Table(title="AUC vs queries per image, fixed and adaptive budgets on the same held-out images")
+        for col in ("point", "budget", "queries/img", "AUC", "TPR@1%FPR"):
+            table.add_column(col, justify="right")
+        for r in curve:
+            table.add_row(escape(r["attack"]), "adaptive" if r["adaptive"] else "fixed", f"{r['queries_per_image']:.2f}",
+                          format_metric(r["auc"]), format_metric(r["tpr_at_1pct_fpr"]))
+        console.print(table)
 
 
 def run_finished(run_dir: Path, console: Console | None = None) -> None:

@@ -69,6 +69,7 @@ class BatchResult:
     cache_hits: int = 0  # variation rows served from the cache (not paid for)
     nfe_saved: int = 0  # NFEs those rows would have cost
     extras: dict = field(default_factory=dict)
+    features: np.ndarray | None = None  # [B, F] the attack's calibration features (float64)
 
 
 def shrink(x: torch.Tensor | None) -> np.ndarray | None:
@@ -127,6 +128,7 @@ def execute_batch(target, attack: Attack, batch: WorkBatch, run_seed: int, seed_
         cache_hits=st.cache_hits - h0,
         nfe_saved=st.cached_nfe - c0,
         extras=out.extras,
+        features=None if out.features is None else out.features.detach().double().cpu().numpy().reshape(n, -1),
     )
 
 

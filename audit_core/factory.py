@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import PluginError
-from .plugins import SINGULAR, _broken, _collect, _who, broken, did_you_mean
+from .plugins import SINGULAR, _broken, _collect, _who, broken, did_you_mean, resolve
 
 
 def unknown_message(what: str, name: str, where: str | None = None) -> str:
@@ -35,12 +35,13 @@ def unknown_message(what: str, name: str, where: str | None = None) -> str:
 
 
 def lookup(what: str, name: str, where: str | None = None) -> Any:
-    """One registered object by name, or a ``PluginError`` (exit 2) with a did-you-mean, the
-    installed choices, and clashes or broken plugins that explain a missing name. ``where``
-    prefixes the message (e.g. ``attacks[0].plugin (audit.yaml, line 9)``)."""
-    reg = _collect(what)
-    if name in reg.found:
-        return reg.found[name][0]
+    """One registered object by name (imported now if it was registered by reference, see
+    ``lazyref.py``), or a ``PluginError`` (exit 2) with a did-you-mean, the installed choices,
+    and clashes or broken plugins that explain a missing name, or naming the plugin whose
+    reference failed to load. ``where`` prefixes the message (e.g. ``attacks[0].plugin
+    (audit.yaml, line 9)``)."""
+    if name in _collect(what).found:
+        return resolve(what, name, where)  # imports a plugin registered by reference
     raise PluginError(unknown_message(what, name, where))
 
 

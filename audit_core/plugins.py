@@ -1,6 +1,8 @@
 """The plugin manager: built-in plugins, entry points of the group ``audit``, an allow-list,
-tracing, the registries by kind (``register_*`` hooks called through pluggy), broken plugins
-disabled (not fatal), name clashes, and the listing behind ``audit plugins``. The factory
+tracing, the registries by kind (``register_*`` hooks called through pluggy; objects registered
+by ``"module:attr"`` reference are imported on first use, see ``lazyref.py``), broken plugins
+disabled (not fatal), name clashes, and the listing behind ``audit plugins`` (names only: it
+imports no plugin's implementation). The factory
 (:func:`lookup`, :func:`validate`, :func:`construct`, :func:`build`) is in ``factory.py`` and
 re-exported here.
 
@@ -22,7 +24,7 @@ import importlib
 import importlib.metadata as md
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import Interrupted, PluginError
+from .lazyref import LazyRef, RefError, is_ref
 
 GROUP = "audit"
 #: what ``register_<kind>`` registers, in the order ``audit plugins`` lists them
@@ -85,13 +88,16 @@ def did_you_mean(name: str, choices: Any) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _disable(name: str, dist: str | None, version: str | None, reason: str) -> None:
-    """Record a broken plugin and warn once, naming its distribution."""
+def _disable(name: str, dist: str | None, version: str | None, reason: str, quiet: bool = False) -> None:
+    """Record a broken plugin and warn once, naming its distribution (``quiet``: the caller
+    raises an error that says it all)."""
     from .guard import warn
 
     if pm.get_plugin(name) is not None:
         pm.unregister(name=name)
     _broken[name] = Broken(name, dist, version, reason)
+    if quiet:
+        return
     where = f"distribution {dist} {version}" if dist else "not from an installed distribution"
     warn(f"plugin {name!r} ({where}) is disabled: {reason}. Other plugins keep working; see `audit plugins`.")
 
@@ -210,6 +216,9 @@ def _collect(kind: str) -> Registry:
         items: list[tuple[str, Any, bool]] = []
 
         def register(obj: Any, fn: Any = None, *, _owner: str = owner) -> None:
+            if is_ref(fn):  # register(name, "module:attr"): imported on first use (lazyref.py)
+                items.append((str(obj), LazyRef(kind, str(obj), fn, _owner), False))
+                return
             if fn is not None:  # register(name, fn) for distances and datasets
                 items.append((str(obj), fn, False))
                 return
@@ -225,7 +234,7 @@ def _collect(kind: str) -> Registry:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken plugin is disabled, not fatal
             dist = _dist_of.get(owner, (None, None))
-            reason = str(exc) if isinstance(exc, PluginError) else f"{hook_name} raised {type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, (PluginError, RefError)) else f"{hook_name} raised {type(exc).__name__}: {exc}"
             _disable(owner, dist[0], dist[1], reason)
             return _collect(kind)  # the plugin set changed
         for name, value, is_class in items:
@@ -249,11 +258,63 @@ def _collect(kind: str) -> Registry:
     return reg
 
 
-def registry(what: str) -> dict[str, Any]:
-    """``registry("attacks")`` -> {name: class}. ``what`` is targets, attacks, distances,
+def resolve(what: str, name: str, where: str | None = None) -> Any:
+    """The object registered as ``name`` (``KeyError`` if none), its module imported now when it
+    was registered by reference. A reference that fails to load disables the plugin that
+    registered it (listed by :func:`broken`; no separate warning) and raises a ``PluginError``
+    (exit 2) naming the plugin, its distribution and what was wrong; ``where`` prefixes it."""
+    value, owner = _collect(what).found[name]
+    if not isinstance(value, LazyRef):
+        return value
+    try:
+        obj = value.load()
+    except RefError as exc:
+        dist = _dist_of.get(owner, (None, None))
+        _disable(owner, dist[0], dist[1], str(exc), quiet=True)
+        head = f"{where}: " if where else ""
+        raise PluginError(
+            f"{head}{SINGULAR[what]} plugin {name!r} cannot be used: plugin {_who(owner)} is broken: {exc}. "
+            f"Other plugins keep working; see `audit plugins`."
+        ) from None
+    if isinstance(obj, type):
+        obj.plugin_name = owner
+    return obj
+
+
+class RegistryView(Mapping):
+    """What :func:`registry` returns: the names of one kind, each object imported when it is
+    first read (``view[name]``); ``name in view``, iterating and ``len`` import nothing."""
+
+    def __init__(self, what: str, names: list[str]):
+        self._what, self._names = what, names
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return resolve(self._what, name)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's default would read (import) the value
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __reduce__(self):  # pickled (e.g. to a worker process) as the plain dict it stands for
+        return (dict, (dict(self.items()),))
+
+    def __repr__(self) -> str:
+        return f"RegistryView({self._what!r}, {self._names!r})"
+
+
+def registry(what: str) -> Mapping[str, Any]:
+    """``registry("attacks")`` -> {name: class}, a read-only mapping whose objects are imported
+    on first access (see :class:`RegistryView`). ``what`` is targets, attacks, distances,
     reporters, executors, datasets or generators. Names registered twice are left out (see
     :func:`clashes`)."""
-    return {name: value for name, (value, _) in _collect(what).found.items()}
+    return RegistryView(what, list(_collect(what).found))
 
 
 def clashes(what: str) -> dict[str, list[str]]:
@@ -343,6 +404,6 @@ def isolated(keep: tuple[str, ...] = ()) -> Iterator[pluggy.PluginManager]:
 from .factory import build, construct, lookup, unknown_message, validate  # noqa: E402
 
 __all__ = [
-    "GROUP", "KINDS", "pm", "load_plugins", "lookup", "validate", "construct", "build", "registry", "clashes",
+    "GROUP", "KINDS", "pm", "load_plugins", "lookup", "validate", "construct", "build", "registry", "resolve", "clashes",
     "broken", "unknown_message", "get_plugins", "did_you_mean", "origin_of", "distribution", "isolated",
 ]

@@ -25,7 +25,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from pydantic import ValidationError
 
@@ -161,6 +160,8 @@ def build(
     described = None
     generated = cached = 0
     cache = None
+    import numpy as np  # here, not at the top: every `audit` command (--help too) imports this module
+
     if use_cache:
         from .cache import QueryCache
 

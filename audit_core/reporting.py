@@ -149,4 +149,31 @@ def sweeps_markdown(sweeps_block: dict[str, Any]) -> str:
                     f"{p.get('nfe_per_image', 0):g}", "yes" if p["attack"] in front else ""]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
+    out += queries_curve_markdown(sweeps_block)
     return "\n".join(out)
+
+
+def queries_curve_markdown(sweeps_block: dict[str, Any]) -> list[str]:
+    """The AUC-vs-queries curve of a run with an adaptive budget (:func:`audit_core.sweeps.queries_curve`)
+    as Markdown lines: fixed and adaptive points on the same held-out images, cheapest first."""
+    from .console import format_metric
+    from .sweeps import format_value, queries_curve
+
+    rows = queries_curve(sweeps_block)
+    if not rows:
+        return []
+    out = [
+        "**AUC vs queries per image** (every point on the adaptive entries' held-out images; "
+        "adaptive calibration images get the whole budget, counted in the all-images column)\n",
+        "| point | budget | queries/held-out img | queries/img, all images | AUC [95% CI] | TPR@1%FPR [95% CI] | held-out images by queries spent |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        values = ", ".join(f"{k}={format_value(v)}" for k, v in r["values"].items())
+        hist = " ".join(f"{m}:{c}" for m, c in r["histogram"].items()) if r["histogram"] else ""
+        out.append(
+            f"| {r['attack']} | {'adaptive' if r['adaptive'] else 'fixed'} ({values}) | {r['queries_per_image']:.2f} "
+            f"| {r['queries_per_image_all']:.2f} | {format_metric(r['auc'])} | {format_metric(r['tpr_at_1pct_fpr'])} | {hist} |"
+        )
+    out.append("")
+    return out

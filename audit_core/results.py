@@ -117,6 +117,9 @@ class AttackResult(_Open):
     queries_per_image_evaluation: Optional[float] = Field(
         None, description="calibrated params (adaptive budget): queries per image on the evaluation split"
     )
+    queries_histogram_evaluation: Optional[dict[str, int]] = Field(
+        None, description="calibrated params (adaptive budget): evaluation images by the queries each spent"
+    )
     cost_note: Optional[str] = None
     cache_hits: int
     spent: Spent
@@ -141,6 +144,11 @@ class AttackResult(_Open):
         return out
 
 
+class HeldOutMetrics(_Closed):
+    auc: Metric
+    tpr_at_1pct_fpr: Metric
+
+
 class SweepPoint(_Closed):
     attack: str
     values: dict[str, Any]
@@ -148,6 +156,15 @@ class SweepPoint(_Closed):
     tpr_at_1pct_fpr: Metric
     queries_per_image: float
     nfe_per_image: float
+    queries_per_image_evaluation: Optional[float] = Field(
+        None, description="adaptive budget: queries per held-out image (its calibration images get the whole budget)"
+    )
+    queries_histogram_evaluation: Optional[dict[str, int]] = Field(
+        None, description="adaptive budget: held-out images by the queries each spent"
+    )
+    held_out: Optional[HeldOutMetrics] = Field(
+        None, description="runs with an adaptive budget: this point's metrics on the adaptive entries' held-out images"
+    )
 
 
 class SweepQueries(_Closed):
@@ -261,8 +278,20 @@ def calibrated_scores(raw, in_calibration, updates: dict[str, Any], queries) -> 
                 "metrics are on the other images only"
             ),
         },
-        extra={"queries_per_image_evaluation": float(q[~cal].mean()) if (~cal).any() else None},
+        extra={
+            "queries_per_image_evaluation": float(q[~cal].mean()) if (~cal).any() else None,
+            "queries_histogram_evaluation": queries_histogram(q[~cal]) if (~cal).any() else None,
+        },
     )
+
+
+def queries_histogram(queries) -> dict[str, int]:
+    """``{"m": number of images that spent m queries}``, in increasing m (per-image queries are
+    whole numbers of variation rows; shares of a batch's cost are rounded)."""
+    counts: dict[int, int] = {}
+    for q in np.rint(np.asarray(queries, dtype=np.float64)).astype(int):
+        counts[int(q)] = counts.get(int(q), 0) + 1
+    return {str(m): counts[m] for m in sorted(counts)}
 
 
 def attack_result(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
 import json
 import signal
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import combine, environment, guard, inference, plugins, preflight, results, secrets, shift, sweeps
+from . import combine, environment, guard, inference, metrics, plugins, preflight, results, secrets, second_stage, shift, sweeps
 from .attacks import Attack, AttackContext, check_access, check_preset, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
@@ -120,6 +121,7 @@ class Runner:
         self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        second_stage.check_config(self.loaded, self.data.mode, entries)  # before the model loads
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {
@@ -156,6 +158,7 @@ class Runner:
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
             params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
         combine.check_components(self.attacks, lambda pa: params_where[pa.name])
+        self.second = second_stage.SecondStage.plan(self)  # None unless inference.max_queries; before any query
         preflight.check(loaded, self.data, self.attacks, self.target, self.console, batch_size=self.batch_size)  # sizes, memory, identical sets
         self.executor: Executor = plugins.construct(ecls, eparams)
         self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
@@ -189,7 +192,7 @@ class Runner:
         cfg = self.cfg
         if cfg.cache.enabled:
             return QueryCache.for_config(self.loaded), None
-        if self.sweeps:
+        if self.sweeps or second_stage.wanted(cfg, self.data.mode):  # points / stages share their draws through it
             return sweeps.sharing_cache(cfg.run.executor.plugin, cfg.cache.max_bytes)
         return None, None
 
@@ -232,6 +235,8 @@ class Runner:
                     f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
                 ] if changed else []
                 self._score_all(store)
+                if self.second is not None:
+                    self.second.run(store)
                 self.finalize(store)
                 store.set_meta("finished", self.results["run"]["finished"])
             finally:
@@ -289,12 +294,36 @@ class Runner:
             maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
             maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
             rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))
-            store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved)
+            store.add_batch(pa.name, rows, res.seconds, res.cache_hits, res.nfe_saved, getattr(res, "features", None))
             if res.extras:
                 store.set_extras(pa.name, {**store.attack_stats(pa.name)["extras"], **res.extras})
             progress.advance(len(res.ids), float(np.mean(res.nfe)))
             if self._stop:
                 raise Interrupted()
+
+    def _held_out_metrics(self, rows: list) -> dict[str, dict] | None:
+        """With an adaptive budget in the run (params calibrated on the calibration split), every
+        sweep point's AUC and TPR@1%FPR on the images that entry is evaluated on (the other
+        images), so fixed and adaptive budgets are compared on the same images; else None."""
+        if self.data.mode != "evaluation" or not any(
+            pa.attack.needs_calibration() for pa in self.attacks if not pa.cls.combines
+        ):
+            return None
+        cal = set(self._calibration_ids())
+        names = set(sweeps.points_by_name(self.sweeps))
+        by_attack: dict[str, list] = {}
+        for row in rows:
+            if row.attack in names and row.image_id not in cal:
+                by_attack.setdefault(row.attack, []).append(row)
+        pos = LABEL_NAMES["evaluation"][1]
+        out = {}
+        for name, group in by_attack.items():
+            labels = np.array([1 if r.label == pos else 0 for r in group])
+            if labels.min() == labels.max():
+                continue
+            m = metrics.compute(np.array([r.score for r in group]), labels, self.cfg.metrics.bootstrap, self.cfg.run.seed)
+            out[name] = {"auc": m["auc"], "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"]}
+        return out
 
     def _calibration_ids(self) -> list[str]:
         """The run's seeded calibration split (the learned scorer's), in record order."""
@@ -310,7 +339,13 @@ class Runner:
         stored = store.scores(pa.name)
         label_of = {r.id: r.label for r in self.data.records}
         ids = self._calibration_ids()
-        updates = pa.attack.calibrated_params(np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids]))
+        scores, labels = np.array([stored[i][0] for i in ids]), np.array([label_of[i] for i in ids])
+        if "features" in inspect.signature(pa.attack.calibrated_params).parameters:
+            kept = store.features(pa.name)
+            features = np.array([kept[i] for i in ids], dtype=np.float64) if all(i in kept for i in ids) else None
+            updates = pa.attack.calibrated_params(scores, labels, features=features)
+        else:
+            updates = pa.attack.calibrated_params(scores, labels)
         self._calibration_updates[pa.name] = updates
         params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
         attack = plugins.construct(pa.cls, params, self.target, pa.attack.context)
@@ -367,7 +402,9 @@ class Runner:
         label_names = LABEL_NAMES[mode]
         entries: dict[str, results.AttackResult] = {}
         rows: list[results.ScoreRow] = []
-        for pa in self.attacks:
+        second = getattr(self, "second", None)
+        stage2 = second.entries_scored() if second is not None else []
+        for pa in self.attacks + stage2:
             combined = None
             if pa.cls.combines:  # fitted on the calibration split from its components' scores
                 combined = combine.combine_entry(pa, store, records, cfg.inference.calibration_fraction, cfg.run.seed)
@@ -420,12 +457,16 @@ class Runner:
         )
         res = results.assemble(run, environment.collect(self.target), secrets.redact(self.target.describe()), entries)
         if self.sweeps:
-            block = sweeps.summarize(self.sweeps, results.to_dict(res)["attacks"])
+            block = sweeps.summarize(self.sweeps, results.to_dict(res)["attacks"], self._held_out_metrics(rows))
             res = results.with_sweeps(res, block, sweeps.points_by_name(self.sweeps), self.sweep_note)
         if mode == "copyright":
             inf = cfg.inference
             combining = {pa.name for pa in self.attacks if pa.cls.combines}
-            block = inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining)
+            block = inference.set_inference(
+                rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining | {pa.name for pa in stage2}
+            )
+            if second is not None:
+                block["combined"] = second.combined(block["combined"], rows)
             res = results.with_set_inference(res, block)
             res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.splits for pa in self.attacks)

@@ -23,6 +23,14 @@ from . import secrets
 from .errors import AuditError, ResumeError
 
 STATE_FILE = "state.sqlite"
+#: per-image calibration features (AttackOutput.features), created by the first batch that has any,
+#: so runs without them keep the base schema
+FEATURES_TABLE = """
+CREATE TABLE IF NOT EXISTS features (
+    attack TEXT NOT NULL, image_id TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (attack, image_id)
+)
+"""
 LOCK_FILE = ".lock"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -167,8 +175,12 @@ class RunStore:
     def done_ids(self, attack: str) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT image_id FROM scores WHERE attack=?", (attack,))}
 
-    def add_batch(self, attack: str, rows: list[tuple], seconds: float, cache_hits: int = 0, nfe_saved: int = 0) -> None:
-        """rows: (image_id, score, nfe, queries, residual ndarray|None, recon ndarray|None).
+    def add_batch(
+        self, attack: str, rows: list[tuple], seconds: float, cache_hits: int = 0, nfe_saved: int = 0,
+        features: np.ndarray | None = None,
+    ) -> None:
+        """rows: (image_id, score, nfe, queries, residual ndarray|None, recon ndarray|None);
+        ``features``: ``[len(rows), F]`` the attack's calibration features of those images, or None.
         One transaction per batch: all of it lands or none of it."""
 
         def tx() -> None:
@@ -178,6 +190,12 @@ class RunStore:
                     "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(attack, i, float(s), float(n), float(q), array_to_blob(r), array_to_blob(c)) for i, s, n, q, r, c in rows],
                 )
+                if features is not None:  # JSON floats: exact, unlike the float16 map blobs
+                    self.db.execute(FEATURES_TABLE)
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
+                        [(attack, row[0], json.dumps([float(v) for v in f])) for row, f in zip(rows, features)],
+                    )
                 self.db.execute(
                     "INSERT INTO attack_stats(attack, seconds, cache_hits, nfe_saved) VALUES(?, ?, ?, ?) "
                     "ON CONFLICT(attack) DO UPDATE SET seconds = seconds + excluded.seconds, "
@@ -200,6 +218,15 @@ class RunStore:
             r[0]: (r[1], r[2], r[3])
             for r in self.db.execute("SELECT image_id, score, nfe, queries FROM scores WHERE attack=?", (attack,))
         }
+
+    def features(self, attack: str) -> dict[str, list[float]]:
+        """image id -> the calibration features the attack returned for it (images without: absent)."""
+        if not self._has_features():
+            return {}
+        return {i: json.loads(d) for i, d in self.db.execute("SELECT image_id, data FROM features WHERE attack=?", (attack,))}
+
+    def _has_features(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='features'").fetchone() is not None
 
     def maps(self, attack: str, ids: list[str] | None = None) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
         """image id -> (residual, reconstruction)."""
@@ -237,7 +264,12 @@ class RunStore:
 
     def forget_images(self, ids: list[str]) -> None:
         """Drop every attack's score of these images (they are scored again)."""
-        self._transaction(lambda: self.db.executemany("DELETE FROM scores WHERE image_id=?", [(i,) for i in ids]))
+        def drop() -> None:
+            self.db.executemany("DELETE FROM scores WHERE image_id=?", [(i,) for i in ids])
+            if self._has_features():
+                self.db.executemany("DELETE FROM features WHERE image_id=?", [(i,) for i in ids])
+
+        self._transaction(drop)
 
     def _transaction(self, fn) -> None:
         """``fn`` in one transaction (in autocommit mode every statement would be its own,

@@ -239,7 +239,7 @@ def pareto_front(points: list[dict], cost: str = "queries_per_image") -> list[st
     return [p["attack"] for p in front]
 
 
-def summarize(sweeps: dict[str, Sweep], attacks: dict[str, dict]) -> dict[str, Any]:
+def summarize(sweeps: dict[str, Sweep], attacks: dict[str, dict], held_out: dict[str, dict] | None = None) -> dict[str, Any]:
     """The results.json ``sweeps`` block from the finished per-attack entries::
 
         {base: {"params": [names], "points": [{"attack", "values", "auc", "tpr_at_1pct_fpr",
@@ -248,7 +248,13 @@ def summarize(sweeps: dict[str, Sweep], attacks: dict[str, dict]) -> dict[str, A
 
     ``queries.naive`` is what the points would cost run separately without a cache (every
     variation row they use); ``queries.spent`` is what reached the target (cache hits excluded).
-    For grey-box attacks (no variation queries) the Pareto front uses NFEs per image instead."""
+    For grey-box attacks (no variation queries) the Pareto front uses NFEs per image instead.
+
+    Points of an adaptive budget (params calibrated on the run's calibration split) also carry
+    ``queries_per_image_evaluation`` and ``queries_histogram_evaluation`` (queries spent per held-out
+    image); when the run has such entries, ``held_out`` (entry name -> ``{"auc",
+    "tpr_at_1pct_fpr"}`` on those held-out images, from the runner) gives every point its metrics on
+    the same images, so the AUC-vs-queries curve compares like with like (:func:`queries_curve`)."""
     out: dict[str, Any] = {}
     for base, s in sweeps.items():
         points, spent, naive = [], 0, 0
@@ -267,6 +273,11 @@ def summarize(sweeps: dict[str, Sweep], attacks: dict[str, dict]) -> dict[str, A
                     "nfe_per_image": a["nfe_per_image"],
                 }
             )
+            for key in ("queries_per_image_evaluation", "queries_histogram_evaluation"):
+                if a.get(key) is not None:
+                    points[-1][key] = a[key]
+            if held_out and name in held_out:
+                points[-1]["held_out"] = {k: _metric(v) for k, v in held_out[name].items()}
             spent += int(a["spent"]["queries"])
             naive += int(a["spent"]["queries"]) + int(a["cache_hits"])
         cost = "queries_per_image" if any(p["queries_per_image"] > 0 for p in points) else "nfe_per_image"
@@ -279,6 +290,30 @@ def summarize(sweeps: dict[str, Sweep], attacks: dict[str, dict]) -> dict[str, A
             "pareto_cost": cost,
         }
     return out
+
+
+def queries_curve(sweeps_block: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every point of every sweep that has held-out metrics, as one AUC-vs-queries curve in
+    increasing queries per held-out image: ``[{"attack", "sweep", "values", "adaptive",
+    "queries_per_image" (held-out), "queries_per_image_all", "auc", "tpr_at_1pct_fpr",
+    "histogram"}]``. Fixed-budget points spend the same on every image; adaptive ones report
+    their held-out spend (their calibration images always get the whole budget, which
+    ``queries_per_image_all`` includes)."""
+    rows = []
+    for base, s in sweeps_block.items():
+        for p in s["points"]:
+            if "held_out" not in p:
+                continue
+            adaptive = p.get("queries_per_image_evaluation") is not None
+            rows.append({
+                "attack": p["attack"], "sweep": base, "values": p["values"], "adaptive": adaptive,
+                "queries_per_image": p["queries_per_image_evaluation"] if adaptive else p["queries_per_image"],
+                "queries_per_image_all": p["queries_per_image"],
+                "auc": p["held_out"]["auc"], "tpr_at_1pct_fpr": p["held_out"]["tpr_at_1pct_fpr"],
+                "histogram": p.get("queries_histogram_evaluation"),
+            })
+    rows.sort(key=lambda r: (r["queries_per_image"], -r["auc"]["value"]))
+    return rows
 
 
 # --------------------------------------------------------------------------------- `audit sweep`

@@ -65,7 +65,8 @@ def registered(plugin: Any, name: str | None = None) -> Iterator[Any]:
     try:
         yield plugin
     finally:
-        pm.unregister(name=pname)
+        if pm.get_plugin(pname) is not None:  # a broken plugin was already disabled (unregistered)
+            pm.unregister(name=pname)
 
 
 def invoke(args: list[str]) -> tuple[int, str]:

@@ -1,9 +1,11 @@
-"""Start-up stays light: `audit --help` loads every installed plugin's entry point but neither
-torch nor the other heavy libraries (their timing is benchmarks/bench_run.py's). (`audit plugins`
-lists the names each plugin registers, which builds the registered classes: it loads torch.)"""
+"""Start-up stays light: `audit --help` loads every installed plugin's entry point, and `audit
+plugins` calls every plugin's `register_*` hooks, but neither imports torch nor the other heavy
+libraries: the shipped plugins register by `"module:attr"` reference, imported on first use
+(their timing is benchmarks/bench_run.py's and RESULTS.md's)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -23,13 +25,17 @@ print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.std
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins", "--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["run", "--help"], ["plugins", "--help"], ["--version"], ["plugins"], ["plugins", "--json"]]
+)
 def test_cli_start_up_imports_no_heavy_library(args):
     probe = PROBE.format(args=args, heavy=HEAVY)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     loaded = json.loads(out.stderr.strip().splitlines()[-1])
     assert loaded == [], f"`audit {' '.join(args)}` imported {loaded}"
     assert out.stdout.strip(), "the command printed nothing"
+    if args[0] == "plugins" and "--help" not in args and importlib.util.find_spec("audit_pia"):
+        assert "pia" in out.stdout  # the listing did call the hooks of the installed plugins
 
 
 def test_lazy_plugin_packages_still_export_their_names():

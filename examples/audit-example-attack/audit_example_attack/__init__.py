@@ -10,8 +10,9 @@ examples/audit-example-attack/tests``) and use it in audit.yaml::
     attacks:
       - {plugin: variation-similarity, params: {t: 100, k: 50, n: 2, distance: l2}}
 
-The entry point imports this module whenever ``audit`` starts (``audit --help`` included), so it
-imports the attack, and with it torch, only inside the hook: start-up stays fast.
+The entry point imports this module whenever ``audit`` starts (``audit --help`` and ``audit
+plugins`` included), so the hook registers the attack by reference (``"module:Class"``): the
+attack module, and with it torch, is imported only when a config selects the attack.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from audit_core import hookimpl
 
 @hookimpl
 def register_attacks(register):
-    from .attack import VariationSimilarity
-
-    register(VariationSimilarity)
+    register("variation-similarity", "audit_example_attack.attack:VariationSimilarity")
 
 
 def __getattr__(name: str):

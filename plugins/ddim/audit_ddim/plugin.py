@@ -1,8 +1,9 @@
 """The hook implementations of audit-ddim: what the entry point ``audit = ddim`` points at.
 
 Each hook receives a ``register`` callback (or, for commands, the root Typer app) and hands over
-what this plugin provides. Keep this module import-light: heavy imports (diffusers, torch models)
-happen only when a target is actually built.
+what this plugin provides. Keep this module import-light: every ``audit`` command imports it, so
+it registers each name with a ``"module:attr"`` reference and the module (diffusers, torch) is
+imported only when an audit.yaml uses the name.
 """
 
 from __future__ import annotations
@@ -13,17 +14,13 @@ from audit_core import hookimpl
 @hookimpl
 def register_targets(register):
     """``target: {plugin: ddim, model: ...}`` in audit.yaml."""
-    from .target import DDIMTarget
-
-    register(DDIMTarget)
+    register("ddim", "audit_ddim.target:DDIMTarget")
 
 
 @hookimpl
 def register_datasets(register):
     """``builtin:digits/members``, ``builtin:digits/nonmembers``, ``builtin:digits/all``."""
-    from . import digits
-
-    register("digits", digits.load)
+    register("digits", "audit_ddim.digits:load")
 
 
 @hookimpl

@@ -5,7 +5,5 @@ from audit_core import hookimpl
 
 @hookimpl
 def register_targets(register):
-    # Imported here, not at module level: entry-point discovery stays torch-free (`audit --help`).
-    from .target import DiTTarget
-
-    register(DiTTarget)
+    # a reference, imported when a config selects `dit`: `audit plugins` stays torch-free
+    register("dit", "audit_dit.target:DiTTarget")

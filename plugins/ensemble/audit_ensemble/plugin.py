@@ -8,6 +8,4 @@ from audit_core import hookimpl
 @hookimpl
 def register_attacks(register):
     """``attacks: [..., {plugin: ensemble, params: {of: [rediffuse, pia], combiner: logistic}}]``."""
-    from .attack import Ensemble
-
-    register(Ensemble)
+    register("ensemble", "audit_ensemble.attack:Ensemble")  # imported on first use

@@ -113,6 +113,7 @@ class HtmlReport(Reporter):
             "set_inference": self._set_inference(results),
             "reference": results.get("reference"),
             "sweeps": self._sweeps(results),
+            "queries_curve": summary.queries_curve_rows(results),
             "galleries": self._galleries(run, attacks, results),
             "residual_stops": ", ".join(f"{c} {100 * p:g}%" for p, c in images.RESIDUAL_STOPS),
             "details": self._details(attacks),

@@ -92,6 +92,16 @@ def render_markdown(results: dict) -> str:
                 for r in summary.sweep_rows(s, params)
             ]
             out += [f"### {md(base)}", ""] + table(["point"] + [md(p) for p in params] + ["AUC", "TPR@1%FPR", "queries/img", "Pareto"], rows) + [""]
+        curve = summary.queries_curve_rows(results)
+        if curve:
+            rows = [
+                [md(r["attack"]), r["budget"], r["queries"], r["queries_all"], f"{r['auc']} {r['auc_ci']}",
+                 f"{r['tpr']} {r['tpr_ci']}", r["histogram"]]
+                for r in curve
+            ]
+            out += ["### AUC vs queries per image (same held-out images)", ""] + table(
+                ["point", "budget", "queries/held-out img", "queries/img, all", "AUC", "TPR@1%FPR", "held-out images by queries"], rows
+            ) + [""]
     notes = run_warnings(results)
     if info.get("skipped"):
         notes.append(f"{len(info['skipped'])} image(s) skipped (see results.json)")

@@ -8,6 +8,4 @@ from audit_core import hookimpl
 @hookimpl
 def register_reporters(register):
     """``reports: [{plugin: html-report}]`` in audit.yaml."""
-    from .html import HtmlReport
-
-    register(HtmlReport)
+    register("html-report", "audit_html_report.html:HtmlReport")  # imported on first use

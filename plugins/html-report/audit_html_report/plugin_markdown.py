@@ -9,6 +9,4 @@ from audit_core import hookimpl
 @hookimpl
 def register_reporters(register):
     """``reports: [{plugin: markdown-report}]`` in audit.yaml: summary.md."""
-    from .markdown import MarkdownReport
-
-    register(MarkdownReport)
+    register("markdown-report", "audit_html_report.markdown:MarkdownReport")  # imported on first use

@@ -346,6 +346,33 @@ def sweep_rows(sweep: dict, params: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def queries_curve_rows(results: dict) -> list[dict[str, Any]]:
+    """The AUC-vs-queries curve of a run with an adaptive budget (fixed and adaptive sweep points on
+    the same held-out images, cheapest first; :func:`audit_core.sweeps.queries_curve`), formatted;
+    [] when the run has none or the block is not as expected."""
+    from audit_core.sweeps import queries_curve
+
+    sw = results.get("sweeps")
+    if not isinstance(sw, dict) or not sw:
+        return []
+    try:
+        curve = queries_curve(sw)
+    except (KeyError, TypeError, AttributeError):
+        return []
+    return [
+        {
+            "attack": str(r["attack"]),
+            "budget": "adaptive" if r["adaptive"] else "fixed",
+            "queries": f"{r['queries_per_image']:.2f}",
+            "queries_all": f"{r['queries_per_image_all']:.2f}",
+            "auc": num(r["auc"].get("value")), "auc_ci": ci(r["auc"]),
+            "tpr": num(r["tpr_at_1pct_fpr"].get("value")), "tpr_ci": ci(r["tpr_at_1pct_fpr"]),
+            "histogram": " ".join(f"{m}:{c}" for m, c in (r["histogram"] or {}).items()),
+        }
+        for r in curve
+    ]
+
+
 def sweep_values(point: dict, params: list[str]) -> list[str]:
     vals = point.get("values") or {}
     return [str(vals.get(p, "–")) for p in params]

@@ -193,6 +193,24 @@ def test_sweep_ablation_section(run_sweep):
     assert "## Ablations" in md and "Pareto" in md
 
 
+def test_auc_vs_queries_curve_when_a_sweep_has_an_adaptive_budget(run_sweep, copy_run):
+    assert 'id="queries-curve"' not in html_of(run_sweep)  # fixed budgets only: no curve
+    run = copy_run(run_sweep)
+    results = json.loads((run / "results.json").read_text())
+    points = results["sweeps"]["vs"]["points"]
+    for p in points:  # as a run with an adaptive entry writes them: metrics on its held-out images
+        p["held_out"] = {"auc": {"value": 0.75, "ci95": [0.6, 0.9]}, "tpr_at_1pct_fpr": {"value": 0.1, "ci95": [0.0, 0.2]}}
+    points[0]["queries_per_image_evaluation"] = 0.5
+    points[0]["queries_histogram_evaluation"] = {"1": 3, "2": 1}
+    (run / "results.json").write_text(json.dumps(results))
+    html = HtmlReport(HtmlParams()).render_html(RunView(run))
+    curve = html.split('id="queries-curve"')[1].split("</table>")[0]
+    assert curve.count("<tr>") == 1 + 4 and curve.count("<td>adaptive</td>") == 1 and "1:3 2:1" in curve
+    assert curve.index(points[0]["attack"]) < min(curve.index(p["attack"]) for p in points[1:])  # cheapest first
+    md = render_markdown(results)
+    assert "### AUC vs queries per image (same held-out images)" in md and "| adaptive | 0.50 |" in md
+
+
 def test_missing_pieces_still_render(run_one, copy_run):
     run = copy_run(run_one)
     results = json.loads((run / "results.json").read_text())

@@ -9,9 +9,7 @@ from audit_core import hookimpl
 @hookimpl
 def register_targets(register):
     """``target: {plugin: http, url: ..., token_env: ...}`` in audit.yaml."""
-    from .target import HTTPTarget
-
-    register(HTTPTarget)
+    register("http", "audit_http.target:HTTPTarget")  # imported on first use
 
 
 @hookimpl
@@ -25,6 +23,4 @@ def register_commands(cli):
 @hookimpl
 def register_generators(register):
     """``audit reference build --generator a1111 --param url=...``: an AUTOMATIC1111 txt2img server."""
-    from .txt2img import A1111Generator
-
-    register(A1111Generator)
+    register("a1111", "audit_http.txt2img:A1111Generator")

@@ -8,6 +8,4 @@ from audit_core import hookimpl
 @hookimpl
 def register_attacks(register):
     """``attacks: [{plugin: naive-loss, params: {t: 200, draws: 1}}]`` in audit.yaml."""
-    from .attack import NaiveLoss
-
-    register(NaiveLoss)
+    register("naive-loss", "audit_naive_loss.attack:NaiveLoss")  # imported on first use

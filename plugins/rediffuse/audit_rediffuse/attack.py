@@ -93,10 +93,17 @@ class ReDiffuseParams(AttackParams):
         PIXEL_DEFAULTS["n"], description="variations averaged per reconstruction; 1 on latent targets; auto: adaptive (pixel, l2)"
     )
     max_n: int = Field(10, ge=2, description="n: auto - the most variations per image")
-    min_n: int = Field(2, ge=2, description="n: auto - the variations every image gets first (>= 2)")
-    stop_z: float = Field(2.0, gt=0, description="n: auto - stop once |estimate - threshold| > stop_z standard errors")
+    min_n: int = Field(1, ge=1, description="n: auto - the variations every image gets first")
+    stop_z: float = Field(
+        2.5, gt=0, description="n: auto - stop once the predicted max_n-draw distance is stop_z calibrated standard deviations from the threshold"
+    )
     stop_threshold: float | None = Field(
         None, description="n: auto - the l2 distance threshold; calibrated on the calibration images when not given"
+    )
+    stop_model: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
+        None,
+        description="n: auto - [a_m, b_m, s_m] for m = 1 .. max_n - 1 (log d_max ~ a_m log d_m + b_m, residual sd s_m); "
+        "fitted on the calibration images when not given",
     )
     distance: str = Field(
         PIXEL_DEFAULTS["distance"],
@@ -146,6 +153,11 @@ class ReDiffuse(Attack):
                 )
             if p.min_n > p.max_n:
                 raise ConfigError(f"attack {name!r}: min_n={p.min_n} must be <= max_n={p.max_n}")
+            if p.stop_model is not None and len(p.stop_model) != p.max_n - 1:
+                raise ConfigError(
+                    f"attack {name!r}: stop_model needs one [a, b, s] per prefix m = 1 .. max_n - 1 "
+                    f"({p.max_n - 1} for max_n={p.max_n}); it has {len(p.stop_model)}"
+                )
         if p.latent_reference == "roundtrip":
             if self.variant != "latent":
                 raise ConfigError(
@@ -174,8 +186,9 @@ class ReDiffuse(Attack):
             out["statistic"] = f"{self._score_text()} between x and the mean of n={p.n} variations V(x, t={p.t}, k={p.k})"
             if p.n == "auto":
                 out["statistic"] = (
-                    f"-l2 between x and the mean of min_n={p.min_n}..max_n={p.max_n} variations V(x, t={p.t}, k={p.k}), "
-                    f"bias-corrected to max_n for images that stop early (stop_z={p.stop_z}, threshold {p.stop_threshold})"
+                    f"-l2 between x and the mean of min_n={p.min_n}..max_n={p.max_n} variations V(x, t={p.t}, k={p.k}); "
+                    f"an image that stops early is scored by its max_n-draw distance predicted from the calibration "
+                    f"images (stop_z={p.stop_z}, threshold {p.stop_threshold})"
                 )
         else:
             ref = "decode(encode(x))" if p.latent_reference == "roundtrip" else "the mean of the odd draws"
@@ -215,12 +228,23 @@ class ReDiffuse(Attack):
 
     # ------------------------------------------------------------------ adaptive budget
     def needs_calibration(self) -> bool:
-        """``n: auto`` without a ``stop_threshold``: the runner scores the calibration images first
-        (whole budget) and calls :meth:`calibrated_params` with their scores."""
-        return self.params.n == "auto" and self.params.stop_threshold is None
+        """``n: auto`` without a ``stop_threshold`` or ``stop_model``: the runner scores the
+        calibration images first (whole budget, keeping their prefix distances as features) and
+        calls :meth:`calibrated_params` with their scores."""
+        p = self.params
+        return p.n == "auto" and (p.stop_threshold is None or p.stop_model is None)
 
-    def calibrated_params(self, scores, labels) -> dict[str, Any]:
-        return {"stop_threshold": adaptive.calibrate_threshold(scores, labels)}
+    def calibrated_params(self, scores, labels, features=None) -> dict[str, Any]:
+        """The threshold (unless given) and the prefix-to-final fit from the calibration images
+        (``features``: their ``[N, max_n]`` prefix log distances). Without features (a run
+        directory from an older version) no fit is possible and every image keeps the whole budget."""
+        p = self.params
+        out: dict[str, Any] = {}
+        if p.stop_threshold is None:
+            out["stop_threshold"] = adaptive.calibrate_threshold(scores, labels)
+        if p.stop_model is None and features is not None and len(features) >= 3:
+            out["stop_model"] = adaptive.fit_stop_model(features)
+        return out
 
     # ------------------------------------------------------------------ scoring
     def _similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The hook implementation of audit-rediffuse: what the entry point ``audit = rediffuse`` points at.
 
-Keep this module import-light: the attack module is imported only when the hook runs."""
+Keep this module import-light: it registers the attack by reference, so the attack module (and
+torch) is imported only when a config selects ``rediffuse``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,4 @@ from audit_core import hookimpl
 @hookimpl
 def register_attacks(register):
     """``attacks: [{plugin: rediffuse, params: {t: 200, k: 100, n: 10, distance: l2}}]`` in audit.yaml."""
-    from .attack import ReDiffuse
-
-    register(ReDiffuse)
+    register("rediffuse", "audit_rediffuse.attack:ReDiffuse")

@@ -317,8 +317,8 @@ def test_runs_end_to_end_on_a_variation_only_target(run_cfg, audit_cli, tmp_path
     assert entry["queries_per_image"] == 3 and entry["nfe_per_image"] == 6  # n x t/k
     assert entry["variant"] == "pixel" and entry["distance"] == "l2"
     assert entry["params"] == {
-        "preset": None, "variant": "auto", "t": 100, "k": 50, "n": 3, "max_n": 10, "min_n": 2, "stop_z": 2.0,
-        "stop_threshold": None, "distance": "l2", "clip": False, "latent_reference": "variation",
+        "preset": None, "variant": "auto", "t": 100, "k": 50, "n": 3, "max_n": 10, "min_n": 1, "stop_z": 2.5,
+        "stop_threshold": None, "stop_model": None, "distance": "l2", "clip": False, "latent_reference": "variation",
     }
     assert {g["kind"] for g in entry["gallery"]} == {"most member-like", "least member-like"}
     assert all((out / g["reconstruction"]).exists() and (out / g["residual"]).exists() for g in entry["gallery"])

@@ -8,6 +8,4 @@ from audit_core import hookimpl
 @hookimpl
 def register_attacks(register):
     """``attacks: [{plugin: secmia, params: {t_sec: 100, k: 10}}]`` in audit.yaml."""
-    from .attack import SecMIA
-
-    register(SecMIA)
+    register("secmia", "audit_secmia.attack:SecMIA")  # imported on first use

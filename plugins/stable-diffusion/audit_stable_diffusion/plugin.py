@@ -5,14 +5,10 @@ from audit_core import hookimpl
 
 @hookimpl
 def register_targets(register):
-    # imported here, not above: `audit --help` and `audit plugins` must not load torch
-    from .target import StableDiffusionTarget
-
-    register(StableDiffusionTarget)
+    # references, imported on first use: `audit --help` and `audit plugins` must not load torch
+    register("stable-diffusion", "audit_stable_diffusion.target:StableDiffusionTarget")
 
 
 @hookimpl
 def register_generators(register):
-    from .generator import DiffusersGenerator
-
-    register(DiffusersGenerator)
+    register("diffusers", "audit_stable_diffusion.generator:DiffusersGenerator")

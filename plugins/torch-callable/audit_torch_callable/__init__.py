@@ -26,10 +26,12 @@ __all__ = ["Params", "TorchCallableTarget"]
 
 @hookimpl
 def register_targets(register):
-    # imported here, not above: `audit --help` and `audit plugins` must not load torch
-    from .target import TorchCallableTarget
+    # a reference, imported on first use: `audit --help` and `audit plugins` must not load torch
+    register("torch-callable", "audit_torch_callable.target:TorchCallableTarget")
 
-    register(TorchCallableTarget)
+
+# the names above load with .target on first use (torch with them)
+__getattr__ = lazy_exports(__name__, __all__, "target")
 
 
 # the names above load with .target on first use: entry-point discovery stays torch-free

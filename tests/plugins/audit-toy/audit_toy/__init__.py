@@ -14,8 +14,9 @@ subprocess:
 Its names differ from the ``toy``/``toy-variation`` targets of the ``toy_plugin`` fixture, so
 installing it never collides with in-process tests.
 
-The classes are defined on first use (:func:`slow_toy_target`): ``audit_core.testing`` imports
-torch and pytest, and every ``audit`` command, ``audit --help`` included, imports this module.
+The classes are defined on first use (:func:`slow_toy_target`, reached as the module attribute
+``SlowToyTarget`` that the hook registers by reference): ``audit_core.testing`` imports torch and
+pytest, and every ``audit`` command, ``audit --help`` included, imports this module.
 """
 
 from __future__ import annotations
@@ -68,4 +69,11 @@ def slow_toy_target() -> type:
 
 @hookimpl
 def register_targets(register):
-    register(slow_toy_target())
+    # a reference: the class is built (torch imported) only when a config selects `toy-slow`
+    register("toy-slow", "audit_toy:SlowToyTarget")
+
+
+def __getattr__(name: str):
+    if name == "SlowToyTarget":
+        return slow_toy_target()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
