@@ -121,8 +121,17 @@ def test_all_four_attacks_and_report_with_captions(finetuned_sd, captioned_data,
     assert set(res["attacks"]) == {"rediffuse", "secmia", "pia", "naive-loss"}
     assert res["attacks"]["pia"]["params"]["t"] == 500  # the latent default
     assert res["attacks"]["rediffuse"]["params"]["t"] == 10  # the latent variant's defaults
+    markup = 'digit <script>alert("x")</script>'  # the caption of members/00.png
     html = (tmp_path / "run" / "report.html").read_text()
-    assert '<script>alert("x")</script>' not in html and "&lt;script&gt;" in html
+    assert markup not in html
+    # the galleries show 12 images per attack, chosen by score: members/00.png may not be among
+    # them, so its caption is put on a gallery image and the report rendered again
+    res["attacks"]["rediffuse"]["gallery"][0]["caption"] = markup
+    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    code, out = audit_cli("report", tmp_path / "run")
+    assert code == 0, out
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert markup not in html and "digit &lt;script&gt;" in html
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
