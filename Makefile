@@ -58,11 +58,13 @@ test: setup $(TEST_STAMP)
 bench: setup
 	$(BIN)/python benchmarks/bench_attacks.py --quick
 
-# mutation testing (mutmut) of the core seeding, secrets and metrics against the fast property
-# tests ([tool.mutmut] in pyproject.toml); not part of `make test`. MUTATE: mutmut name globs,
-# MUTATE_BUDGET: wall-clock seconds. Score and surviving mutants: benchmarks/mutation.txt
-MUTATE ?= audit_core.seeding* audit_core.secrets* audit_core.metrics*
-MUTATE_BUDGET ?= 1500
+# mutation testing (mutmut) of the DDIM maths, seeding, metrics, copyright inference, the
+# query-cache keys and secrets against the fast property tests ([tool.mutmut] in pyproject.toml);
+# not part of `make test`. MUTATE: mutmut name globs, MUTATE_BUDGET: wall-clock seconds.
+# Score per module and surviving mutants: benchmarks/mutation.txt
+MUTATE ?= audit_core.ddim.* audit_core.seeding.* audit_core.metrics.* audit_core.inference.* \
+	audit_core.targets.*cache_key* audit_core.reference.*cache_key* audit_core.secrets.*
+MUTATE_BUDGET ?= 1800
 mutate: setup
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e '.[mutate]' 2>&1 | $(QUIET)
 	$(BIN)/python benchmarks/mutate.py --budget $(MUTATE_BUDGET) --modules $(foreach m,$(MUTATE),'$(m)')

@@ -113,16 +113,41 @@ def set_test(suspect_scores, reference_scores, seed: int = 0) -> dict[str, Any]:
         method, how = "exact", "exact null distribution"
     else:
         method, how = "asymptotic", "normal approximation with tie and continuity correction"
-    res = stats.mannwhitneyu(x, y, alternative="greater", method=method)
-    u = float(res.statistic)
+    if ties and min(len(x), len(y)) == 1:  # scipy's permutation test needs two per side
+        pvalue, how = _one_vs_many_p(x, y), "exact permutation distribution (every assignment of the single image enumerated), because of ties"
+        u = float(_u_statistic(x, y))
+    else:
+        res = stats.mannwhitneyu(x, y, alternative="greater", method=method)
+        pvalue, u = float(res.pvalue), float(res.statistic)
     return {
-        "p_value": float(min(1.0, res.pvalue)),
+        "p_value": float(min(1.0, pvalue)),
         "effect_auc": u / (len(x) * len(y)),
         "u_statistic": u,
         # the smallest p-value any outcome could give (all suspects above all reference images)
         "min_p_value": 1.0 / math.comb(len(x) + len(y), len(x)),
         "test": f"one-sided Mann-Whitney U (suspect scores stochastically greater than reference scores), {how}",
     }
+
+
+def _u_statistic(x: np.ndarray, y: np.ndarray) -> float:
+    """Mann-Whitney U of ``x`` over ``y``: pairs with x > y, ties counting one half."""
+    return float((x[:, None] > y[None, :]).sum() + 0.5 * (x[:, None] == y[None, :]).sum())
+
+
+def _one_vs_many_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Exact one-sided permutation p-value of U when one side holds a single image: the share of
+    the ``len(x) + len(y)`` equally likely assignments of that image whose U is at least the
+    observed one (ties included)."""
+    pooled = np.concatenate([x, y])
+    observed = _u_statistic(x, y)
+    single_is_suspect = len(x) == 1
+    hits = 0
+    for i in range(len(pooled)):
+        rest = np.delete(pooled, i)
+        one = pooled[i : i + 1]
+        u = _u_statistic(one, rest) if single_is_suspect else _u_statistic(rest, one)
+        hits += u >= observed - 1e-9
+    return hits / len(pooled)
 
 
 def verdict(p_value: float, alpha: float, effect_auc: float | None = None, what: str = "this attack") -> str:

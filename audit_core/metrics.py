@@ -13,7 +13,6 @@ numpy only: scikit-learn's import alone costs seconds, and the exact ROC is a so
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ CHUNK_CELLS = 2_000_000
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores as float64, labels as int64)``, or a ValueError saying what is wrong."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     if scores.shape != labels.shape or scores.ndim != 1:
@@ -39,11 +39,15 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _counts(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fps, tps, thresholds) at every distinct score, highest first (scikit-learn's
     ``_binary_clf_curve``: the same stable sort and float64 counts, so the same floats)."""
-    order = np.argsort(scores, kind="mergesort")[::-1]
-    s, y = scores[order], (labels[order] == 1).astype(np.float64)
+    # a tie's members are counted at its last position whatever their order within it, so the
+    # sort's stability changes nothing: no mutation of ``kind`` can show
+    order = np.argsort(scores, kind="mergesort")[::-1]  # pragma: no mutate
+    s, member = scores[order], labels[order] == 1
+    y = member.astype(np.float64)  # pragma: no mutate (astype(None) is float64 too)
     idx = np.r_[np.where(np.diff(s))[0], y.size - 1]
     tps = np.cumsum(y)[idx]
-    return 1 + idx.astype(np.float64) - tps, tps, s[idx]
+    fidx = idx.astype(np.float64)  # pragma: no mutate (astype(None) is float64 too)
+    return 1 + fidx - tps, tps, s[idx]
 
 
 def roc(scores, labels, drop_intermediate: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,83 +81,20 @@ def point_metrics(scores, labels) -> dict[str, float]:
 
 
 # ----- bootstrap --------------------------------------------------------------------------------
-def _draw_loop(rng: np.random.Generator, n_pos: int, n_neg: int, n: int) -> np.ndarray:
-    """``n`` stratified resamples as positions ``[n, n_pos + n_neg]`` (members first): per resample
-    ``rng.integers(0, n_pos, n_pos)`` then ``rng.integers(0, n_neg, n_neg)``, which is what
-    ``rng.choice(pos, n_pos)``, ``rng.choice(neg, n_neg)`` draw."""
-    out = np.empty((n, n_pos + n_neg), dtype=np.int64)
-    for b in range(n):
-        out[b, :n_pos] = rng.integers(0, n_pos, n_pos)
-        out[b, n_pos:] = rng.integers(0, n_neg, n_neg)
-    return out
-
-
-def _draw_bulk(rng: np.random.Generator, n_pos: int, n_neg: int, n: int) -> np.ndarray | None:
-    """The same draws as :func:`_draw_loop` from one block of raw 64-bit words, or None (the
-    generator left untouched) when a draw would need numpy's rejection step (p ~ m / 2**32).
-
-    numpy's bounded integers below 2**32 read one stream of 32-bit values (each 64-bit word split
-    low half first; a half left over waits in the generator's state for the next call), map v to
-    (v * m) >> 32 and redraw when (v * m) mod 2**32 < 2**32 mod m (Lemire); m == 1 draws nothing.
-    :func:`_bulk_matches_loop` checks this against numpy once per process."""
-    state = rng.bit_generator.state
-    if max(n_pos, n_neg) >= 1 << 32 or "has_uint32" not in state:
-        return None
-    sizes = [m if m > 1 else 0 for m in (n_pos, n_neg)]
-    need = n * sum(sizes)
-    pending = [state["uinteger"]] if state["has_uint32"] else []
-    raw = rng.bit_generator.random_raw((need - len(pending) + 1) // 2)
-    halves = raw.astype("<u8", copy=False).view("<u4")  # low half first, whatever the platform
-    stream = np.concatenate([np.asarray(pending, dtype="<u4"), halves]) if pending else halves
-    used, left = stream[:need].reshape(n, sum(sizes)), stream[need:]
-    out = np.zeros((n, n_pos + n_neg), dtype=np.int64)
-    for m, col, first in ((n_pos, 0, 0), (n_neg, n_pos, sizes[0])):
-        if m == 1:
-            continue  # integers(0, 1) is all zeros and draws nothing
-        prod = used[:, first : first + m].astype(np.uint64) * np.uint64(m)
-        if np.any(prod.astype(np.uint32) < (1 << 32) % m):  # a redraw: take the loop
-            rng.bit_generator.state = state
-            return None
-        out[:, col : col + m] = prod >> np.uint64(32)
-    after = rng.bit_generator.state
-    after["has_uint32"], after["uinteger"] = (1, int(left[0])) if left.size else (0, 0)
-    rng.bit_generator.state = after
-    return out
-
-
-_BULK_OK: bool | None = None
-
-
-def _live_state(rng: np.random.Generator) -> tuple:
-    """The part of a generator's state later draws depend on (a spent half-word is not)."""
-    st = rng.bit_generator.state
-    return (st["state"], st["has_uint32"], st["uinteger"] if st["has_uint32"] else None)
-
-
-def _bulk_matches_loop() -> bool:
-    """Whether this numpy's bounded integers are the ones :func:`_draw_bulk` reproduces."""
-    global _BULK_OK
-    if _BULK_OK is None:
-        ok = True
-        for p, q, b in [(5, 7, 3), (1, 4, 2), (6, 1, 3), (2, 3, 3)]:
-            bulk, loop = np.random.default_rng(11), np.random.default_rng(11)
-            for _ in range(2):  # twice: the second starts from the half-word the first left over
-                ok = ok and np.array_equal(_draw_bulk(bulk, p, q, b), _draw_loop(loop, p, q, b))
-            ok = ok and _live_state(bulk) == _live_state(loop)
-        _BULK_OK = bool(ok)
-    return _BULK_OK
-
-
 def resample_positions(n_pos: int, n_neg: int, n: int, seed: int, chunk: int | None = None) -> Iterator[np.ndarray]:
     """The seeded stratified resamples, ``chunk`` at a time: ``[chunk, n_pos + n_neg]`` positions
-    into (members, non-members), members first. The same resamples whatever the chunking."""
+    into (members, non-members), members first. Resample b is ``rng.integers(0, n_pos, n_pos)``
+    then ``rng.integers(0, n_neg, n_neg)`` (what ``rng.choice(pos, n_pos)``, ``rng.choice(neg,
+    n_neg)`` draw), so the same resamples whatever the chunking.
+
+    One ``integers`` call per chunk with an array of (exclusive) upper bounds: numpy draws such an array
+    element by element in C order from the same stream of 32-bit values, rejections included, as
+    those per-resample calls (tests/test_metrics_bootstrap.py checks it against the loop)."""
     rng = np.random.default_rng(seed)
     chunk = chunk or n
-    bulk = _bulk_matches_loop()
+    highs = np.repeat([n_pos, n_neg], [n_pos, n_neg])
     for start in range(0, n, chunk):
-        size = min(chunk, n - start)
-        block = _draw_bulk(rng, n_pos, n_neg, size) if bulk else None
-        yield block if block is not None else _draw_loop(rng, n_pos, n_neg, size)
+        yield rng.integers(np.broadcast_to(highs, (min(chunk, n - start), n_pos + n_neg)))  # each in [0, high)
 
 
 def _resample_metrics(codes_pos: np.ndarray, codes_neg: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -182,19 +123,9 @@ def _resample_metrics(codes_pos: np.ndarray, codes_neg: np.ndarray, k: int) -> d
     for key, level in LEVELS.items():
         # points with FPR <= level are the values from some j0 up (fps falls as the value rises);
         # the largest TPR among them is at j0; none (j0 == k) leaves the (0, 0) point: TPR 0
-        j0 = k - np.count_nonzero(fps <= _max_count(level, n_neg), axis=1)
+        j0 = k - np.count_nonzero(fps / n_neg <= level + 1e-12, axis=1)  # tpr_at_fpr's test, same floats
         out[key] = np.where(j0 < k, tps[rows, np.minimum(j0, k - 1)], 0) / n_pos
     return out
-
-
-def _max_count(level: float, n: int) -> int:
-    """The largest count c with ``c / n <= level + 1e-12`` in floats (tpr_at_fpr's test)."""
-    c = math.floor((level + 1e-12) * n)
-    while (c + 1) / n <= level + 1e-12:
-        c += 1
-    while c >= 0 and c / n > level + 1e-12:
-        c -= 1
-    return c
 
 
 def bootstrap_draws(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -202,8 +133,8 @@ def bootstrap_draws(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, n
     scores, labels = _check(np.asarray(scores), np.asarray(labels))
     pos = np.flatnonzero(labels == 1)
     neg = np.flatnonzero(labels == 0)
-    _, codes = np.unique(scores, return_inverse=True)
-    k = int(codes.max()) + 1
+    values, codes = np.unique(scores, return_inverse=True)
+    k = len(values)
     codes_pos, codes_neg = codes[pos], codes[neg]
     chunk = max(1, min(n, CHUNK_CELLS // max(k, len(scores))))
     parts: dict[str, list[np.ndarray]] = {}
@@ -216,9 +147,6 @@ def bootstrap_draws(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, n
 
 def bootstrap_ci(scores, labels, n: int = 1000, seed: int = 0) -> dict[str, list[float]]:
     """Percentile 95 % intervals of every point metric, stratified bootstrap."""
-    if n <= 0:
-        _check(np.asarray(scores), np.asarray(labels))
-        return {}
     draws = bootstrap_draws(scores, labels, n, seed)
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
@@ -254,11 +182,11 @@ def roc_points(scores, labels, max_points: int = 400) -> dict[str, list[float]]:
     if len(fpr) > max_points:
         half = max(2, max_points // 2)
         linear = np.linspace(0, len(fpr) - 1, half).round().astype(int)
-        positive = fpr[fpr > 0]
-        levels = np.geomspace(positive.min(), 1.0, half) if positive.size else np.array([])
+        levels = np.geomspace(fpr[fpr > 0].min(), 1.0, half)  # fpr ends at 1: never empty
         levels = np.concatenate([levels, list(LEVELS.values())])  # the reported operating points, exactly
+        # fpr starts at 0, so every index is in 0 .. len - 1; linear holds both ends
         logspaced = np.searchsorted(fpr, levels * (1 + 1e-9), side="right") - 1
-        keep = np.unique(np.concatenate([linear, logspaced.clip(0, len(fpr) - 1), [0, len(fpr) - 1]]))
+        keep = np.unique(np.concatenate([linear, logspaced]))
         fpr, tpr = fpr[keep], tpr[keep]
     return {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}
 
@@ -279,7 +207,7 @@ def calibrated_operating_point(
         "alpha": alpha,
         "threshold": thr,
         "n_calibration": int(n_cal),
-        "tpr": float((scores[pos] > thr).mean()) if len(pos) else None,
+        "tpr": float((scores[pos] > thr).mean()),  # _check: at least one member
         "fpr": float((scores[rest_neg] > thr).mean()) if len(rest_neg) else None,
         "n_eval_members": int(len(pos)),
         "n_eval_nonmembers": int(len(rest_neg)),
@@ -291,6 +219,7 @@ def calibrated_operating_point(
 
 def threshold_at_fpr(reference_scores, alpha: float) -> float:
     """The smallest threshold with at most ``alpha`` of the reference scores strictly above it."""
-    ref = np.sort(np.asarray(reference_scores, dtype=np.float64))
-    allowed = int(np.floor(alpha * len(ref)))  # how many reference scores may exceed it
+    # float64 or the scores' own dtype: the same order and the same float() of the chosen one
+    ref = np.sort(np.asarray(reference_scores, dtype=np.float64))  # pragma: no mutate
+    allowed = min(int(np.floor(alpha * len(ref))), len(ref) - 1)  # how many may exceed it (alpha=1: all but one)
     return float(ref[len(ref) - 1 - allowed])

@@ -63,9 +63,7 @@ def looks_like_secret(name: str) -> bool:
 
 def is_secret_key(key: str) -> bool:
     """``token``, ``hf_token``, ``api_key``, ``password``, ``auth_header``... (also with ``_env``)."""
-    k = str(key).lower()
-    if k.endswith("_env"):
-        k = k[: -len("_env")]
+    k = str(key).lower()  # a trailing _env adds the word "env" and no secret part: no need to strip it
     words = set(k.replace("-", "_").split("_"))
     return bool(words & SECRET_WORDS) or any(p in k for p in SECRET_PARTS)
 
@@ -137,7 +135,7 @@ def register_config(obj: Any) -> None:
                     register(v)  # a secret pasted where its variable's name belongs
                 else:
                     register(os.environ.get(v))
-            elif is_secret_key(lk) and not lk.endswith("_env") and isinstance(v, str):
+            elif is_secret_key(lk) and isinstance(v, str):  # not an *_env key: that is the branch above
                 register(v)
             else:
                 register_config(v)
@@ -161,7 +159,7 @@ def scrub_obj(obj: Any) -> Any:
     if not _values:
         return obj
     if isinstance(obj, dict):
-        return {scrub(k) if isinstance(k, str) else k: scrub_obj(v) for k, v in obj.items()}
+        return {scrub(k): scrub_obj(v) for k, v in obj.items()}  # scrub passes non-strings through
     if isinstance(obj, (list, tuple)):
         return [scrub_obj(v) for v in obj]
     if isinstance(obj, str):
@@ -195,12 +193,12 @@ def scrub_files(paths: Iterable[Path], max_bytes: int = 64 << 20) -> tuple[list[
             continue
         if p.suffix.lower() in TEXT_SUFFIXES or p.name.startswith("."):
             try:
-                text = data.decode("utf-8")
+                text = data.decode()  # UTF-8, whatever the locale
             except UnicodeDecodeError:
                 text = None
             if text is not None:
                 tmp = p.with_name(f".{p.name}.scrub")
-                tmp.write_text(scrub(text), encoding="utf-8")
+                tmp.write_bytes(scrub(text).encode())  # UTF-8, whatever the locale
                 os.replace(tmp, p)
                 changed.append(p)
                 continue

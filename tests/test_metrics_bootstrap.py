@@ -56,16 +56,19 @@ def test_bootstrap_equals_the_per_resample_loop(n_pos, n_neg, ties, seed):
         np.testing.assert_allclose(ours[key], ref[key], rtol=0, atol=1e-12, err_msg=key)
 
 
-def test_resamples_do_not_depend_on_chunking_or_the_fast_path(monkeypatch):
-    whole = np.concatenate(list(metrics.resample_positions(33, 17, 50, seed=4)))
-    chunked = np.concatenate(list(metrics.resample_positions(33, 17, 50, seed=4, chunk=7)))
-    monkeypatch.setattr(metrics, "_BULK_OK", False)  # the plain loop of rng.integers calls
-    loop = np.concatenate(list(metrics.resample_positions(33, 17, 50, seed=4, chunk=9)))
-    np.testing.assert_array_equal(whole, chunked)
-    np.testing.assert_array_equal(whole, loop)
+def _loop_positions(rng: np.random.Generator, n_pos: int, n_neg: int, n: int) -> np.ndarray:
+    """The resamples as the loop draws them: two ``integers`` calls per resample."""
+    return np.array([np.r_[rng.integers(0, n_pos, n_pos), rng.integers(0, n_neg, n_neg)] for _ in range(n)])
 
 
-def test_a_draw_numpy_would_redraw_takes_the_loop():
+@pytest.mark.parametrize("n_pos,n_neg,n,chunk", [(33, 17, 50, None), (33, 17, 50, 7), (1, 4, 6, 4), (6, 1, 5, 2), (1, 1, 3, 1), (2, 3, 9, 9)])
+def test_resamples_equal_the_per_resample_loop_whatever_the_chunking(n_pos, n_neg, n, chunk):
+    got = list(metrics.resample_positions(n_pos, n_neg, n, seed=4, chunk=chunk))
+    assert [len(b) for b in got] == [min(chunk or n, n - s) for s in range(0, n, chunk or n)]
+    np.testing.assert_array_equal(np.concatenate(got), _loop_positions(np.random.default_rng(4), n_pos, n_neg, n))
+
+
+def test_a_draw_numpy_redraws_is_redrawn_as_in_the_loop():
     # a pending half-word of 0 maps to (0 * 3) mod 2**32 = 0 < 2**32 mod 3 = 1: numpy redraws it
     def primed() -> np.random.Generator:
         rng = np.random.default_rng(5)
@@ -74,17 +77,7 @@ def test_a_draw_numpy_would_redraw_takes_the_loop():
         rng.bit_generator.state = st
         return rng
 
-    rng = primed()
-    before = rng.bit_generator.state
-    assert metrics._draw_bulk(rng, 3, 4, 2) is None
-    assert rng.bit_generator.state == before  # untouched: the loop starts from the same place
-    assert metrics._bulk_matches_loop()
-    np.testing.assert_array_equal(next(metrics.resample_positions(3, 4, 1, seed=0)), metrics._draw_loop(np.random.default_rng(0), 3, 4, 1))
-
-
-def test_max_count_matches_the_float_test():
-    for n in (1, 7, 100, 500, 999, 1000, 12345):
-        for level in metrics.LEVELS.values():
-            c = metrics._max_count(level, n)
-            assert c / n <= level + 1e-12 if c >= 0 else True
-            assert (c + 1) / n > level + 1e-12
+    bulk, loop = primed(), primed()
+    highs = np.repeat(np.array([3, 4]), [3, 4])
+    np.testing.assert_array_equal(bulk.integers(0, np.broadcast_to(highs, (2, 7))), _loop_positions(loop, 3, 4, 2))
+    assert bulk.bit_generator.state == loop.bit_generator.state

@@ -475,6 +475,55 @@ def test_longest_secret_is_scrubbed_first(registry):
     assert registry.scrub("abcdefgh") == "***"
 
 
+@pytest.mark.parametrize("name,secret", [
+    ("MY_TOKEN", False), ("HF_TOKEN", False), ("OPENAI_API_KEY_2024", False),
+    (12345, False), (None, False),  # not a string: nothing to echo
+    ("has space", True), ("1STARTS_WITH_DIGIT", True), ("sk-abc", True),  # not a variable name
+    ("ghp_abcdefgh", True), ("ghp_abcdefg", False),  # a token prefix from 12 characters
+    ("hf_Abcdefghij", True), ("AKIAABCDEFGH", True), ("xoxBOTTOKEN1", True),
+    ("ABCDEFGHIJKLM123", True), ("ABCDEFGHIJKL123", False),  # 16+ characters with 3+ digits, no _
+    ("ABCDEFGHIJKLMN12", False),  # only 2 digits
+    ("ABCDEFGHIJ_LM123", False), ("abcdefghij_lm123", False),  # one case with _: a variable name
+    ("AbcdefghiJ_LM123", True),  # mixed case with digits: a token, even with _
+])
+def test_looks_like_secret_by_the_documented_rule(name, secret):
+    assert secrets.looks_like_secret(name) is secret
+
+
+@pytest.mark.parametrize("key", ["token_env", "secret_env", "hf_token_env", "bearer_env", "client_secret_env"])
+def test_env_keys_of_secrets_are_secret_keys(key):
+    assert secrets.is_secret_key(key) and secrets.is_secret_key(key.upper())
+    assert not secrets.is_secret_key(key.replace("secret", "model").replace("token", "model").replace("bearer", "model"))
+
+
+def test_a_secret_pasted_where_its_variable_name_belongs_is_registered_and_masked(registry, monkeypatch):
+    pasted = "ghp_abcdefghijklmnop"
+    assert secrets.redact({"token_env": pasted, "api_key_env": "HF_TOKEN"}) == {"token_env": "***", "api_key_env": "HF_TOKEN"}
+    monkeypatch.setenv("MY_MODEL_VAR", "not-a-secret-value")
+    monkeypatch.setenv("MY_SECRET_VAR", "a-secret-value")
+    registry.register_config({"token_env": pasted, "model_env": "MY_MODEL_VAR", "password_env": "MY_SECRET_VAR",
+                              "token": ["not", "a string"], "nested": {"auth": 1234567}})
+    assert registry.registered() == {pasted, "a-secret-value"}
+
+
+def test_from_env_refuses_a_non_string_name_without_echoing_it(registry):
+    with pytest.raises(ConfigError, match=r"^token_env: the value given \(0 characters, not shown\) is not an environment variable name"):
+        registry.from_env(123456789)
+
+
+def test_scrub_files_goes_on_after_a_skipped_path(registry, tmp_path):
+    """Folders, missing files and paths that cannot be read are skipped, not the end of the list;
+    a scrubbed file is written back as UTF-8."""
+    registry.register(SECRET)
+    (tmp_path / "d").mkdir()
+    target = tmp_path / "later.txt"
+    target.write_text(f"é {SECRET}", encoding="utf-8")
+    unreadable = tmp_path / ("x" * 300)  # a name too long to stat: OSError, skipped
+    changed, binary = registry.scrub_files([tmp_path / "d", tmp_path / "missing.txt", unreadable, target])
+    assert changed == [target] and binary == []
+    assert target.read_bytes() == "é ***".encode("utf-8")
+
+
 # ================================================================================ query cache
 def test_test_query_cache_is_fresh_for_this_session():
     """The tests never read a query cache left by an earlier run: AUDIT_CACHE_DIR is a
