@@ -94,7 +94,8 @@ def _bar(console: Console) -> Progress:
 
 
 def target_ready(console: Console, target: Any, batch_size: int, batch_why: str | None = None) -> None:
-    """One line once the target is built: its device, the precision used and why, the batch size."""
+    """One line once the target is built: its device, the precision used and why, the batch size;
+    a second with the target's peak-memory estimate when it makes one (before the first query)."""
     precision = getattr(target, "precision", None)
     console.print(
         f"target {escape(target.name)} on {target.device}"
@@ -102,6 +103,10 @@ def target_ready(console: Console, target: Any, batch_size: int, batch_why: str 
         + f"; batch size {batch_size}" + (f" ({escape(batch_why)})" if batch_why else ""),
         highlight=False, soft_wrap=True,
     )
+    plan = getattr(target, "memory", None)  # a target that estimates its peak memory (Stable Diffusion)
+    summary = getattr(plan, "summary", None)
+    if callable(summary):
+        console.print(f"memory: {escape(str(summary()))}", highlight=False, soft_wrap=True)
 
 
 def warn(console: Console, message: str) -> None:

@@ -196,6 +196,15 @@ def _read_manifest(path: Path) -> list[dict]:
     return rows
 
 
+def manifest_id(group: str, given: str | None, path: str) -> str:
+    """The id of a manifest row: ``<group>/<id column>``, else ``<group>/<path>``, where a path
+    that already starts with the group's folder (``members/00.png`` in members.csv) is not
+    prefixed twice (``members/00.png``, not ``members/members/00.png``)."""
+    if given:
+        return f"{group}/{given}"
+    return path if path.startswith(f"{group}/") else f"{group}/{path}"
+
+
 def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow_symlinks: bool = True) -> list[ImageRecord]:
     """Records of one ``data:`` entry (without label)."""
     if spec.startswith("builtin:"):
@@ -225,7 +234,7 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
             img = Path(row["path"]).expanduser()
             if not img.is_absolute():
                 img = path.parent / img
-            rid = f"{group}/{row['id'] or row['path']}"
+            rid = manifest_id(group, row["id"], row["path"])
             if rid in ids:
                 raise DataError(f"manifest {path}, line {row['line']}: repeats the image id {rid!r}")
             ids.add(rid)

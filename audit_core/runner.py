@@ -391,6 +391,9 @@ class Runner:
         records = self.data.records
         by_id = {r.id: r for r in records}
         notes = list(self.data.notes) + list(getattr(self, "run_notes", []))
+        # what the target noticed (a precision it could not honour, weights from a pickle, ...),
+        # each once, secrets scrubbed: results.json run.notes, the terminal and the report
+        notes += [secrets.scrub(f"target: {n}") for n in dict.fromkeys(getattr(self.target.stats, "notes", []))]
         if self.images.converted:  # counted before the galleries decode anything
             notes.append(
                 f"{len(self.images.converted)} image(s) were converted to {self.target.channels} channel(s) and/or "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -178,13 +179,31 @@ def resolve_device(request: str = "auto") -> torch.device:
     raise ConfigError(f"run.device: {request!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-def resolve_dtype(request: str, device: torch.device) -> torch.dtype:
-    """fp32 / fp16 / bf16 (``auto``: fp32) as a torch dtype; the CPU always gets fp32."""
+def native_bf16() -> str | None:
+    """How this CPU computes bf16 natively (``"AMX"``, ``"AVX512-BF16"``), or None (then bf16
+    matmuls and convolutions are emulated and slower than fp32)."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+            return "AMX"
+        if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+            return "AVX512-BF16"
+    except Exception:  # a torch build without the probes
+        return None
+    return None
+
+
+def resolve_dtype(request: str, device: torch.device, cpu_half: bool = False) -> torch.dtype:
+    """fp32 / fp16 / bf16 (``auto``: fp32) as a torch dtype. On the CPU fp16 runs fp32, and so
+    does bf16 unless ``cpu_half`` (a target that measured bf16 to pay off on the CPU, e.g.
+    Stable Diffusion) and the CPU computes bf16 natively (:func:`native_bf16`)."""
     table = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if request not in table:
         raise ConfigError(f"target dtype {request!r} is not one of {', '.join(table)}")
+    if device.type == "cpu" and request == "bf16" and cpu_half and native_bf16():
+        return torch.bfloat16
     if device.type == "cpu" and request in ("fp16", "bf16"):
-        return torch.float32  # fp32 on the CPU, always
+        return torch.float32  # fp32 on the CPU
     return table[request]
 
 
@@ -245,12 +264,13 @@ class Target:
                 stacklevel=2,
             )
 
-    def _place(self, dtype: str = "auto", auto: str = "fp32") -> None:
+    def _place(self, dtype: str = "auto", auto: str = "fp32", cpu_bf16: bool = False) -> None:
         """Set ``self.device`` from the run's device request and ``self.dtype``: the target's own
         ``dtype`` param when it is not ``auto``, else ``run.dtype`` when that is not ``auto``, else
-        ``auto`` (this target's default, e.g. fp16 for a big model on a GPU). Half precision only
-        runs on a GPU: fp16/bf16 on the CPU runs fp32, noted. ``self.precision`` records what was
-        used and why (results.json ``target.precision``)."""
+        ``auto`` (this target's default, e.g. fp16 for a big model on a GPU). Half precision runs
+        on a GPU; on the CPU fp16 runs fp32, and bf16 too unless the target passes ``cpu_bf16``
+        and the CPU computes bf16 natively; either fallback is noted. ``self.precision`` records
+        what was used and why (results.json ``target.precision``, the terminal, the report)."""
         self.device = resolve_device(self.context.device)
         run = getattr(self.context, "dtype", "auto") or "auto"
         if dtype != "auto":
@@ -259,12 +279,18 @@ class Target:
             request, source = run, "run.dtype"
         else:
             request, source = auto, f"the {self.name or 'target'} default"
-        self.dtype = resolve_dtype(request, self.device)
+        self.dtype = resolve_dtype(request, self.device, cpu_half=cpu_bf16)
         used = str(self.dtype).replace("torch.", "")
         reason = f"{request} from {source}"
         if request in ("fp16", "bf16") and self.device.type == "cpu":
-            reason = f"{request} from {source}, but the CPU runs fp32"
-            self.stats.notes.append(f"dtype {request} was requested but the CPU runs fp32")
+            if self.dtype == torch.bfloat16:
+                reason = f"{request} from {source}; this CPU computes bf16 natively ({native_bf16()})"
+            else:
+                why = "the CPU runs fp32"
+                if request == "bf16" and cpu_bf16:
+                    why = "this CPU has no native bf16 (AMX or AVX512-BF16), so the CPU runs fp32"
+                reason = f"{request} from {source}, but {why}"
+                self.stats.notes.append(f"dtype {request} was requested but {why}")
         if dtype != "auto" and run not in ("auto", dtype):
             reason += f" (overrides run.dtype {run})"
         self.precision = {
@@ -520,27 +546,65 @@ def _seed_grid(seeds: Any, images: int) -> tuple[list[list[int]], bool]:
 class VaeLatentTarget(Target):
     """A latent target whose model space is a diffusers ``AutoencoderKL``'s: ``encode(x)`` = the
     posterior mean * ``scaling_factor`` (deterministic), ``decode(z)`` = decoder(z / scaling_factor)
-    clamped to [-1, 1], both in chunks of ``params.max_batch`` rows. A subclass sets ``self.device``
-    and ``self.dtype`` and hands its loaded VAE to ``_use_vae`` (Stable Diffusion, DiT)."""
+    clamped to [-1, 1]. A subclass sets ``self.device`` and ``self.dtype`` and hands its loaded VAE
+    to ``_use_vae`` (Stable Diffusion, DiT).
+
+    The VAE runs in chunks of :meth:`vae_rows` rows (a subclass sets ``self.vae_batch``; else its
+    ``max_batch``): at 512x512 a decoded row costs several times the U-Net's activations, so the
+    VAE gets its own, smaller chunk. Each image is encoded once per target instance, i.e. once per
+    run whichever attacks ask for it: the encoder is deterministic, so the latent is kept (float32,
+    on the CPU, up to ``LATENT_CACHE_BYTES``, least recently used dropped first) and served again
+    bit for bit, keyed by the image's bytes."""
+
+    #: bytes of encoded latents kept per run (SD 512x512: 64 KiB per image, 4096 images)
+    LATENT_CACHE_BYTES: ClassVar[int] = 256 * 2**20
 
     def _use_vae(self, vae: Any) -> None:
         """Adopt a loaded ``AutoencoderKL``: its downsampling factor and latent scaling factor."""
         self.vae = vae
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
+        self._latents: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._latent_bytes = 0
+
+    def vae_rows(self) -> int:
+        """Rows per VAE encoder/decoder pass."""
+        return max(1, int(getattr(self, "vae_batch", 0) or self.max_batch()))
+
+    def _latent_key(self, image: torch.Tensor) -> str:
+        h = hashlib.sha256(str(self.dtype).encode())
+        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_latents", OrderedDict())
+        keys = [self._latent_key(img) for img in x]
+        todo = [i for i, key in enumerate(dict.fromkeys(keys)) if key not in cache]  # each new image once
+        unique = list(dict.fromkeys(keys))
+        if todo:
+            rows = x[[keys.index(unique[i]) for i in todo]]
+            fresh = []
+            for chunk in rows.split(self.vae_rows()):
+                post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
+                fresh.append((post.mean * self.scaling_factor).float().cpu())
+            for i, z in zip(todo, torch.cat(fresh)):
+                cache[unique[i]] = z
+                self._latent_bytes = getattr(self, "_latent_bytes", 0) + z.numel() * 4
         out = []
-        for chunk in x.split(self.params.max_batch):
-            post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
-            out.append((post.mean * self.scaling_factor).float())
-        return torch.cat(out)
+        for key in keys:
+            cache.move_to_end(key)
+            out.append(cache[key])
+        result = torch.stack(out).to(self.device)
+        while self._latent_bytes > self.LATENT_CACHE_BYTES and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._latent_bytes -= dropped.numel() * 4
+        return result
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
         out = []
-        for chunk in z.split(self.params.max_batch):
+        for chunk in z.split(self.vae_rows()):
             img = self.vae.decode((chunk / self.scaling_factor).to(self.device, self.dtype)).sample
             out.append(img.float().clamp(-1, 1))
         return torch.cat(out)

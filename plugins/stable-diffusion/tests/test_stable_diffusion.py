@@ -83,10 +83,10 @@ def test_not_a_pipeline_missing_tokenizer_and_pickles(tiny_sd, tmp_path):
     assert load(pickled, allow_pickle=True).unet is not None
 
 
-def _config(write_config, model, data, attacks, reports=None, name="sd.yaml"):
+def _config(write_config, model, data, attacks, reports=None, name="sd.yaml", target=None):
     cfg = {
         "run": {"name": "sd", "seed": 0, "device": "cpu", "batch_size": 8},
-        "target": {"plugin": "stable-diffusion", "model": str(model)},
+        "target": {"plugin": "stable-diffusion", "model": str(model), **(target or {})},
         "data": {"members": str(data["members"]), "nonmembers": str(data["nonmembers"])},
         "attacks": attacks,
         "metrics": {"bootstrap": 50},
@@ -121,18 +121,31 @@ def test_all_four_attacks_and_report_with_captions(finetuned_sd, captioned_data,
     assert set(res["attacks"]) == {"rediffuse", "secmia", "pia", "naive-loss"}
     assert res["attacks"]["pia"]["params"]["t"] == 500  # the latent default
     assert res["attacks"]["rediffuse"]["params"]["t"] == 10  # the latent variant's defaults
+    markup = 'digit <script>alert("x")</script>'  # the caption of members/00.png
     html = (tmp_path / "run" / "report.html").read_text()
-    assert '<script>alert("x")</script>' not in html and "&lt;script&gt;" in html
+    assert markup not in html
+    # the galleries show 12 images per attack, chosen by score: members/00.png may not be among
+    # them, so its caption is put on a gallery image and the report rendered again
+    res["attacks"]["rediffuse"]["gallery"][0]["caption"] = markup
+    (tmp_path / "run" / "results.json").write_text(json.dumps(res))
+    code, out = audit_cli("report", tmp_path / "run")
+    assert code == 0, out
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert markup not in html and "digit &lt;script&gt;" in html
 
 
-def test_latent_rediffuse_separates_memorised_members(finetuned_sd, captioned_data, write_config, audit_cli, tmp_path):
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_latent_rediffuse_separates_memorised_members(finetuned_sd, captioned_data, write_config, audit_cli, tmp_path, dtype):
+    # bf16 runs bf16 where the CPU computes it natively (else fp32, noted): the scores stay
+    # comparable, the AUCs of both precisions are printed with `pytest -s` (README)
     pytest.importorskip("audit_rediffuse")
     cfg = _config(write_config, finetuned_sd, captioned_data,
                   [{"plugin": "rediffuse", "params": {"t": 100, "k": 50, "n": 1, "distance": "ssim"}},
-                   {"plugin": "naive-loss", "params": {"t": 100, "draws": 4}}], name="sig.yaml")
+                   {"plugin": "naive-loss", "params": {"t": 100, "draws": 4}}], name="sig.yaml", target={"dtype": dtype})
     code, out = audit_cli("run", cfg, "--output", tmp_path / "run")
     assert code == 0, out
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     auc = res["attacks"]["rediffuse"]["metrics"]["auc"]["value"]
-    print("latent ReDiffuse AUC on the fine-tuned tiny SD:", auc, "loss AUC:", res["attacks"]["naive-loss"]["metrics"]["auc"]["value"])
+    print(f"latent ReDiffuse AUC on the fine-tuned tiny SD ({res['target']['precision']['dtype']}):", auc,
+          "loss AUC:", res["attacks"]["naive-loss"]["metrics"]["auc"]["value"])
     assert auc > 0.75
