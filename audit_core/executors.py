@@ -250,3 +250,16 @@ def build_local(job: Job):
     attack = plugins.build("attacks", job.attack_plugin, job.attack_params, target, actx)
     attack.check()  # validates and prepares the attack, as the runner does
     return target, attack
+
+
+class InProcessExecutor(Executor):
+    """The default executor (``run.executor.plugin: inprocess``): batches run one after another
+    in this process."""
+
+    name = "inprocess"
+
+    def run(self, job: Job, batches: Iterable[WorkBatch]) -> Iterator[BatchResult]:
+        target, attack = job.local if job.local is not None else build_local(job)
+        ctx = job.attack_context
+        for batch in batches:
+            yield execute_batch(target, attack, batch, ctx["run_seed"], ctx["seed_key"], job.keep_maps)

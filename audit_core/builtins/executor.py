@@ -1,23 +1,18 @@
-"""The default executor: batches run one after another in this process."""
+"""The default executor, ``inprocess`` (batches run one after another in this process).
+
+Registered by reference: :mod:`audit_core.executors` (pydantic models, numpy) is imported only when
+a run builds its executor, so ``audit --help`` and ``audit plugins`` stay light."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
-from ..executors import BatchResult, Executor, Job, WorkBatch, build_local, execute_batch
+from .. import lazy_exports
 from ..hookspecs import hookimpl
-
-
-class InProcessExecutor(Executor):
-    name = "inprocess"
-
-    def run(self, job: Job, batches: Iterable[WorkBatch]) -> Iterator[BatchResult]:
-        target, attack = job.local if job.local is not None else build_local(job)
-        ctx = job.attack_context
-        for batch in batches:
-            yield execute_batch(target, attack, batch, ctx["run_seed"], ctx["seed_key"], job.keep_maps)
 
 
 @hookimpl
 def register_executors(register):
-    register(InProcessExecutor)
+    register("inprocess", "audit_core.executors:InProcessExecutor")
+
+
+# ``from audit_core.builtins.executor import InProcessExecutor`` (where it used to live) keeps working
+__getattr__ = lazy_exports("audit_core", ["InProcessExecutor"], "executors")
