@@ -36,9 +36,13 @@ def _brute_p(x, y) -> float:
     ([0.0, 0.0, 4.0], [0.0]),
 ])
 def test_one_image_on_a_side_gets_the_exact_permutation_p(x, y):
+    from scipy import stats
+
     res = inference.set_test(x, y)
     assert res["p_value"] == pytest.approx(_brute_p(x, y))
     assert "exact permutation" in res["test"]
+    u = float(stats.mannwhitneyu(x, y, alternative="greater").statistic)  # ties count one half
+    assert res["u_statistic"] == u and res["effect_auc"] == u / (len(x) * len(y))
 
 
 def test_copyright_inference_with_one_suspect_and_tied_reference():
