@@ -578,18 +578,19 @@ class VaeLatentTarget(Target):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_latents", OrderedDict())
+        cache = self.__dict__.setdefault("_latents", OrderedDict())  # a subclass may set self.vae itself
         keys = [self._latent_key(img) for img in x]
-        todo = [i for i, key in enumerate(dict.fromkeys(keys)) if key not in cache]  # each new image once
-        unique = list(dict.fromkeys(keys))
-        if todo:
-            rows = x[[keys.index(unique[i]) for i in todo]]
+        first: dict[str, int] = {}  # each image not cached yet -> its first row: encoded once
+        for row, key in enumerate(keys):
+            if key not in cache:
+                first.setdefault(key, row)
+        if first:
             fresh = []
-            for chunk in rows.split(self.vae_rows()):
+            for chunk in x[list(first.values())].split(self.vae_rows()):
                 post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
                 fresh.append((post.mean * self.scaling_factor).float().cpu())
-            for i, z in zip(todo, torch.cat(fresh)):
-                cache[unique[i]] = z
+            for key, z in zip(first, torch.cat(fresh)):
+                cache[key] = z
                 self._latent_bytes = getattr(self, "_latent_bytes", 0) + z.numel() * 4
         out = []
         for key in keys:
