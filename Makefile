@@ -62,8 +62,8 @@ bench: setup
 # query-cache keys and secrets against the fast property tests ([tool.mutmut] in pyproject.toml);
 # not part of `make test`. MUTATE: mutmut name globs, MUTATE_BUDGET: wall-clock seconds.
 # Score per module and surviving mutants: benchmarks/mutation.txt
-MUTATE ?= audit_core.ddim.* audit_core.seeding.* audit_core.metrics.* audit_core.inference.* \
-	audit_core.targets.*cache_key* audit_core.reference.*cache_key* audit_core.secrets.*
+MUTATE ?= audit_core.base.ddim.* audit_core.base.seeding.* audit_core.stats.metrics.* audit_core.copyright.inference.* \
+	audit_core.plugin.targets.*cache_key* audit_core.copyright.reference.*cache_key* audit_core.base.secrets.*
 MUTATE_BUDGET ?= 1800
 mutate: setup
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e '.[mutate]' 2>&1 | $(QUIET)

@@ -5,7 +5,10 @@ of docs/writing-plugins.md). Only ``hookimpl`` is imported eagerly; the rest (to
 loads on first use, so ``audit --version`` and the pytest plugin stay fast.
 """
 
-from .hookspecs import hookimpl
+from . import _compat
+from .plugin.hookspecs import hookimpl
+
+_compat.install()  # old import paths (audit_core.runner, ...) keep working, with a DeprecationWarning
 
 __version__ = "0.1.0"
 
@@ -48,7 +51,7 @@ def __getattr__(name: str):
     if name in ("ddim", "seeding"):  # submodules: `from . import seeding` must not load the whole API
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".base.{name}", __name__)
     if name in __all__:
         from . import api
 

@@ -3,16 +3,17 @@
 names keep working, and a change comes with a ``DeprecationWarning`` naming the new call.
 Each item is documented in docs/writing-plugins.md ("Utilities")."""
 
-from . import ddim, lazy_exports, seeding
-from .attacks import Attack, AttackContext, AttackOutput, AttackParams, Batch, flat_sum, mean_over
-from .config import resolve_path
-from .errors import AccessError, AuditError, ConfigError, DataError, ModelError, PluginError, PluginFailure
-from .executors import BatchResult, Executor, ExecutorParams, Job, WorkBatch, build_local, execute_batch
-from .hookspecs import hookimpl
-from .records import ImageRecord
-from .reporting import Reporter, ReporterParams, RunView
-from .seeding import derive_seed, randn
-from .targets import NOISE, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
+from .base import ddim, seeding
+from . import lazy_exports
+from .plugin.attacks import Attack, AttackContext, AttackOutput, AttackParams, Batch, flat_sum, mean_over
+from .base.config import resolve_path
+from .base.errors import AccessError, AuditError, ConfigError, DataError, ModelError, PluginError, PluginFailure
+from .run.executors import BatchResult, Executor, ExecutorParams, Job, WorkBatch, build_local, execute_batch
+from .plugin.hookspecs import hookimpl
+from .base.records import ImageRecord
+from .run.reporting import Reporter, ReporterParams, RunView
+from .base.seeding import derive_seed, randn
+from .plugin.targets import NOISE, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
 
 # the list itself lives in audit_core/__init__.py (importable without torch); the same names here
 from . import __all__ as _public  # noqa: E402

@@ -163,9 +163,9 @@ class Probe:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from audit_core import plugins
-    from audit_core.config import load_config_text
-    from audit_core.runner import Runner
+    from audit_core.plugin import manager as plugins
+    from audit_core.base.config import load_config_text
+    from audit_core.run.runner import Runner
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.limit is None:
         args.limit = 64 if args.quick else 500
-    from audit_core.errors import AuditError
+    from audit_core.base.errors import AuditError
 
     try:
         res = run_benchmark(args)

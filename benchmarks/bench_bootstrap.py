@@ -1,4 +1,4 @@
-"""The bootstrap intervals of ``audit_core.metrics``: all resamples at once against the loop of
+"""The bootstrap intervals of ``audit_core.stats.metrics``: all resamples at once against the loop of
 scikit-learn calls it replaced, on the same scores.
 
     python benchmarks/bench_bootstrap.py [--scores RUN_DIR/scores.csv] [--resamples 1000]
@@ -46,7 +46,7 @@ def reference_ci(s: np.ndarray, y: np.ndarray, n: int, seed: int) -> dict[str, l
     """The bootstrap as it was: a scikit-learn ROC per resample."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from audit_core.metrics import LEVELS, tpr_at_fpr
+    from audit_core.stats.metrics import LEVELS, tpr_at_fpr
 
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
 
-    from audit_core import metrics
+    from audit_core.stats import metrics
 
     data = load_scores(args.scores)
     metrics.compute(*next(iter(data.values())), bootstrap=2, seed=args.seed)  # first-call set-up off the clock

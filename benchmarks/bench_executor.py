@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(images: int, device: str, executor: dict | None) -> str:
-    from audit_core import plugins
+    from audit_core.plugin import manager as plugins
 
     attack = (
         {"plugin": "rediffuse", "params": {"t": 200, "k": 100, "n": 10}}
@@ -44,8 +44,8 @@ def config(images: int, device: str, executor: dict | None) -> str:
 
 
 def measure(images: int, device: str, executor: dict | None) -> float:
-    from audit_core.config import load_config_text
-    from audit_core.runner import Runner
+    from audit_core.base.config import load_config_text
+    from audit_core.run.runner import Runner
 
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_config_text(config(images, device, executor), "bench.yaml", ROOT)

@@ -41,7 +41,7 @@ def main() -> None:
         shutil.copytree(args.run_dir, run, ignore=shutil.ignore_patterns(".lock", "state.sqlite*"))
 
         t0 = time.perf_counter()
-        from audit_core.reporting import RunView
+        from audit_core.run.reporting import RunView
         from audit_html_report.html import HtmlParams, HtmlReport
 
         reporter = HtmlReport(HtmlParams())

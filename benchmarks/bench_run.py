@@ -83,7 +83,9 @@ class Timeline:
 
 def instrument(tl: Timeline) -> dict[str, Any]:
     """Wrap the runner's phases (by name; nothing the run computes changes)."""
-    from audit_core import metrics, plugins, runner
+    from audit_core.stats import metrics
+    from audit_core.plugin import manager as plugins
+    from audit_core.run import runner
 
     held: dict[str, Any] = {}
     R = runner.Runner

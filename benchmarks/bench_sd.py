@@ -74,7 +74,7 @@ def measure(folder: str, dtype: str, component: str, batches: list[int]) -> dict
     """One process: load the target, run ``component`` at each batch size (ascending)."""
     import torch
 
-    from audit_core.targets import TargetContext
+    from audit_core.plugin.targets import TargetContext
     from audit_stable_diffusion.target import SDParams, StableDiffusionTarget
 
     t0 = time.perf_counter()

@@ -31,8 +31,8 @@ LIMIT_S, LIMIT_BYTES = 0.5, 50 << 20
 
 def measure(text: str) -> tuple[float, int, str]:
     """(best seconds of 5, peak bytes, outcome) of ``load_yaml(text)``."""
-    from audit_core.config import load_yaml
-    from audit_core.errors import ConfigError
+    from audit_core.base.config import load_yaml
+    from audit_core.base.errors import ConfigError
 
     best, outcome = float("inf"), "loaded"
     for _ in range(5):

@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit_core import inference, rank_test  # noqa: E402
+from audit_core.copyright import inference  # noqa: E402
+from audit_core.stats import rank_test
 
 
 def load(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:

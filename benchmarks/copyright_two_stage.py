@@ -14,7 +14,7 @@ same size. Each set is tested like ``audit run`` does with ReDiffuse alone (the 
 test, 9,999 relabellings):
 
 - *stage 1 only*: n = n1 for every image, reject at p <= alpha (no budget, one look);
-- *two-stage* (:mod:`audit_core.two_stage`): stage 1 at n1; when alpha/2 < p1 <= undecided, the
+- *two-stage* (:mod:`audit_core.copyright.two_stage`): stage 1 at n1; when alpha/2 < p1 <= undecided, the
   suspects and a seeded share of ``--share`` reference images are rescored with n1 x factor and
   retested; reject when min(1, 2 min(p1, p2)) <= alpha. Its budget is ``max_queries`` = stage 1 +
   (suspects + share) x n1 x factor;
@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit_core import rank_test, two_stage  # noqa: E402
+from audit_core.stats import rank_test  # noqa: E402
+from audit_core.copyright import two_stage
 
 
 def main() -> None:

@@ -81,11 +81,11 @@ def floor_nfe_per_s(target, rows: int, seconds: float = 1.0) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from audit_core import plugins
-    from audit_core.attacks import AttackContext
-    from audit_core.batching import resolve_batch_size
-    from audit_core.executors import WorkBatch, execute_batch
-    from audit_core.targets import TargetContext
+    from audit_core.plugin import factory, manager as plugins
+    from audit_core.plugin.attacks import AttackContext
+    from audit_core.run.batching import resolve_batch_size
+    from audit_core.run.executors import WorkBatch, execute_batch
+    from audit_core.plugin.targets import TargetContext
 
     t_start = time.perf_counter()
     out: dict[str, Any] = {
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         out["model"] = build_model(Path(tmp) / "model", args.tiny)
-        tcls = plugins.lookup("targets", "ddim")
+        tcls = factory.lookup("targets", "ddim")
         distances = plugins.registry("distances")
         for dtype in args.dtypes:
             ctx = TargetContext(device=args.device, dtype=dtype, channels_last=args.channels_last, compile=args.compile)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if time.perf_counter() - t_start > args.budget:
                     out["skipped"].append(f"{dtype}/{name}: over the {args.budget:.0f} s budget")
                     continue
-                acls = plugins.lookup("attacks", name)
+                acls = factory.lookup("attacks", name)
                 params = acls.Params.model_validate({**acls.defaults_for(target), **spec.get("params", {})})
                 attack = acls(params, target, AttackContext(name=name, seed_key=name, run_seed=0, distances=distances))
                 attack.check()

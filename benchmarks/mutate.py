@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTMUT = [sys.executable, "-m", "mutmut"]
 #: the DDIM maths, seeding, metrics, copyright inference, the query-cache keys and secrets
 DEFAULT = [
-    "audit_core.ddim.*", "audit_core.seeding.*", "audit_core.metrics.*", "audit_core.inference.*",
-    "audit_core.targets.*cache_key*", "audit_core.reference.*cache_key*", "audit_core.secrets.*",
+    "audit_core.base.ddim.*", "audit_core.base.seeding.*", "audit_core.stats.metrics.*", "audit_core.copyright.inference.*",
+    "audit_core.plugin.targets.*cache_key*", "audit_core.copyright.reference.*cache_key*", "audit_core.base.secrets.*",
 ]
 KILLED = {"killed"}
 SURVIVED = {"survived", "no tests", "timeout", "suspicious"}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from audit_core.config import apply_overrides, fingerprint, load_config_text, redact
-from audit_core.errors import ConfigError
+from audit_core.base.config import apply_overrides, fingerprint, load_config_text, redact
+from audit_core.base.errors import ConfigError
 
 GOOD = """run: {name: x, seed: 1}
 target: {plugin: toy}
@@ -104,6 +104,6 @@ def test_fingerprint_ignores_reports_and_batching():
 def test_redact_hides_secrets_but_not_env_names():
     out = redact({"target": {"token": "abc", "token_env": "MY_TOKEN", "url": "u"}})
     assert out == {"target": {"token": "***", "token_env": "MY_TOKEN", "url": "u"}}
-    # the same rule as audit_core.secrets: a tokenizer or max_tokens is not a secret
+    # the same rule as audit_core.base.secrets: a tokenizer or max_tokens is not a secret
     out = redact({"target": {"tokenizer": "clip", "max_tokens": 77, "hf_token": "x"}})
     assert out == {"target": {"tokenizer": "clip", "max_tokens": 77, "hf_token": "***"}}

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from audit_core.console import summary
+from audit_core.run.console import summary
 
 
 def _results(mode: str) -> dict:

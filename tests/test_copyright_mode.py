@@ -19,9 +19,11 @@ import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from audit_core import hookimpl, inference, metrics
-from audit_core.attacks import Attack, AttackOutput
-from audit_core.targets import NOISE
+from audit_core import hookimpl
+from audit_core.copyright import inference
+from audit_core.stats import metrics
+from audit_core.plugin.attacks import Attack, AttackOutput
+from audit_core.plugin.targets import NOISE
 from audit_core.testing import no_traceback
 
 # ================================================================= statistics on synthetic scores

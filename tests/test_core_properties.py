@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from audit_core import ddim, inference
-from audit_core.reference import _cache_key as reference_cache_key
+from audit_core import ddim
+from audit_core.copyright import inference
+from audit_core.copyright.reference import _cache_key as reference_cache_key
 from audit_core.testing import ToyParams, ToyTarget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -470,7 +471,7 @@ def test_set_inference_without_both_groups_and_rank():
 
 
 def test_rank_block_by_hand():
-    from audit_core.rank_test import combined_rank_test
+    from audit_core.stats.rank_test import combined_rank_test
 
     rows = {
         "a": _rows("a", {"s0": ("suspect", 5.0), "s1": ("suspect", 4.0), "r0": ("reference", 0.0), "r1": ("reference", 1.0),

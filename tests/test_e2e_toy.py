@@ -69,8 +69,8 @@ def test_different_seed_changes_scores(toy_config, audit_cli, tmp_path):
 
 def test_grey_box_only_attack_refused_on_variation_only_target(toy_plugin, register_plugin, image_folder, write_config, audit_cli, tmp_path):
     from audit_core import hookimpl
-    from audit_core.attacks import Attack, AttackOutput
-    from audit_core.targets import NOISE
+    from audit_core.plugin.attacks import Attack, AttackOutput
+    from audit_core.plugin.targets import NOISE
 
     class Grey(Attack):
         name = "grey-probe"
@@ -104,7 +104,7 @@ class _BrokenReporter:
 
     @hookimpl
     def register_reporters(self, register):
-        from audit_core.reporting import Reporter
+        from audit_core.run.reporting import Reporter
 
         class Broken(Reporter):
             name = "broken"

@@ -3,7 +3,8 @@ plugins that were installed but disabled (they did not load, so they cannot have
 
 from __future__ import annotations
 
-from audit_core import environment, plugins
+from audit_core.run import environment
+from audit_core.plugin import manager as plugins
 
 
 def test_disabled_plugins_are_not_listed_as_loaded(monkeypatch):

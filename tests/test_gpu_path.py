@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit_core.batching import CPU_DEFAULT, resolve_batch_size
-from audit_core.targets import NOISE, Target, TargetContext, TargetParams
+from audit_core.run.batching import CPU_DEFAULT, resolve_batch_size
+from audit_core.plugin.targets import NOISE, Target, TargetContext, TargetParams
 
 FACTORY_DIR = Path(__file__).parents[1] / "plugins" / "torch-callable" / "tests"
 

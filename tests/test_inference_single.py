@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit_core import inference
+from audit_core.copyright import inference
 
 
 def _brute_p(x, y) -> float:
@@ -54,7 +54,7 @@ def test_copyright_inference_with_one_suspect_and_tied_reference():
 
 
 def test_threshold_at_fpr_one_is_the_smallest_reference_score():
-    from audit_core.metrics import threshold_at_fpr
+    from audit_core.stats.metrics import threshold_at_fpr
 
     ref = [3.0, 1.0, 2.0, 5.0]
     assert threshold_at_fpr(ref, 1.0) == 1.0  # was 5.0: the index wrapped round to the largest

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from audit_core import metrics
+from audit_core.stats import metrics
 
 
 def test_perfect_separation():
@@ -98,7 +98,7 @@ def test_errors_on_single_class():
 
 
 def test_roc_points_thinning_keeps_the_low_fpr_detail():
-    from audit_core.metrics import roc_points, tpr_at_fpr
+    from audit_core.stats.metrics import roc_points, tpr_at_fpr
 
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(5000), np.zeros(5000)].astype(int)

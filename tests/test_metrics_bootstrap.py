@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from audit_core import metrics
+from audit_core.stats import metrics
 
 
 def _data(n_pos: int, n_neg: int, seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:

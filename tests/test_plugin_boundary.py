@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit_core import hookimpl, plugins
-from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.targets import NOISE, VARIATION, Target, TargetParams
+from audit_core import hookimpl
+from audit_core.plugin import manager as plugins
+from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
+from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetParams
 from audit_core.testing import ToyParams, ToyTarget, make_attack, no_traceback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -228,7 +229,7 @@ def test_a_misbehaving_attack_is_a_plugin_failure_and_the_run_resumes(kind, mess
     if kind == "raise":
         assert f"Traceback: {run / 'audit.log'} (or run with --debug)." in flat
         assert "RuntimeError: boom" in (run / "audit.log").read_text()
-    from audit_core.store import RunStore
+    from audit_core.run.store import RunStore
 
     store = RunStore(run)
     try:
@@ -245,7 +246,7 @@ def test_debug_prints_the_traceback(register_plugin, toy_run_config, audit_cli, 
     cls = _broken("raise")
     cls.fail_on = {"members/img0000.png"}
     register_plugin(plugin_of(cls), name="bad")
-    from audit_core import guard
+    from audit_core.plugin import guard
 
     try:
         code, out = audit_cli("run", toy_run_config([{"plugin": cls.name}]), "--output", tmp_path / "r", "--debug")
@@ -288,7 +289,7 @@ def test_int_params_are_strict(draws, message, toy_run_config, audit_cli, tmp_pa
 def test_yaml_natural_conversions_still_work():
     from pathlib import Path as P
 
-    from audit_core.params import PluginParams
+    from audit_core.base.params import PluginParams
 
     class M(PluginParams):
         f: float = 0.0
@@ -358,7 +359,7 @@ def test_a_bad_set_is_blamed_on_the_set_argument(toy_run_config, audit_cli, tmp_
 def test_make_attack_builds_like_the_runner(toy_target, isolated_plugins):
     attack = make_attack(MultiT, toy_target, ts=[10, 20])
     assert attack.params.ts == [10, 20] and attack.context.name == "multi-t"
-    from audit_core.errors import ConfigError
+    from audit_core.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="params.ts"):
         make_attack(MultiT, toy_target, ts="10")

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from audit_core import hookimpl, plugins
-from audit_core.errors import PluginError
+from audit_core import hookimpl
+from audit_core.plugin import factory, manager as plugins
+from audit_core.base.errors import PluginError
 from audit_core.testing import no_traceback, registered
 
 
@@ -63,7 +64,7 @@ def test_hookimpl_matching_no_spec_is_rejected():
 
 
 def test_in_memory_plugin_registers_and_unregisters():
-    from audit_core.attacks import Attack
+    from audit_core.plugin.attacks import Attack
 
     class Dummy(Attack):
         name = "dummy-attack"
@@ -80,7 +81,7 @@ def test_in_memory_plugin_registers_and_unregisters():
 
 
 def test_duplicate_names_are_an_error():
-    from audit_core.attacks import Attack
+    from audit_core.plugin.attacks import Attack
 
     class A(Attack):
         name = "variation-similarity"
@@ -94,8 +95,8 @@ def test_duplicate_names_are_an_error():
         assert "variation-similarity" not in plugins.registry("attacks")  # ambiguous: neither is used
         assert plugins.clashes("attacks")["variation-similarity"] == ["example-attack", "dup"]
         with pytest.raises(PluginError, match="registered twice, by 'example-attack' .audit-example-attack 0.1.0. and 'dup'"):
-            plugins.lookup("attacks", "variation-similarity")
-    assert plugins.lookup("attacks", "variation-similarity") is not A
+            factory.lookup("attacks", "variation-similarity")
+    assert factory.lookup("attacks", "variation-similarity") is not A
 
 
 def test_version_and_help(audit_cli):
@@ -153,7 +154,7 @@ def test_broken_yaml_exits_2(audit_cli, tmp_path):
 
 
 def test_internal_failure_exits_1(register_plugin, toy_plugin, image_folder, write_config, audit_cli, tmp_path):
-    from audit_core.attacks import Attack
+    from audit_core.plugin.attacks import Attack
 
     class Boom(Attack):
         name = "boom"

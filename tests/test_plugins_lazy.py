@@ -13,14 +13,15 @@ import textwrap
 
 import pytest
 
-from audit_core import hookimpl, plugins
-from audit_core.errors import PluginError
+from audit_core import hookimpl
+from audit_core.plugin import factory, manager as plugins
+from audit_core.base.errors import PluginError
 from audit_core.testing import no_traceback, registered
 
 from .test_plugin_boundary import cli, make_dist
 
 GOOD = '''
-from audit_core.attacks import Attack, AttackOutput
+from audit_core.plugin.attacks import Attack, AttackOutput
 
 class Lazy(Attack):
     name = "lazy-attack"
@@ -40,7 +41,7 @@ def distance(a, b):
 NUMBER = 3
 '''
 TARGET = '''
-from audit_core.targets import Target
+from audit_core.plugin.targets import Target
 
 class T(Target):
     name = "lazy-attack"
@@ -89,11 +90,11 @@ def test_a_reference_is_listed_without_import_and_loaded_on_first_use(modules, i
         assert "lazy-attack" in view and "lazy-attack" in list(view) and len(view) == 1
         assert "lazy_good" not in sys.modules  # listed, membership-tested, not imported
 
-        cls = plugins.lookup("attacks", "lazy-attack")
+        cls = factory.lookup("attacks", "lazy-attack")
         assert "lazy_good" in sys.modules and cls is sys.modules["lazy_good"].Lazy
         assert cls.plugin_name == "lazy-plugin"  # as an eagerly registered class gets it
         assert plugins.registry("attacks")["lazy-attack"] is cls
-        assert plugins.validate(cls, {}).__class__ is cls.Params
+        assert factory.validate(cls, {}).__class__ is cls.Params
         assert pickle.loads(pickle.dumps(plugins.registry("attacks"))) == {"lazy-attack": cls}
 
 
@@ -106,7 +107,7 @@ def test_function_kinds_take_references_too(modules, isolated):
 
 
 def test_eager_and_lazy_registrations_mix(modules, isolated):
-    from audit_core.attacks import Attack
+    from audit_core.plugin.attacks import Attack
 
     class Eager(Attack):
         name = "eager-attack"
@@ -118,8 +119,8 @@ def test_eager_and_lazy_registrations_mix(modules, isolated):
             register("lazy-attack", "lazy_good:Lazy")
 
     with registered(P(), name="mixed"):
-        assert plugins.lookup("attacks", "eager-attack") is Eager and Eager.plugin_name == "mixed"
-        assert plugins.lookup("attacks", "lazy-attack").__module__ == "lazy_good"
+        assert factory.lookup("attacks", "eager-attack") is Eager and Eager.plugin_name == "mixed"
+        assert factory.lookup("attacks", "lazy-attack").__module__ == "lazy_good"
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_a_missing_module_or_malformed_reference_disables_the_plugin_when_listed
         listing = {p["name"]: p for p in plugins.get_plugins()}
         assert listing["lazy-plugin"]["broken"] == reason
         with pytest.raises(PluginError) as err:
-            plugins.lookup("attacks", "lazy-attack")
+            factory.lookup("attacks", "lazy-attack")
         assert f"Disabled because they are broken (one may provide 'lazy-attack'): lazy-plugin ({reason})" in str(err.value)
 
 
@@ -149,9 +150,9 @@ def test_a_missing_module_or_malformed_reference_disables_the_plugin_when_listed
         ("lazy_good:Missing", "its attack 'lazy-attack' points at lazy_good:Missing, which cannot be loaded "
          "(lazy_good has no attribute 'Missing')"),
         ("lazy_target:T", "its attack 'lazy-attack' points at lazy_target:T, which is the class lazy_target.T, not a "
-         "subclass of audit_core.attacks.Attack"),
+         "subclass of audit_core.plugin.attacks.Attack"),
         ("lazy_good:not_a_class", "its attack 'lazy-attack' points at lazy_good:not_a_class, which is a function, not a "
-         "subclass of audit_core.attacks.Attack"),
+         "subclass of audit_core.plugin.attacks.Attack"),
         ("lazy_good:Unnamed", "its attack 'lazy-attack' points at lazy_good:Unnamed, whose name is 'something-else': "
          "register it under that name, or set `name = 'lazy-attack'` on the class"),
     ],
@@ -160,7 +161,7 @@ def test_a_reference_that_fails_on_use_is_that_plugins_failure(modules, isolated
     with registered(plugin(lazy_attack=ref), name="lazy-plugin"):
         assert "lazy-attack" in plugins.registry("attacks")  # listed: nothing imported yet
         with pytest.raises(PluginError) as err:
-            plugins.lookup("attacks", "lazy-attack", where="attacks[0].plugin (audit.yaml, line 9)")
+            factory.lookup("attacks", "lazy-attack", where="attacks[0].plugin (audit.yaml, line 9)")
         assert str(err.value) == (
             f"attacks[0].plugin (audit.yaml, line 9): attack plugin 'lazy-attack' cannot be used: plugin 'lazy-plugin' "
             f"is broken: {reason}. Other plugins keep working; see `audit plugins`."

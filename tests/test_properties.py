@@ -25,10 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from audit_core import metrics, secrets, seeding
-from audit_core.attacks import Batch
-from audit_core.config import AuditConfig, PluginRef, load_config_text
-from audit_core.errors import ConfigError
+from audit_core import seeding
+from audit_core.stats import metrics
+from audit_core.base import secrets
+from audit_core.plugin.attacks import Batch
+from audit_core.base.config import AuditConfig, PluginRef, load_config_text
+from audit_core.base.errors import ConfigError
 from audit_core.testing import ToyParams, ToyTarget, make_attack, make_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""Copyright mode's combined rank test (audit_core.rank_test): the statistic uses no labels, the
+"""Copyright mode's combined rank test (audit_core.stats.rank_test): the statistic uses no labels, the
 permutation p-value matches exact enumeration and keeps its level under dependent attacks, it is
 more powerful than Bonferroni when attacks agree, and the power estimate moves the right way."""
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit_core import inference, rank_test
+from audit_core.copyright import inference
+from audit_core.stats import rank_test
 
 
 def test_pooled_rank_statistic_is_label_free_and_symmetric():

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from audit_core import hookimpl
-from audit_core.generators import Generator, GeneratorParams
-from audit_core.records import ImageRecord
-from audit_core.shift import shift_check
+from audit_core.plugin.generators import Generator, GeneratorParams
+from audit_core.base.records import ImageRecord
+from audit_core.copyright.shift import shift_check
 from audit_core.testing import no_traceback, write_images
 
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 import yaml
 
-from audit_core import secrets
-from audit_core.cache import QueryCache
+from audit_core.base import secrets
+from audit_core.data.cache import QueryCache
 from audit_core.testing import ToyTarget, no_traceback, write_images
 
 CORPUS = Path(__file__).parent / "bad_inputs"
@@ -145,7 +145,7 @@ def test_symlink_loop_to_parent_folder(toy, audit_cli, tmp_path):
 
 def test_pickled_weights_refused_by_ddim(toy, audit_cli, tmp_path):
     pytest.importorskip("audit_ddim", reason="the ddim plugin (plugins/ddim) is not installed")
-    from audit_core import plugins
+    from audit_core.plugin import manager as plugins
 
     try:
         has_ddim = "ddim" in plugins.registry("targets")
@@ -239,7 +239,7 @@ def test_secret_value_instead_of_variable_name(toy, audit_cli, tmp_path, registe
 
 def ensure_toy_slow(register_plugin):
     """The toy-slow target of tests/plugins/audit-toy, registered unless it is installed."""
-    from audit_core import plugins
+    from audit_core.plugin import manager as plugins
 
     if "toy-slow" not in plugins.registry("targets"):
         import importlib.util
@@ -334,7 +334,7 @@ def test_resume_command_masks_secret_overrides():
 
 
 def test_full_disk_in_the_store_is_resumable(toy, audit_cli, tmp_path, monkeypatch):
-    from audit_core.store import RunStore
+    from audit_core.run.store import RunStore
 
     cfg = toy()
     ref = tmp_path / "ref"
@@ -373,7 +373,7 @@ def test_full_disk_in_the_store_is_resumable(toy, audit_cli, tmp_path, monkeypat
 
 
 def test_full_disk_writing_results_is_resumable(toy, audit_cli, tmp_path, monkeypatch):
-    from audit_core import runner
+    from audit_core.run import runner
 
     cfg, out = toy(), tmp_path / "run"
     real_write = runner.write_text
@@ -398,7 +398,7 @@ def test_full_disk_writing_results_is_resumable(toy, audit_cli, tmp_path, monkey
 
 
 def test_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
-    from audit_core.runner import write_text
+    from audit_core.run.runner import write_text
 
     p = tmp_path / "results.json"
     p.write_text("old")
@@ -422,7 +422,7 @@ def test_damaged_state_is_a_clear_error(toy, audit_cli, tmp_path):
 
 
 def test_second_writer_is_refused(toy, audit_cli, tmp_path):
-    from audit_core.store import RunLock
+    from audit_core.run.store import RunLock
 
     cfg, out = toy(), tmp_path / "run"
     assert audit_cli("run", cfg, "--output", out)[0] == 0
@@ -557,7 +557,7 @@ def test_secrets_never_written(toy, audit_cli, tmp_path, monkeypatch, register_p
 
 
 def test_redaction_of_literal_secrets():
-    from audit_core.config import redact
+    from audit_core.base.config import redact
 
     assert redact({"api_key": "abc", "token_env": "X", "nested": [{"password": "p"}]}) == {
         "api_key": "***", "token_env": "X", "nested": [{"password": "***"}],

@@ -48,7 +48,7 @@ SECRET = "tok-81c2-subprocess-Hj4Q"
 @pytest.fixture
 def toy_slow(register_plugin):
     """toy-slow in this process too (for in-process resumes), unless installed."""
-    from audit_core import plugins
+    from audit_core.plugin import manager as plugins
 
     if "toy-slow" not in plugins.registry("targets"):
         import importlib.util

@@ -10,7 +10,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from audit_core import inference, results
+from audit_core.copyright import inference
+from audit_core.stats import results
 
 VS = {"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 1}}
 
@@ -32,7 +33,7 @@ def _check(run_dir: Path) -> dict:
 
 def test_checked_in_schema_matches_the_models():
     assert results.SCHEMA_PATH.read_text(encoding="utf-8") == results.schema_text(), (
-        "docs/results.schema.json is out of date: run `python -m audit_core.results --write`"
+        "docs/results.schema.json is out of date: run `python -m audit_core.stats.results --write`"
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audit_core import secrets
+from audit_core.base import secrets
 from audit_core.testing import ToyTarget, no_traceback, write_images
 
 VS = {"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 1}}
@@ -123,7 +123,7 @@ def test_copyright_mode_prints_the_set_level_verdict(toy, image_folder, audit_cl
 
 
 def test_sweep_table_charges_shared_queries_fairly():
-    from audit_core.console import sweep_seconds
+    from audit_core.run.console import sweep_seconds
 
     attacks = {f"a[n={n}]": {"seconds": s, "queries_per_image": n, "nfe_per_image": 2 * n} for n, s in ((10, 9.0), (5, 0.5), (1, 0.5))}
     sweeps = {"a": {"points": [{"attack": name} for name in attacks]}}

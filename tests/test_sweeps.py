@@ -1,4 +1,4 @@
-"""Parameter sweeps (audit_core.sweeps): expansion and naming, query sharing (an n-sweep costs its
+"""Parameter sweeps (audit_core.run.sweeps): expansion and naming, query sharing (an n-sweep costs its
 largest n), equality with plain runs, t/k sweeps, the results.json ``sweeps`` block, `audit sweep`,
 the html-report ablation section, and the ReDiffuse demo (when the demo model is present)."""
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from audit_core import sweeps
-from audit_core.config import load_config_text
-from audit_core.errors import ConfigError
-from audit_core.reporting import sweeps_markdown
+from audit_core.run import sweeps
+from audit_core.base.config import load_config_text
+from audit_core.base.errors import ConfigError
+from audit_core.run.reporting import sweeps_markdown
 from audit_core.testing import no_traceback
 
 N_IMAGES = 4  # per class
@@ -228,7 +228,7 @@ def test_audit_sweep_cli(sweep_config, audit_cli, tmp_path):
 
 
 def test_default_sweep_output_dir(sweep_config):
-    from audit_core.config import load_config
+    from audit_core.base.config import load_config
 
     loaded = load_config(sweep_config([{"plugin": VS, "params": {"n": 1}}]))
     assert sweeps.default_output(loaded) == Path("reports") / "toy-sweep"
@@ -263,7 +263,7 @@ def test_html_report_has_the_ablation_section(sweep_config, audit_cli, tmp_path)
 
 def _demo_available() -> str | None:
     try:
-        from audit_core import plugins
+        from audit_core.plugin import manager as plugins
 
         if "rediffuse" not in plugins.registry("attacks"):
             return "the rediffuse plugin is not installed"
@@ -311,7 +311,7 @@ def test_sharing_cache_without_the_query_cache():
 
     import torch
 
-    from audit_core.cache import MemoryCache, QueryCache
+    from audit_core.data.cache import MemoryCache, QueryCache
 
     mem, note = sweeps.sharing_cache("inprocess", 1000)
     assert "in-memory" in note and isinstance(mem, MemoryCache)
@@ -331,8 +331,8 @@ def test_sharing_cache_without_the_query_cache():
 def test_one_cache_handle_per_target(sweep_config, tmp_path):
     """The runner hands the target one cache; Target.cache is the context's (no second handle);
     without sweeps and with the cache disabled there is none."""
-    from audit_core.config import load_config
-    from audit_core.runner import Runner
+    from audit_core.base.config import load_config
+    from audit_core.run.runner import Runner
 
     runner = Runner(load_config(sweep_config([{"plugin": "variation-similarity", "params": {"n": [1, 2]}}])), output=tmp_path / "r")
     runner.prepare()

@@ -1,4 +1,4 @@
-"""The two-stage rule of copyright mode (:mod:`audit_core.two_stage`): the plan and its budget, the
+"""The two-stage rule of copyright mode (:mod:`audit_core.copyright.two_stage`): the plan and its budget, the
 seeded reference share, and the error control of ``min(1, 2 min(p1, p2))`` on simulated null sets
 (suspects and reference exchangeable, stage 2 a less noisy rescoring of a matched share), against
 the naive rule that tests both looks at alpha and does inflate the rate."""
@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from audit_core import rank_test, two_stage
+from audit_core.stats import rank_test
+from audit_core.copyright import two_stage
 
 
 def test_plan_budget_share_and_refusal():

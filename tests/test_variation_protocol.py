@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from audit_core import ddim, seeding
-from audit_core.attacks import Attack, AttackContext
-from audit_core.cache import QueryCache
-from audit_core.errors import ConfigError
-from audit_core.targets import VARIATION, Target, TargetContext
+from audit_core.plugin.attacks import Attack, AttackContext
+from audit_core.data.cache import QueryCache
+from audit_core.base.errors import ConfigError
+from audit_core.plugin.targets import VARIATION, Target, TargetContext
 from audit_core.testing import ToyParams, ToyTarget, make_batch
 
 
@@ -148,7 +148,7 @@ def test_no_regrouping_scans_remain():
     """n travels in the call: nothing recovers it by comparing rows."""
     import inspect
 
-    from audit_core import targets
+    from audit_core.plugin import targets
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

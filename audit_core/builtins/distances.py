@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..hookspecs import hookimpl
+from ..plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # registered at start-up, called only once tensors exist: torch loads then
     import torch

@@ -6,13 +6,13 @@ a run builds its executor, so ``audit --help`` and ``audit plugins`` stay light.
 from __future__ import annotations
 
 from .. import lazy_exports
-from ..hookspecs import hookimpl
+from ..plugin.hookspecs import hookimpl
 
 
 @hookimpl
 def register_executors(register):
-    register("inprocess", "audit_core.executors:InProcessExecutor")
+    register("inprocess", "audit_core.run.executors:InProcessExecutor")
 
 
 # ``from audit_core.builtins.executor import InProcessExecutor`` (where it used to live) keeps working
-__getattr__ = lazy_exports("audit_core", ["InProcessExecutor"], "executors")
+__getattr__ = lazy_exports("audit_core.run", ["InProcessExecutor"], "executors")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audit_core import secrets
+from audit_core.base import secrets
 from audit_core.testing import no_traceback
 
 
@@ -37,7 +37,7 @@ def refuse(audit_cli, tmp_path):
 def toy_slow(register_plugin):
     """The toy-slow target of tests/plugins/audit-toy (it reads `token_env`), registered unless
     it is installed."""
-    from audit_core import plugins
+    from audit_core.plugin import manager as plugins
 
     if "toy-slow" not in plugins.registry("targets"):
         import importlib.util

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from audit_core.cache import MARKER, QueryCache, decode_entry, encode_entry
-from audit_core.errors import ConfigError
+from audit_core.data.cache import MARKER, QueryCache, decode_entry, encode_entry
+from audit_core.base.errors import ConfigError
 
 KEY = "ab" + "c" * 62
 

@@ -132,8 +132,8 @@ def test_nul_in_config_strings(section, value, key, toy, refuse):
 
 
 def test_nul_from_the_api_set_path():
-    from audit_core.config import load_config_text
-    from audit_core.errors import ConfigError
+    from audit_core.base.config import load_config_text
+    from audit_core.base.errors import ConfigError
 
     text = "target: {plugin: toy}\ndata: {members: a, nonmembers: b}\nattacks: [{plugin: x}]\n"
     with pytest.raises(ConfigError, match=r"run.name \(--set run.name=.*contains a NUL character"):

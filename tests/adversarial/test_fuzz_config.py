@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit_core.config import fingerprint, load_config_text
-from audit_core.errors import ConfigError
+from audit_core.base.config import fingerprint, load_config_text
+from audit_core.base.errors import ConfigError
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from audit_core.data import check_file, open_image, to_tensor
-from audit_core.records import ImageRecord
+from audit_core.base.records import ImageRecord
 
 
 def scores(run_dir):

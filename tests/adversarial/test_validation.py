@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from audit_core import preflight
+from audit_core.run import preflight
 from audit_core.testing import write_images
 
 
@@ -50,8 +50,8 @@ def test_classifier_with_one_image_each_is_refused_with_the_minimum(toy, refuse,
 def test_classifier_at_the_minimum_trains_and_evaluates(one_torch_thread):
     import numpy as np
 
-    from audit_core import metrics
-    from audit_core.scorer import train_classifier
+    from audit_core.stats import metrics
+    from audit_core.stats.scorer import train_classifier
 
     labels = np.array([1, 1, 0, 0])
     maps = np.random.default_rng(0).random((4, 1, 4, 4)).astype(np.float32)
@@ -63,7 +63,7 @@ def test_classifier_at_the_minimum_trains_and_evaluates(one_torch_thread):
 
 @pytest.mark.parametrize("fraction, minimum", [(0.2, 2), (0.5, 2), (0.8, 3), (0.9, 5)])
 def test_classifier_minimum_leaves_one_image_for_evaluation(fraction, minimum):
-    from audit_core.scorer import calibration_split
+    from audit_core.stats.scorer import calibration_split
     import numpy as np
 
     assert preflight.classifier_minimum(fraction) == minimum

@@ -9,9 +9,9 @@ import tracemalloc
 
 import pytest
 
-from audit_core import secrets
-from audit_core.config import MAX_YAML_NODES, load_config_text, load_yaml, parse_value
-from audit_core.errors import ConfigError
+from audit_core.base import secrets
+from audit_core.base.config import MAX_YAML_NODES, load_config_text, load_yaml, parse_value
+from audit_core.base.errors import ConfigError
 
 
 def yaml_config(toy, text: str):

@@ -7,7 +7,7 @@ import torch
 
 from audit_core import hookimpl
 from audit_core.testing import make_attack, make_batch
-from audit_core.testkit import VariationOnlyTarget, ToyParams
+from audit_core.testing.toys import VariationOnlyTarget, ToyParams
 from audit_example_attack import VariationSimilarity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit_core import plugins
-from audit_core.config import DataCfg
+from audit_core.plugin import manager as plugins
+from audit_core.base.config import DataCfg
 from audit_core.data import load_records
-from audit_core.errors import DataError
+from audit_core.base.errors import DataError
 
 
 def _rows(n, seed):

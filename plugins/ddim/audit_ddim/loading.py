@@ -11,7 +11,7 @@ writes::
 Everything is read from the folder (``local_files_only=True``, nothing is downloaded). Weights
 must be safetensors: pickled ``.bin`` checkpoints can run arbitrary code when loaded, so they are
 refused unless the user opts in with ``allow_pickle: true``. Every problem is a
-:class:`~audit_core.errors.ModelError` (the CLI exits with 2 and prints the message).
+:class:`~audit_core.base.errors.ModelError` (the CLI exits with 2 and prints the message).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from audit_core.errors import ModelError
-from audit_core.targets import PICKLE_SUFFIXES, TargetContext
+from audit_core.base.errors import ModelError
+from audit_core.plugin.targets import PICKLE_SUFFIXES, TargetContext
 
 DEMO_DIR = Path(__file__).parent / "demo"
 #: ``builtin:NAME`` model references shipped with this package

@@ -4,12 +4,12 @@ It serves both access levels:
 
 - black-box, the variation API ``V(x, t, k)`` (``Target.variation``: ``x [B]``, ``seeds [B][n]``
   -> ``[B, n, C, H, W]``), with the base class's default ``_variations``: seeded noise to index t,
-  then deterministic DDIM back to 0 via ``audit_core.ddim.variation``, clipped to [-1, 1] only
+  then deterministic DDIM back to 0 via ``audit_core.base.ddim.variation``, clipped to [-1, 1] only
   when the caller asks (``clip``). All ``B * n`` rows go through the U-Net together, split only
   by ``max_batch``;
 - grey-box, the noise prediction ``eps(x_t, t)`` that SecMI, PIA and the loss attack call.
 
-The DDIM math itself lives in ``audit_core.ddim``; this class only adapts the U-Net to it.
+The DDIM math itself lives in ``audit_core.base.ddim``; this class only adapts the U-Net to it.
 Every U-Net evaluation of one image adds one to ``self.stats.nfe``.
 """
 
@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.errors import DataError, ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
+from audit_core.base.errors import DataError, ModelError
+from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
 
 from . import loading
 

@@ -16,16 +16,16 @@ import time
 import torch
 from sklearn.metrics import roc_auc_score
 
-from audit_core import plugins
-from audit_core.attacks import AttackContext, Batch
-from audit_core.targets import TargetContext
+from audit_core.plugin import factory, manager as plugins
+from audit_core.plugin.attacks import AttackContext, Batch
+from audit_core.plugin.targets import TargetContext
 from audit_ddim import digits
 from audit_ddim.target import DDIMParams, DDIMTarget
 
 
 def make_attack(name: str, target: DDIMTarget, run_seed: int = 0):
     """The registered attack ``name`` at its defaults for ``target``, as a run would build it."""
-    cls = plugins.lookup("attacks", name)
+    cls = factory.lookup("attacks", name)
     attack = cls(
         cls.Params.model_validate(cls.defaults_for(target)), target,
         AttackContext(name=name, seed_key=name, run_seed=run_seed, distances=plugins.registry("distances")),

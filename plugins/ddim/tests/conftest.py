@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit_core.targets import TargetContext
+from audit_core.plugin.targets import TargetContext
 from audit_ddim.target import DDIMParams, DDIMTarget
 
 

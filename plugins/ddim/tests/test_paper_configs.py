@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from audit_core import plugins
-from audit_core.config import load_config
+from audit_core.plugin import manager as plugins
+from audit_core.base.config import load_config
 
 PAPER = Path(__file__).resolve().parents[3] / "configs" / "paper"
 CONFIGS = sorted(PAPER.glob("*.yaml"))

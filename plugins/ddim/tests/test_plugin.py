@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from audit_core import plugins
-from audit_core.errors import DataError
+from audit_core.plugin import manager as plugins
+from audit_core.base.errors import DataError
 from audit_ddim import digits
 from audit_ddim.target import DDIMTarget
 from audit_ddim.train import train

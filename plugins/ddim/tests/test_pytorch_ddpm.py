@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from audit_core.errors import ModelError
+from audit_core.base.errors import ModelError
 from audit_ddim import pytorch_ddpm as pd
 
 SMALL = {"ch": 32, "ch_mult": (1, 2), "attn": (1,), "num_res_blocks": 1, "dropout": 0.0, "T": 1000, "img_size": 8}
@@ -46,7 +46,7 @@ def test_convert_cli_writes_a_loadable_pipeline(tmp_path, audit_cli):
                            "--num-res-blocks", "1", "--img-size", "8", "--allow-pickle")
     assert code == 0, text
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
-    from audit_core.targets import TargetContext
+    from audit_core.plugin.targets import TargetContext
     from audit_ddim.target import DDIMParams, DDIMTarget
 
     target = DDIMTarget(DDIMParams(model=str(out)), TargetContext(device="cpu"))

@@ -13,8 +13,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from audit_core import ddim, seeding
-from audit_core.errors import DataError, ModelError
-from audit_core.targets import NOISE, VARIATION, TargetContext
+from audit_core.base.errors import DataError, ModelError
+from audit_core.plugin.targets import NOISE, VARIATION, TargetContext
 from audit_ddim import digits
 from audit_ddim.target import DDIMParams, DDIMTarget
 

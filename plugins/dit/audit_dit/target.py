@@ -21,9 +21,9 @@ error naming the image; the label then travels to ``eps``/``variation`` as the r
   latent channels (2 NFEs per row). (DiTPipeline guides only the first 3 channels, a quirk of the
   original code; the attacks need a proper noise estimate, so all 4 are guided here.)
 - Black-box: the variation API is the core's default for grey-box targets: encode, noise to t
-  with the row's seed, deterministic DDIM t -> t-k -> ... -> 0 (``audit_core.ddim``), decode.
+  with the row's seed, deterministic DDIM t -> t-k -> ... -> 0 (``audit_core.base.ddim``), decode.
 
-Weights: safetensors only unless ``allow_pickle: true`` (``audit_core.targets.require_weights``);
+Weights: safetensors only unless ``allow_pickle: true`` (``audit_core.plugin.targets.require_weights``);
 loading is ``local_files_only``.
 """
 
@@ -38,8 +38,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.errors import DataError, ModelError
-from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights, weights_sha256
+from audit_core.base.errors import DataError, ModelError
+from audit_core.plugin.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights, weights_sha256
 
 REQUIRED = ("model_index.json", "transformer", "vae", "scheduler")
 
@@ -182,7 +182,7 @@ class DiTTarget(VaeLatentTarget):
         return (t // k) * (1 if self.params.guidance_scale == 1.0 else 2)
 
     # ----- model space ---------------------------------------------------------------------------
-    # encode/decode: the VAE latent space (audit_core.targets.VaeLatentTarget)
+    # encode/decode: the VAE latent space (audit_core.plugin.targets.VaeLatentTarget)
 
     def _predict(self, z: torch.Tensor, t: int, labels: torch.Tensor) -> torch.Tensor:
         steps = torch.full((z.shape[0],), int(t), device=self.device, dtype=torch.long)

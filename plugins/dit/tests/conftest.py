@@ -57,7 +57,7 @@ def classed_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def finetuned_dit(tiny_dit, tmp_path_factory):
     """The tiny DiT fine-tuned on the 16 member digits (with their classes) until it memorises them."""
-    from audit_core.targets import TargetContext
+    from audit_core.plugin.targets import TargetContext
     from audit_dit.target import DiTParams, DiTTarget
     from audit_dit.tiny import DIGITS, save_dit_folder, tiny_components
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from audit_core.errors import DataError, ModelError
-from audit_core.targets import TargetContext
+from audit_core.base.errors import DataError, ModelError
+from audit_core.plugin.targets import TargetContext
 from audit_core.testing import no_traceback
 from audit_dit.target import DiTParams, DiTTarget
 

@@ -3,7 +3,7 @@
 ``{plugin: ensemble, params: {of: [rediffuse, pia], combiner: logistic | rank-mean | auto}}`` names
 other entries of the same run (their ``name``, or their plugin name when unnamed). It queries
 nothing: the core scores it after every other entry, from their stored scores
-(``audit_core.combine``), fitting it on the run's seeded calibration split
+(``audit_core.stats.combine``), fitting it on the run's seeded calibration split
 (``inference.calibration_fraction`` of the members and of the non-members, the learned scorer's
 split). Metrics, ROC, scores.csv's ``split`` column and, in copyright mode, the set-level test use
 the held-out images only, so the ensemble is compared with its components on the same images
@@ -51,9 +51,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from audit_core import metrics
-from audit_core.attacks import AttackParams
-from audit_core.combine import CombiningAttack
+from audit_core.stats import metrics
+from audit_core.plugin.attacks import AttackParams
+from audit_core.stats.combine import CombiningAttack
 
 #: weight of the mean standardised score that breaks exact ties of rank-mean
 TIE_BREAK = 1e-9

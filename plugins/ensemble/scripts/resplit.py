@@ -5,7 +5,7 @@ draws: refit the ensemble on many seeded calibration splits of a finished run's 
         [--of rediffuse,secmia,pia,naive-loss] [--splits 50] [--fraction 0.2]
 
 Reads RUN_DIR/scores.csv (no model, no query). For each split seed 0..splits-1 the calibration
-mask is audit_core.scorer.calibration_split (the run's own rule) over the images in record order;
+mask is audit_core.stats.scorer.calibration_split (the run's own rule) over the images in record order;
 each combiner x transform is fitted on it and scored on the rest, against the best single member
 *on those held-out images* (an oracle choice the ensemble does not get). Prints, per member set and
 combiner, the mean and worst held-out AUC difference, how often the ensemble is at least as good,
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from audit_core import metrics
-from audit_core.attacks import AttackContext
-from audit_core.scorer import calibration_split
+from audit_core.stats import metrics
+from audit_core.plugin.attacks import AttackContext
+from audit_core.stats.scorer import calibration_split
 from audit_core.testing import ToyParams, ToyTarget
 from audit_ensemble import Ensemble, EnsembleParams
 

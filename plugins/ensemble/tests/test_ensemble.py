@@ -13,8 +13,8 @@ import pytest
 from audit_ensemble import Ensemble, EnsembleParams
 from audit_ensemble.attack import LOG_FLOOR, cv_folds, fit_logistic, mid_ranks, transform
 
-from audit_core.attacks import AttackContext
-from audit_core.scorer import calibration_split
+from audit_core.plugin.attacks import AttackContext
+from audit_core.stats.scorer import calibration_split
 from audit_core.testing import ToyParams, ToyTarget, no_traceback
 
 

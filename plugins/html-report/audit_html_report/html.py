@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from pydantic import Field, field_validator
 
-from audit_core.reporting import Reporter, ReporterParams, RunView
+from audit_core.run.reporting import Reporter, ReporterParams, RunView
 
 from . import __version__, images, plots, summary, tables
 from .summary import as_float
@@ -69,7 +69,7 @@ class HtmlReport(Reporter):
     Params = HtmlParams
 
     def render(self, run: RunView) -> list[Path]:
-        from audit_core.runner import write_text  # the core's atomic writer (secrets scrubbed)
+        from audit_core.run.runner import write_text  # the core's atomic writer (secrets scrubbed)
 
         html = self.render_html(run)
         path = run.dir / self.params.filename

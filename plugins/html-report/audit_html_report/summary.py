@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from audit_core.records import LABEL_NAMES
+from audit_core.base.records import LABEL_NAMES
 
 #: (results.json key, column title)
 METRICS: tuple[tuple[str, str], ...] = (
@@ -348,9 +348,9 @@ def sweep_rows(sweep: dict, params: list[str]) -> list[dict[str, Any]]:
 
 def queries_curve_rows(results: dict) -> list[dict[str, Any]]:
     """The AUC-vs-queries curve of a run with an adaptive budget (fixed and adaptive sweep points on
-    the same held-out images, cheapest first; :func:`audit_core.sweeps.queries_curve`), formatted;
+    the same held-out images, cheapest first; :func:`audit_core.run.sweeps.queries_curve`), formatted;
     [] when the run has none or the block is not as expected."""
-    from audit_core.sweeps import queries_curve
+    from audit_core.run.sweeps import queries_curve
 
     sw = results.get("sweeps")
     if not isinstance(sw, dict) or not sw:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from audit_core.reporting import RunView
+from audit_core.run.reporting import RunView
 from audit_core.testing import invoke, no_traceback
 from audit_html_report import images, summary
 from audit_html_report.html import HtmlParams, HtmlReport
@@ -255,7 +255,7 @@ def test_large_gallery_images_are_downsized(tmp_path):
 
 
 def test_both_reporters_are_listed_by_audit_plugins():
-    from audit_core import plugins
+    from audit_core.plugin import manager as plugins
 
     listed = {p["name"]: p for p in plugins.get_plugins()}
     for name in ("html-report", "markdown-report"):

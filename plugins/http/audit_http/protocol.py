@@ -9,7 +9,7 @@ The specification is docs/http-protocol.md. This module holds what both ends mus
   ``"t": true`` is an error, not 200; the server validates requests with them and the client
   validates the server's answers with them (a server is not trusted either);
 - the seed rule (:func:`derive`, :func:`seed_grid`) and the t/k resolution (:func:`resolve_tk`,
-  on top of the core's one t/k rule ``audit_core.ddim.tk_problem``);
+  on top of the core's one t/k rule ``audit_core.base.ddim.tk_problem``);
 - bounds on what either side accepts (:data:`MAX_IMAGE_SIZE`, :func:`max_answer_bytes`).
 
 It needs pydantic only: no web framework.

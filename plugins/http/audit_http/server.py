@@ -50,8 +50,8 @@ import torch
 from pydantic import ValidationError
 
 from audit_core import __version__
-from audit_core.errors import AuditError, ConfigError, PluginError
-from audit_core.targets import VARIATION, Target, TargetContext
+from audit_core.base.errors import AuditError, ConfigError, PluginError
+from audit_core.plugin.targets import VARIATION, Target, TargetContext
 
 from .protocol import (
     PROTOCOL,
@@ -440,7 +440,7 @@ def create_app(service: Service, token: str | None = None) -> Any:
         except (BadRequest, _TooLarge):
             raise
         except Exception:
-            from audit_core.secrets import scrub
+            from audit_core.base.secrets import scrub
 
             log.error("internal error while serving a request:\n%s", scrub(traceback.format_exc()))
             return JSONResponse({"error": "internal server error"}, status_code=500)
@@ -455,7 +455,7 @@ def create_app(service: Service, token: str | None = None) -> Any:
 # ----------------------------------------------------------------------------- building
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``--param key=value`` (value parsed as YAML: numbers, booleans, lists)."""
-    from audit_core.config import parse_value
+    from audit_core.base.config import parse_value
 
     out: dict[str, Any] = {}
     for item in items:
@@ -471,7 +471,7 @@ def build_target(plugin: str, model: str | None, device: str = "auto", params: d
     """A registered target with Params ``{model: PATH, **params}`` (errors exit with 2)."""
     from pathlib import Path
 
-    from audit_core.plugins import construct, lookup
+    from audit_core.plugin.factory import construct, lookup
 
     tcls = lookup("targets", plugin, where="--target")
     values = dict(params or {})
@@ -552,7 +552,7 @@ def serve(
     checked (port, token, bind address, target params) before the model is loaded."""
     import uvicorn
 
-    from audit_core import secrets
+    from audit_core.base import secrets
 
     token = secrets.from_env(token_env, "--token-env") if token_env else None
     check_bind(host, port, token, insecure_no_auth)

@@ -42,10 +42,10 @@ from urllib.parse import urlsplit
 import torch
 from pydantic import Field, ValidationError, field_validator
 
-from audit_core import secrets
+from audit_core.base import secrets
 from audit_core.data import png_b64
-from audit_core.errors import ConfigError
-from audit_core.targets import VARIATION, Target, TargetContext, TargetParams
+from audit_core.base.errors import ConfigError
+from audit_core.plugin.targets import VARIATION, Target, TargetContext, TargetParams
 
 from . import protocol as wire  # `protocol` is also a param's name
 from .client import Client, RemoteError, RetryPolicy

@@ -92,7 +92,7 @@ def test_cfg_scale_is_sent_only_when_set(served):
 
 
 def test_image_size_is_required():
-    from audit_core.errors import ConfigError
+    from audit_core.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="image_size"):
         HTTPTarget(HTTPParams(url="http://127.0.0.1:9", protocol="a1111"))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from audit_core.errors import ConfigError
+from audit_core.base.errors import ConfigError
 from audit_core.testing import ToyParams, ToyTarget, invoke, no_traceback
 from audit_http import server as serve
 

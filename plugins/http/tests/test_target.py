@@ -8,8 +8,8 @@ import torch
 from pydantic import ValidationError
 
 from audit_http import server as serve
-from audit_core.cache import QueryCache
-from audit_core.targets import TargetContext
+from audit_core.data.cache import QueryCache
+from audit_core.plugin.targets import TargetContext
 from audit_core.testing import ToyParams, ToyTarget
 from audit_http.client import RemoteError
 from audit_http.target import HTTPParams, HTTPTarget

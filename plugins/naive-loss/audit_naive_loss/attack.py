@@ -15,7 +15,7 @@ The residual map ``|eps(x_t, t) - z|`` (averaged over the draws) is returned too
 every attack.
 
 Cost: ``draws`` U-Net evaluations per image (all draws of a batch in one forward pass).
-All DDIM math comes from ``audit_core.ddim``.
+All DDIM math comes from ``audit_core.base.ddim``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from audit_core import ddim, seeding
-from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum, mean_over
-from audit_core.errors import ConfigError
-from audit_core.targets import NOISE
+from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum, mean_over
+from audit_core.base.errors import ConfigError
+from audit_core.plugin.targets import NOISE
 
 
 #: the official ReDiffuse scripts' setting for the naive loss (github lijingwei0502/diffusion_mia):

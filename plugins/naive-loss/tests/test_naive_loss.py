@@ -12,9 +12,9 @@ import torch
 from audit_naive_loss import NaiveLoss, NaiveLossParams
 
 from audit_core import hookimpl
-from audit_core.attacks import AttackContext, Batch
-from audit_core.errors import ConfigError
-from audit_core.seeding import derive_seed
+from audit_core.plugin.attacks import AttackContext, Batch
+from audit_core.base.errors import ConfigError
+from audit_core.base.seeding import derive_seed
 from audit_core.testing import FakeLatentTarget as FakeLatent
 from audit_core.testing import (
     ToyParams,

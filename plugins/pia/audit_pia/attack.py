@@ -16,7 +16,7 @@ every attack.
 
 Defaults: ``t = 200``, ``p = 4``; ``t = 500`` on latent targets (Stable Diffusion), supplied by
 :meth:`PIA.defaults_for` (a ``t`` in audit.yaml wins). Cost: 2 U-Net evaluations per image.
-All DDIM math comes from ``audit_core.ddim``.
+All DDIM math comes from ``audit_core.base.ddim``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from audit_core import ddim
-from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.errors import ConfigError
-from audit_core.targets import NOISE, Target
+from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
+from audit_core.base.errors import ConfigError
+from audit_core.plugin.targets import NOISE, Target
 
 #: mean |N(0, 1)| = sqrt(2 / pi): PIAN rescales e0 to this mean absolute value
 HALF_NORMAL_MEAN = math.sqrt(2.0 / math.pi)

@@ -12,8 +12,8 @@ import torch
 from audit_pia import PIA, PIAParams
 
 from audit_core import hookimpl
-from audit_core.attacks import AttackContext
-from audit_core.errors import ConfigError
+from audit_core.plugin.attacks import AttackContext
+from audit_core.base.errors import ConfigError
 from audit_core.testing import FakeLatentTarget as FakeLatent
 from audit_core.testing import (
     ToyParams,

@@ -86,8 +86,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from audit_core.config import load_config_text
-    from audit_core.runner import Runner
+    from audit_core.base.config import load_config_text
+    from audit_core.run.runner import Runner
 
     ts = [int(v) for v in args.ts.split(",")]
     ns = [int(v) for v in args.ns.split(",")]

@@ -33,9 +33,9 @@ def main() -> None:
     import torch
     from audit_rediffuse.attack import ReDiffuse
 
-    from audit_core.config import load_config_text
-    from audit_core.runner import Runner
-    from audit_core.scorer import calibration_split
+    from audit_core.base.config import load_config_text
+    from audit_core.run.runner import Runner
+    from audit_core.stats.scorer import calibration_split
 
     torch.set_num_threads(args.threads)
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}

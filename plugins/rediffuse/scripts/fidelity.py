@@ -87,8 +87,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from audit_core.config import load_config_text
-    from audit_core.runner import Runner
+    from audit_core.base.config import load_config_text
+    from audit_core.run.runner import Runner
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

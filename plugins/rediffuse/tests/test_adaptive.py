@@ -13,8 +13,8 @@ import torch
 from audit_rediffuse.adaptive import calibrate_threshold, fit_stop_model, prefix_log_distances
 
 from audit_core import seeding
-from audit_core.attacks import Batch
-from audit_core.errors import ConfigError
+from audit_core.plugin.attacks import Batch
+from audit_core.base.errors import ConfigError
 
 from .test_rediffuse import (  # noqa: F401  (run_cfg and rec_plugin are fixtures)
     NOISE,
@@ -195,8 +195,8 @@ def results(out):
 
 
 def test_sweep_report_has_the_auc_vs_queries_curve_on_the_same_held_out_images(run_cfg, audit_cli, tmp_path):
-    from audit_core.reporting import sweeps_markdown
-    from audit_core.sweeps import queries_curve
+    from audit_core.run.reporting import sweeps_markdown
+    from audit_core.run.sweeps import queries_curve
 
     common = {"t": 100, "k": 50}
     cfg = run_cfg(

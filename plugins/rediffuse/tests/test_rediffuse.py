@@ -13,11 +13,12 @@ import pytest
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from audit_core import hookimpl, plugins, seeding
-from audit_core.attacks import AttackContext, Batch
+from audit_core import hookimpl, seeding
+from audit_core.plugin import manager as plugins
+from audit_core.plugin.attacks import AttackContext, Batch
 from audit_core.builtins.distances import ssim_index
-from audit_core.errors import ConfigError
-from audit_core.targets import VARIATION, Target
+from audit_core.base.errors import ConfigError
+from audit_core.plugin.targets import VARIATION, Target
 from audit_core.testing import ToyParams, VariationOnlyTarget, no_traceback
 from audit_rediffuse import LATENT_DEFAULTS, PIXEL_DEFAULTS, ReDiffuse, ReDiffuseParams
 

@@ -1,4 +1,4 @@
-"""Copyright mode's second stage (``inference.max_queries``, :mod:`audit_core.two_stage`) through the
+"""Copyright mode's second stage (``inference.max_queries``, :mod:`audit_core.copyright.two_stage`) through the
 runner, with ReDiffuse on the recording test target: the budget is checked before the first query,
 stage 2 rescores the suspects and a seeded matched share of the reference with more draws (whose
 first draws are stage 1's), the whole run stays within the budget, and two runs give the same
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from audit_core import two_stage
+from audit_core.copyright import two_stage
 from audit_core.testing import no_traceback
 
 from .test_rediffuse import rec_plugin  # noqa: F401  (a fixture)

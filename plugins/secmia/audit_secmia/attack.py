@@ -14,7 +14,7 @@ The residual map ``|x_hat - x_tilde|`` is returned too, so ``scorer: classifier`
 ResNet scorer on it: that is ``SecMI_NNs``.
 
 Cost: ``(t_sec - k) / k + 2 = t_sec / k + 1`` U-Net evaluations per image (11 with the defaults),
-all rows of a batch in one forward pass per step. All DDIM math comes from ``audit_core.ddim``.
+all rows of a batch in one forward pass per step. All DDIM math comes from ``audit_core.base.ddim``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from audit_core import ddim
-from audit_core.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.targets import NOISE
+from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
+from audit_core.plugin.targets import NOISE
 
 
 #: the official ReDiffuse scripts' setting for SecMI (github lijingwei0502/diffusion_mia, attack_num 1):

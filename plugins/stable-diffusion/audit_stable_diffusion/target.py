@@ -8,7 +8,7 @@ Model space is the VAE's latent space: ``encode(x) = mean of the VAE posterior *
   its prompt; images without one use the empty prompt.
 - Black-box: the variation API is img2img at strength t/T with DDIM interval k — noise the latent
   to index t with the per-row seed, deterministic DDIM t -> t-k -> ... -> 0 (the core's
-  ``audit_core.ddim``, which steps exactly like diffusers' ``DDIMScheduler`` over the timesteps
+  ``audit_core.base.ddim``, which steps exactly like diffusers' ``DDIMScheduler`` over the timesteps
   [t, t-k, ..., k]; a test checks the two agree), decode.
 
 Components are diffusers/transformers classes loaded with ``local_files_only=True`` and
@@ -33,8 +33,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.errors import ConfigError, ModelError
-from audit_core.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights
+from audit_core.base.errors import ConfigError, ModelError
+from audit_core.plugin.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights
 
 from . import memory
 
@@ -190,7 +190,7 @@ class StableDiffusionTarget(VaeLatentTarget):
         return torch.stack([self._text_cache[p] for p in prompts])
 
     # ----- model space ---------------------------------------------------------------------------
-    # encode/decode: the VAE latent space (audit_core.targets.VaeLatentTarget)
+    # encode/decode: the VAE latent space (audit_core.plugin.targets.VaeLatentTarget)
 
     @torch.no_grad()
     def eps(self, z_t: torch.Tensor, t: int, captions: Sequence[str | None] | None = None) -> torch.Tensor:

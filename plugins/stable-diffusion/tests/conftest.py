@@ -49,7 +49,7 @@ def captioned_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def finetuned_sd(tiny_sd, tmp_path_factory):
     """The tiny SD fine-tuned on the 16 member images (with captions) until it memorises them."""
-    from audit_core.targets import TargetContext
+    from audit_core.plugin.targets import TargetContext
     from audit_stable_diffusion.target import SDParams, StableDiffusionTarget
     from audit_stable_diffusion.tiny import build_tiny_pipeline, tiny_components
 

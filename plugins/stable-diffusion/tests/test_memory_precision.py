@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import audit_core.targets as targets
-from audit_core.errors import ConfigError
-from audit_core.targets import TargetContext
+import audit_core.plugin.targets as targets
+from audit_core.base.errors import ConfigError
+from audit_core.plugin.targets import TargetContext
 from audit_core.testing import no_traceback
 from audit_stable_diffusion import memory
 from audit_stable_diffusion.target import SDParams, StableDiffusionTarget

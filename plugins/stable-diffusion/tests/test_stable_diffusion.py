@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from audit_core import ddim
-from audit_core.errors import ModelError
-from audit_core.targets import TargetContext
+from audit_core.base.errors import ModelError
+from audit_core.plugin.targets import TargetContext
 from audit_core.testing import no_traceback
 from audit_stable_diffusion.target import SDParams, StableDiffusionTarget
 

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from audit_core.errors import ConfigError, ModelError
-from audit_core.targets import NOISE, VARIATION, Target, TargetContext, TargetParams
+from audit_core.base.errors import ConfigError, ModelError
+from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetContext, TargetParams
 
 
 class Params(TargetParams):

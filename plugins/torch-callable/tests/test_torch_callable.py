@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit_core.targets import TargetContext
+from audit_core.plugin.targets import TargetContext
 from audit_torch_callable import Params, TorchCallableTarget
 
 HERE = Path(__file__).parent

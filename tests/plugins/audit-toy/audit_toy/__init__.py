@@ -7,7 +7,7 @@ subprocess:
 - ``delay``: seconds slept per noise-prediction call, so a run lasts long enough to be killed
   (SIGKILL) or interrupted (SIGINT) in the middle;
 - ``token_env``: the name of an environment variable holding an API token, resolved at run time
-  with :func:`audit_core.secrets.from_env` like a remote target would. With ``leak: true`` the
+  with :func:`audit_core.base.secrets.from_env` like a remote target would. With ``leak: true`` the
   target (badly) puts the token into its description and notes, to prove the
   runner's scrubbing catches it.
 
@@ -24,7 +24,8 @@ from __future__ import annotations
 import time
 from functools import cache
 
-from audit_core import hookimpl, secrets
+from audit_core import hookimpl
+from audit_core.base import secrets
 
 
 @cache

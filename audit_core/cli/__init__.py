@@ -1,0 +1,345 @@
+"""The ``audit`` command line (Typer). Exit codes: 0 success, 2 bad input (one paragraph, no
+traceback), 1 internal failure, 130 interrupted (resumable)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .. import __version__
+from ..copyright import reference
+from ..base.errors import AuditError, Interrupted, PluginFailure
+
+from ..run.console import err as err_console
+from ..run.console import out as console
+
+app = typer.Typer(
+    name="audit",
+    help="Membership-inference audits of diffusion models: was this image (or set) used to train that model?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="The shared query cache of variation outputs.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+reference.register(app)  # audit reference build
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Also print the traceback of a plugin failure (it always goes to the run's audit.log).")
+    ] = False,
+) -> None:
+    """Membership-inference audits of diffusion models."""
+    if debug:
+        from ..plugin import guard
+
+        guard.debug = True
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="The audit.yaml to run.")],
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
+    ] = [],  # noqa: B006
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>; run.name defaults to the config file's name)."),
+    ] = None,
+    resume: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue an interrupted run in the same directory (--no-resume: start it over). With neither, "
+            "an unfinished run in the way is an error.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a finished run of a different config in the run directory (with --resume: discard its results).")
+    ] = False,
+) -> None:
+    """Run the audit described by CONFIG and write a run directory."""
+    from ..base.config import load_config
+    from ..run.defaults import with_defaults
+    from ..run.runner import Runner
+
+    runner = Runner(with_defaults(load_config(config, set_)), output=output, resume=resume, force=force, console=err_console)
+    _execute(runner, ["audit", "run", str(config)], set_)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="The audit.yaml whose attacks to sweep.")],
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param", "-p", metavar="ATTACK.PARAM=V1,V2", help="e.g. rediffuse.n=1,2,5,10 (repeatable: a grid)."
+        ),
+    ] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")
+    ] = [],  # noqa: B006
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>-sweep).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted sweep in the same directory.")] = False,
+) -> None:
+    """Run a parameter sweep (ablation): only the attacks named in --param, one entry per value,
+    sharing queries between points (an n-sweep costs what its largest n costs)."""
+    from ..base.config import load_config
+    from ..run.defaults import with_defaults
+    from ..run.runner import Runner
+    from ..run.sweeps import apply_sweep_options, default_output
+
+    loaded = apply_sweep_options(with_defaults(load_config(config, set_)), param)
+    runner = Runner(loaded, output=output or default_output(loaded), resume=resume, console=err_console)
+    _execute(runner, ["audit", "sweep", str(config), *(a for p in param for a in ("--param", p))], set_)
+
+
+def _execute(runner, command: list[str], set_: list[str]) -> None:
+    """Run, print the summary and where the run directory and report are; on Ctrl-C say what was
+    kept and print the command (``command`` + the --set overrides) that resumes it."""
+    from ..run import console as term
+
+    try:
+        run_dir = runner.run()
+    except (Interrupted, KeyboardInterrupt):
+        run_dir = getattr(runner, "run_dir", None)
+        saved = run_dir is not None and (run_dir / "state.sqlite").exists()
+        term.interrupted(err_console, run_dir, _resume_command(command, set_, run_dir) if saved else None)
+        raise typer.Exit(130) from None
+    term.summary(runner.results, console)
+    term.run_finished(run_dir, console)
+
+
+def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
+    """The command line that resumes a run (values of secret-looking --set keys masked)."""
+    import shlex
+
+    from ..base.secrets import is_secret_key
+
+    parts = list(command)
+    for item in set_:
+        key = item.split("=", 1)[0].strip()
+        leaf = key.rsplit(".", 1)[-1]
+        if is_secret_key(leaf) and not leaf.lower().endswith("_env"):
+            item = f"{key}=***"
+        parts += ["--set", item]
+    parts += ["--output", str(run_dir), "--resume"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@app.command("plugins")
+def plugins_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Output JSON.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include the core's built-in plugins.")] = False,
+) -> None:
+    """List installed plugins: distribution, version, hooks and the names each registers (as
+    written in audit.yaml), plus disabled (broken) plugins and names registered twice."""
+    from ..plugin.manager import get_plugins
+
+    plugins = get_plugins(all=all_)
+    if as_json:
+        typer.echo(json.dumps(plugins, indent=2))
+        return
+    table = Table(title="audit plugins", caption="names as written in audit.yaml (attacks[].plugin, target.plugin, ...)")
+    for col in ("plugin", "distribution", "version", "registers"):
+        table.add_column(col, overflow="fold")
+    for p in plugins:
+        if p.get("broken"):
+            continue
+        regs = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items())
+        if "register_commands" in p["hooks"]:
+            regs += ("\n" if regs else "") + "commands (audit CLI)"
+        table.add_row(escape(p["name"]), p.get("distribution", "-"), p.get("version", "-"), escape(regs or "-"))
+    console.print(table)
+    for p in plugins:
+        for clash in p.get("clashes", []):
+            console.print(f"[yellow]name clash:[/] {escape(p['name'])}: {escape(clash)} (neither is used)", highlight=False, soft_wrap=True)
+    for p in plugins:
+        if p.get("broken"):
+            dist = f" ({p['distribution']} {p['version']})" if p.get("distribution") else ""
+            console.print(f"[red]disabled:[/] {escape(p['name'])}{escape(dist)}: {escape(p['broken'])}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    reporter: Annotated[
+        list[str],
+        typer.Option("--reporter", "-r", metavar="NAME", help="Render this reporter (repeatable), e.g. html-report; default: the run's own."),
+    ] = [],  # noqa: B006
+) -> None:
+    """Re-render the reports of a finished run without running attacks, or add a reporter."""
+    from ..run.reporting import RunView, build_reporter, render_reports, reporters_from_config
+    from ..run.rundir import Manifest
+
+    if not (run_dir / "results.json").is_file():
+        raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
+    view = RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
+    reps = [build_reporter(name) for name in reporter] if reporter else reporters_from_config(run_dir)
+    paths = render_reports(view, reps)
+    if paths:
+        Manifest.load(run_dir).add(*paths)  # the run's files: scrubbed and cleared with it
+    elif not reporter:
+        console.print(
+            f"{run_dir}: the run's config names no reporters; add one with "
+            f"`audit report {run_dir} --reporter html-report`", soft_wrap=True, highlight=False, markup=False,
+        )
+    for p in paths:
+        console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
+
+
+_CacheDir = Annotated[
+    Optional[Path], typer.Option("--dir", help="Cache folder (default: $AUDIT_CACHE_DIR, else the user cache dir).")
+]
+_CacheConfig = Annotated[Optional[Path], typer.Option("--config", help="Use the cache.dir of this audit.yaml.")]
+
+
+def _cache_at(directory: Optional[Path], config: Optional[Path]):
+    from ..data.cache import QueryCache
+
+    if directory is None and config is not None:
+        from ..base.config import load_config
+
+        return QueryCache.for_config(load_config(config), create=False)
+    return QueryCache(directory, create=False)
+
+
+@cache_app.command("info")
+def cache_info(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
+    """Show where the query cache is and how big it is."""
+    cache = _cache_at(directory, config)
+    info = cache.info()
+    console.print(
+        f"{info['dir']}: {info['entries']} entries, {_size(info['bytes'])}"
+        + (f" (cap {_size(info['max_bytes'])})" if config is not None and info["max_bytes"] else ""),
+        highlight=False, soft_wrap=True,  # a path is never broken over lines
+    )
+    if info["legacy_entries"]:
+        console.print(
+            f"{info['legacy_entries']} entries ({_size(info['legacy_bytes'])}) from an earlier version have no "
+            f"checksum and are not used; `audit cache clear --legacy` removes them",
+            highlight=False, soft_wrap=True,
+        )
+    foreign = cache.foreign_example() if not info["marker"] else None
+    if foreign is not None:
+        console.print(
+            f"note: {info['dir']} is not an audit query cache (no marker; it holds other files such as {foreign})",
+            highlight=False, soft_wrap=True,
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@cache_app.command("clear")
+def cache_clear(
+    directory: _CacheDir = None,
+    config: _CacheConfig = None,
+    legacy: Annotated[
+        bool, typer.Option("--legacy", help="Also delete the unverifiable <key>.npy entries an earlier version wrote.")
+    ] = False,
+) -> None:
+    """Delete every cached variation (only the cache's own entries: nothing else in the folder)."""
+    cache = _cache_at(directory, config)
+    n = cache.clear(legacy=legacy)
+    console.print(f"removed {n} cached entries from {cache.dir}", highlight=False, soft_wrap=True)
+
+
+_commands_loaded = False
+
+
+def build_app() -> typer.Typer:
+    global _commands_loaded
+    if not _commands_loaded:
+        _commands_loaded = True
+        from ..plugin.manager import register_commands
+
+        register_commands(app)
+    return app
+
+
+def _fail(message: str, code: int) -> None:
+    from ..base.secrets import scrub
+
+    # escape: messages quote names like rediffuse[n=5], which rich would read as markup
+    err_console.print(f"[bold red]Error:[/] {escape(scrub(message))}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _plain_help(cmd) -> None:
+    """Plain metavars in every ``--help``: Typer 0.29 prints ``<bool>`` after flags (``--version``,
+    ``--help``), ``{config}`` for a required argument in the usage line and ``<list[str]>`` for a
+    repeatable option. Flags get no metavar, arguments their name in capitals, and any remaining
+    repeatable option VALUE (the options above name theirs, e.g. KEY=VALUE)."""
+    import typer._click as tclick
+    from typer.core import TyperArgument, TyperOption
+
+    help_opt = cmd.get_help_option(tclick.Context(cmd, info_name=cmd.name))
+    for p in [*cmd.params, *([help_opt] if help_opt is not None else [])]:
+        if isinstance(p, TyperArgument):
+            p.metavar = p.metavar or (p.name or "arg").upper()
+            # bound per argument: the usage line shows CONFIG (or [DIR] when optional), not {config}
+            p._usage_display_name = lambda p=p: (p.metavar if p.required else f"[{p.metavar}]") + ("..." if p.nargs != 1 else "")
+        elif isinstance(p, TyperOption) and p.metavar is None:
+            if p.is_flag or p.count:
+                p.metavar = ""
+            elif p.multiple:
+                p.metavar = "VALUE"
+    for sub in (getattr(cmd, "commands", None) or {}).values():
+        _plain_help(sub)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
+        from ..plugin import guard
+
+        guard.debug = True
+        args = [a for i, a in enumerate(args) if a != "--debug" or i == 0]
+    try:
+        cmd = typer.main.get_command(build_app())
+        _plain_help(cmd)
+        cmd(args=args, standalone_mode=True)
+    except AuditError as exc:
+        _fail(str(exc), 2)
+    except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # an internal failure: keep the traceback for a bug report
+        from ..base.secrets import scrub
+
+        sys.stderr.write(scrub(traceback.format_exc()))
+        _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+if __name__ == "__main__":
+    main()

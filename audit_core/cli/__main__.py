@@ -1,0 +1,5 @@
+"""``python -m audit_core.cli``: the ``audit`` command."""
+
+from . import main
+
+main()

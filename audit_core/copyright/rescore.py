@@ -1,0 +1,163 @@
+"""The runner's side of copyright mode's second stage: check the config, plan the budget and build
+the stage-2 entries before any query, decide from the stored stage-1 scores, rescore, and merge
+the two looks into the ``combined`` block. The rule and its error control are
+:mod:`audit_core.two_stage`'s; docs/copyright-mode.md explains both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import inference, two_stage
+from ..plugin import factory, manager as plugins
+from ..plugin.prepared import PreparedAttack, rows_per_image
+from ..stats import results
+from ..plugin.attacks import AttackContext
+from ..base.errors import ConfigError
+from ..base.records import LABEL_NAMES
+from ..plugin.targets import VARIATION
+
+
+def wanted(cfg: Any, mode: str) -> bool:
+    """Whether the run has a second stage to plan (``inference.max_queries`` in copyright mode)."""
+    return cfg.inference.max_queries is not None and mode == "copyright"
+
+
+def check_config(loaded: Any, mode: str, entries: list) -> None:
+    """``inference.max_queries`` only in copyright mode, with the rank combination and
+    threshold-scored entries (ConfigError naming the line; before the model loads)."""
+    inf = loaded.cfg.inference
+    if inf.max_queries is None:
+        return
+    where = f"inference.max_queries ({loaded.where('inference', 'max_queries')})"
+    if mode != "copyright":
+        raise ConfigError(
+            f"{where}: the query budget and its second stage apply to copyright mode (data: suspects/reference); "
+            f"this run is in evaluation mode. Remove inference.max_queries"
+        )
+    if inf.combine != "rank":
+        raise ConfigError(f"{where}: the second stage retests with the rank combination; set inference.combine: rank (it is {inf.combine!r})")
+    for _, acfg in entries:
+        if acfg.learned:
+            raise ConfigError(
+                f"{where}: attack {acfg.key!r} uses scorer: classifier; the second stage rescores threshold-scored "
+                f"attacks only. Remove inference.max_queries or the classifier scorer"
+            )
+    if inf.undecided <= inf.alpha / 2:
+        raise ConfigError(
+            f"inference.undecided ({loaded.where('inference', 'undecided')}): {inf.undecided:g} must be above "
+            f"alpha / 2 = {inf.alpha / 2:g}, or stage 2 could never run"
+        )
+
+
+class SecondStage:
+    """One run's plan, stage-2 entries and outcome."""
+
+    def __init__(self, runner: Any, plan: two_stage.Plan, entries: list):
+        self.runner, self.plan, self.entries = runner, plan, entries
+        self.ran = False
+
+    # ------------------------------------------------------------------ before any query
+    @classmethod
+    def plan(cls, runner: Any) -> SecondStage | None:
+        """The budgeted plan and the stage-2 entries (each attack with an integer ``n`` rebuilt
+        with ``stage2_factor x n`` and its own seed_key), or None without a budget. A budget below
+        stage 1 is a ConfigError."""
+        if not wanted(runner.cfg, runner.data.mode):
+            return None
+        inf = runner.cfg.inference
+        where = f"inference.max_queries ({runner.loaded.where('inference', 'max_queries')})"
+        rows1, rows2, entries = {}, {}, []
+        for pa in runner.attacks:
+            if pa.cls.combines or VARIATION not in pa.cls.requires:
+                continue  # grey-box attacks send no variation queries; their scores are reused
+            rows1[pa.name] = rows_per_image(pa.attack, pa.params)
+            n = getattr(pa.params, "n", None)
+            if not isinstance(n, int) or isinstance(n, bool):
+                continue  # no integer n (e.g. n: auto): stage 1 only
+            params = pa.cls.Params.model_validate({**pa.params.model_dump(), "n": n * inf.stage2_factor})
+            name = pa.name + two_stage.SUFFIX
+            ctx = AttackContext(name=name, seed_key=pa.seed_key, run_seed=runner.cfg.run.seed, distances=plugins.registry("distances"))
+            attack = factory.construct(pa.cls, params, runner.target, ctx)
+            try:
+                attack.check()
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: the second stage's {name!r} (n={params.n}): {exc}") from None
+            entries.append(PreparedAttack(pa.cfg, name, pa.cls, params, attack, pa.seed_key))
+            rows2[name] = (params.n, rows_per_image(attack, params))
+        if not entries:
+            raise ConfigError(
+                f"{where}: the second stage needs an attack that averages variations with an integer n "
+                f"(e.g. rediffuse); none of this run's attacks does. Remove inference.max_queries"
+            )
+        labels = [r.label for r in runner.data.records]
+        n_sus = sum(1 for v in labels if v == 1)
+        try:
+            plan = two_stage.make_plan(
+                max_queries=inf.max_queries, stage1_queries=two_stage.stage1_cost(rows1, len(labels)), stage2_rows=rows2,
+                n_suspects=n_sus, n_reference=len(labels) - n_sus, factor=inf.stage2_factor, undecided=inf.undecided,
+                where=where,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(runner, plan, entries)
+
+    # ------------------------------------------------------------------ after stage 1
+    def ids(self) -> list[str]:
+        """The suspects and the seeded reference share, in record order."""
+        recs, seed = self.runner.data.records, self.runner.cfg.run.seed
+        share = set(two_stage.reference_share([r.id for r in recs if r.label == 0], self.plan.n_reference_share, seed))
+        return [r.id for r in recs if r.label == 1 or r.id in share]
+
+    def stage1_combined(self, store: Any) -> dict[str, Any]:
+        """The stage-1 combined rank test from the stored scores: the same rows, order and seed
+        as the ``combined`` block finalize computes."""
+        r, inf = self.runner, self.runner.cfg.inference
+        sus, ref = LABEL_NAMES["copyright"][1], LABEL_NAMES["copyright"][0]
+        by_attack = {}
+        for pa in r.attacks:
+            if pa.cls.combines:
+                continue
+            stored = store.scores(pa.name)
+            by_attack[pa.name] = [
+                results.ScoreRow(pa.name, rec.id, rec.path or "", sus if rec.label == 1 else ref, float(stored[rec.id][0]), "all")
+                for rec in r.data.records if rec.id in stored
+            ]
+        return inference.rank_block(by_attack, inf.alpha, r.cfg.run.seed, inf.permutations)
+
+    def run(self, store: Any, progress: Any) -> None:
+        """Rescore the suspects and the reference share with the stage-2 entries when the stage-1
+        verdict is undecided (decided from the stored scores, so a resumed run decides the same).
+        ``progress``: the runner's progress tracker (a context manager, entered here)."""
+        r, inf = self.runner, self.runner.cfg.inference
+        self.ran = False
+        if not self.plan.feasible or not two_stage.undecided(self.stage1_combined(store)["p_value"], inf.alpha, inf.undecided):
+            return
+        ids = set(self.ids())
+        todo_all = [rec for rec in r.data.records if rec.id in ids]
+        with progress:
+            for pa in self.entries:
+                done = store.done_ids(pa.name)
+                todo = [rec for rec in todo_all if rec.id not in done]
+                progress.start(pa.name, len(todo_all), len(todo_all) - len(todo))
+                r._score_records(store, progress, pa, pa.attack, pa.params, todo)
+        self.ran = True
+
+    # ------------------------------------------------------------------ results
+    def entries_scored(self) -> list:
+        """The stage-2 entries that ran (their results go beside the attacks')."""
+        return list(self.entries) if self.ran else []
+
+    def combined(self, stage1: dict[str, Any], rows: list) -> dict[str, Any]:
+        """The ``combined`` block of the run: stage 2's rank test (the rescored entries in place of
+        their stage-1 originals, the other attacks as they were, on the suspects and the share)
+        merged with stage 1's by :func:`two_stage.combined_block`."""
+        r, inf = self.runner, self.runner.cfg.inference
+        stage2 = None
+        if self.ran:
+            rescored = {pa.name.removesuffix(two_stage.SUFFIX) for pa in self.entries}
+            names = [pa.name for pa in r.attacks if not pa.cls.combines and pa.name not in rescored]
+            names += [pa.name for pa in self.entries]
+            ids = set(self.ids())
+            by_attack = {n: [row for row in rows if row.attack == n and row.image_id in ids] for n in names}
+            stage2 = inference.rank_block(by_attack, inf.alpha, r.cfg.run.seed, inf.permutations)
+        return two_stage.combined_block(stage1, stage2, self.plan, self.ran, inf.alpha)

@@ -1,0 +1,421 @@
+"""The plugin manager: built-in plugins, entry points of the group ``audit``, an allow-list,
+tracing, the registries by kind (``register_*`` hooks called through pluggy; objects registered
+by ``"module:attr"`` reference are imported on first use, see ``lazyref.py``), broken plugins
+disabled (not fatal), name clashes, and the listing behind ``audit plugins`` (names only: it
+imports no plugin's implementation). The factory
+(:func:`lookup`, :func:`validate`, :func:`construct`, :func:`build`) is in ``factory.py`` and
+re-exported here.
+
+Environment variables:
+
+``AUDIT_LOAD_PLUGINS``
+    Comma-separated names of the installed plugins to load (entry-point names or distribution
+    names). Unset: load every installed plugin. Set to an empty string: load none (built-ins only).
+``AUDIT_TRACE_PLUGINS``
+    Set to anything non-empty to print every hook call (``register_attacks`` included) and its
+    results to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import importlib.metadata as md
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from ..base.errors import Interrupted, PluginError
+from .lazyref import LazyRef, RefError, is_ref
+
+GROUP = "audit"
+#: what ``register_<kind>`` registers, in the order ``audit plugins`` lists them
+KINDS = ("attacks", "targets", "distances", "reporters", "executors", "datasets", "generators")
+SINGULAR = {k: k[:-1] for k in KINDS}
+
+DEFAULT_PLUGINS = (
+    "audit_core.builtins.distances",
+    "audit_core.builtins.executor",
+)
+
+pm = pluggy.PluginManager(GROUP)
+pm.add_hookspecs(hookspecs)
+HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+
+_loaded = False
+
+
+@dataclass
+class Broken:
+    """A plugin disabled at load or registration time, and why."""
+
+    name: str  # entry-point (or registration) name
+    distribution: str | None
+    version: str | None
+    reason: str
+
+
+@dataclass
+class Registry:
+    """What ``register_<kind>`` yielded: name -> (object, owner plugin), names two plugins
+    registered (used by neither), and plugins whose hook failed."""
+
+    found: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    clashes: dict[str, list[str]] = field(default_factory=dict)
+
+
+_broken: dict[str, Broken] = {}
+_dist_of: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+_registries: dict[str, tuple[tuple, Registry]] = {}  # kind -> (plugins it was built from, registry)
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get("AUDIT_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {item.strip() for item in raw.split(",") if item.strip()}
+
+
+def did_you_mean(name: str, choices: Any) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _disable(name: str, dist: str | None, version: str | None, reason: str, quiet: bool = False) -> None:
+    """Record a broken plugin and warn once, naming its distribution (``quiet``: the caller
+    raises an error that says it all)."""
+    from ..base.terminal import warn
+
+    if pm.get_plugin(name) is not None:
+        pm.unregister(name=name)
+    _broken[name] = Broken(name, dist, version, reason)
+    if quiet:
+        return
+    where = f"distribution {dist} {version}" if dist else "not from an installed distribution"
+    warn(f"plugin {name!r} ({where}) is disabled: {reason}. Other plugins keep working; see `audit plugins`.")
+
+
+def unknown_hooks(plugin: Any) -> list[str]:
+    """The hookimpls of ``plugin`` that match no hook spec, each with the closest real hook."""
+    out = []
+    for attr in dir(plugin):
+        try:
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+        except Exception:  # noqa: BLE001 - an odd attribute is not a hookimpl
+            opts = None
+        if opts is not None and attr not in HOOKS:
+            close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.6)
+            out.append(f"{attr!r} is not a hook" + (f" (did you mean {close[0]!r}?)" if close else f" (the hooks: {', '.join(HOOKS)})"))
+    return out
+
+
+def validate_plugin(plugin: Any, name: str) -> None:
+    """Refuse a plugin with a hookimpl that matches no hook spec (a typo such as
+    ``register_attack``), naming the closest real hook."""
+    bad = unknown_hooks(plugin)
+    if bad:
+        raise PluginError(f"plugin {name!r} implements a hook that does not exist: {'; '.join(bad)}")
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Load built-ins and installed plugins once; return the plugin manager. A plugin that
+    cannot be imported, implements a hook that does not exist or does not match a hook's
+    signature is disabled with a warning; the others keep working."""
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        if pm.get_plugin(module_name) is None:
+            pm.register(importlib.import_module(module_name), name=module_name)
+    allowed = _allow_list()
+    for ep in md.entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist is not None else None
+        version = ep.dist.version if ep.dist is not None else None
+        if allowed is not None and ep.name not in allowed and dist not in allowed:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+            _disable(ep.name, dist, version, f"importing {ep.value} failed ({type(exc).__name__}: {exc})")
+            continue
+        try:
+            validate_plugin(plugin, ep.name)
+            pm.register(plugin, name=ep.name)
+        except (PluginError, pluggy.PluginValidationError) as exc:
+            reason = " ".join(str(exc).split())  # pluggy's signature errors span lines
+            _disable(ep.name, dist, version, reason.replace(f"plugin {ep.name!r} ", "it ", 1))
+            continue
+        if dist:
+            _dist_of[ep.name] = (dist, version or "")
+    if os.environ.get("AUDIT_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.enable_tracing()
+    return pm
+
+
+def check_pending() -> None:
+    """Reject registered hookimpls that match no hook spec (used for in-memory plugins)."""
+    for plugin in pm.get_plugins():
+        validate_plugin(plugin, pm.get_name(plugin))
+
+
+def distribution(plugin_name: str) -> tuple[str, str] | None:
+    """(distribution, version) of a loaded plugin, None for built-ins and in-memory plugins."""
+    return _dist_of.get(plugin_name)
+
+
+def origin_of(cls: type) -> str:
+    """Where a plugin class comes from, for messages: ``from audit-x 0.1.0`` or
+    ``registered in-process as 'name'``."""
+    owner = getattr(cls, "plugin_name", "") or ""
+    dist = _dist_of.get(owner)
+    if dist:
+        return f"from {dist[0]} {dist[1]}"
+    if owner in DEFAULT_PLUGINS or cls.__module__.startswith("audit_core."):
+        from .. import __version__
+
+        return f"from audit-core {__version__}"
+    return f"registered in-process as {owner!r}" if owner else f"class {cls.__module__}.{cls.__qualname__}"
+
+
+def _who(plugin_name: str) -> str:
+    dist = _dist_of.get(plugin_name)
+    return f"{plugin_name!r} ({dist[0]} {dist[1]})" if dist else repr(plugin_name)
+
+
+# ------------------------------------------------------------------------------ registries
+
+
+def _collect(kind: str) -> Registry:
+    """Call ``register_<kind>`` through pluggy, one plugin at a time (so tracing shows every
+    call and one plugin's failure costs only that plugin). Cached until plugins change."""
+    load_plugins()
+    # the key holds the plugin objects themselves: an id alone can be reused by a new object
+    key = tuple((pm.get_name(p), p) for p in pm.get_plugins())
+    cached = _registries.get(kind)
+    if cached is not None and len(cached[0]) == len(key) and all(
+        a[0] == b[0] and a[1] is b[1] for a, b in zip(cached[0], key)
+    ):
+        return cached[1]
+    hook_name = f"register_{kind}"
+    reg = Registry()
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    seen: dict[str, list[tuple[str, Any]]] = {}  # name -> (owner, object) of every registration
+    for impl in impls:
+        owner = impl.plugin_name
+        items: list[tuple[str, Any, bool]] = []
+
+        def register(obj: Any, fn: Any = None, *, _owner: str = owner) -> None:
+            if is_ref(fn):  # register(name, "module:attr"): imported on first use (lazyref.py)
+                items.append((str(obj), LazyRef(kind, str(obj), fn, _owner), False))
+                return
+            if fn is not None:  # register(name, fn) for distances and datasets
+                items.append((str(obj), fn, False))
+                return
+            name = getattr(obj, "name", None)
+            if not name:
+                raise PluginError(f"it registered a {SINGULAR[kind]} without a `name` ({obj!r})")
+            items.append((name, obj, True))
+
+        others = [i.plugin for i in impls if i.plugin is not impl.plugin]
+        try:
+            pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is disabled, not fatal
+            dist = _dist_of.get(owner, (None, None))
+            reason = str(exc) if isinstance(exc, (PluginError, RefError)) else f"{hook_name} raised {type(exc).__name__}: {exc}"
+            _disable(owner, dist[0], dist[1], reason)
+            return _collect(kind)  # the plugin set changed
+        for name, value, is_class in items:
+            if is_class and isinstance(value, type):
+                value.plugin_name = owner
+            if all(v is not value for _, v in seen.get(name, [])):
+                seen.setdefault(name, []).append((owner, value))
+            reg.found.setdefault(name, (value, owner))
+    for name, regs in seen.items():
+        owners = [o for o, _ in regs]
+        if len(regs) > 1:  # ambiguous: neither is used, and a run that needs it says why
+            reg.found.pop(name, None)
+            reg.clashes[name] = owners
+            from ..base.terminal import warn
+
+            warn(
+                f"{SINGULAR[kind]} {name!r} is registered by {' and '.join(_who(o) for o in owners)}; "
+                f"neither is used. Uninstall one, or load one with AUDIT_LOAD_PLUGINS."
+            )
+    _registries[kind] = (key, reg)
+    return reg
+
+
+def resolve(what: str, name: str, where: str | None = None) -> Any:
+    """The object registered as ``name`` (``KeyError`` if none), its module imported now when it
+    was registered by reference. A reference that fails to load disables the plugin that
+    registered it (listed by :func:`broken`; no separate warning) and raises a ``PluginError``
+    (exit 2) naming the plugin, its distribution and what was wrong; ``where`` prefixes it."""
+    value, owner = _collect(what).found[name]
+    if not isinstance(value, LazyRef):
+        return value
+    try:
+        obj = value.load()
+    except RefError as exc:
+        dist = _dist_of.get(owner, (None, None))
+        _disable(owner, dist[0], dist[1], str(exc), quiet=True)
+        head = f"{where}: " if where else ""
+        raise PluginError(
+            f"{head}{SINGULAR[what]} plugin {name!r} cannot be used: plugin {_who(owner)} is broken: {exc}. "
+            f"Other plugins keep working; see `audit plugins`."
+        ) from None
+    if isinstance(obj, type):
+        obj.plugin_name = owner
+    return obj
+
+
+class RegistryView(Mapping):
+    """What :func:`registry` returns: the names of one kind, each object imported when it is
+    first read (``view[name]``); ``name in view``, iterating and ``len`` import nothing."""
+
+    def __init__(self, what: str, names: list[str]):
+        self._what, self._names = what, names
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return resolve(self._what, name)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's default would read (import) the value
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __reduce__(self):  # pickled (e.g. to a worker process) as the plain dict it stands for
+        return (dict, (dict(self.items()),))
+
+    def __repr__(self) -> str:
+        return f"RegistryView({self._what!r}, {self._names!r})"
+
+
+def registry(what: str) -> Mapping[str, Any]:
+    """``registry("attacks")`` -> {name: class}, a read-only mapping whose objects are imported
+    on first access (see :class:`RegistryView`). ``what`` is targets, attacks, distances,
+    reporters, executors, datasets or generators. Names registered twice are left out (see
+    :func:`clashes`)."""
+    return RegistryView(what, list(_collect(what).found))
+
+
+def clashes(what: str) -> dict[str, list[str]]:
+    """Names registered by more than one plugin: name -> the plugins."""
+    return dict(_collect(what).clashes)
+
+
+def broken() -> list[Broken]:
+    """Plugins disabled because they failed to load or register."""
+    load_plugins()
+    return sorted(_broken.values(), key=lambda b: b.name)
+
+
+# ------------------------------------------------------------------------------ listing
+
+
+def get_plugins(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
+    """Every plugin: name, distribution, version, the hooks it implements and the names it
+    registers per kind (as written in audit.yaml), plus disabled (``broken``) plugins and
+    names another plugin registers too (``clashes``)."""
+    load_plugins()
+    registers: dict[str, dict[str, list[str]]] = {}
+    clash_of: dict[str, list[str]] = {}
+    for kind in KINDS:
+        reg = _collect(kind)
+        for name, (_, owner) in reg.found.items():
+            registers.setdefault(owner, {}).setdefault(kind, []).append(name)
+        for name, owners in reg.clashes.items():
+            for owner in owners:
+                registers.setdefault(owner, {}).setdefault(kind, []).append(name)
+                others = [o for o in owners if o != owner]
+                clash_of.setdefault(owner, []).append(f"{SINGULAR[kind]} {name!r} also registered by {', '.join(others)}")
+    out = []
+    for plugin in pm.get_plugins():
+        name = pm.get_name(plugin)
+        if not all and name in DEFAULT_PLUGINS:
+            continue
+        info: dict[str, Any] = {
+            "name": name,
+            "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
+            "registers": {k: sorted(v) for k, v in sorted(registers.get(name, {}).items(), key=lambda kv: KINDS.index(kv[0]))},
+        }
+        dist = _dist_of.get(name)
+        if dist is not None:
+            info["distribution"], info["version"] = dist
+        elif name in DEFAULT_PLUGINS:
+            from .. import __version__
+
+            info["distribution"], info["version"] = "audit-core", __version__
+        if name in clash_of:
+            info["clashes"] = clash_of[name]
+        out.append(info)
+    for b in broken():
+        info = {"name": b.name, "hooks": [], "registers": {}, "broken": b.reason}
+        if b.distribution:
+            info["distribution"], info["version"] = b.distribution, b.version
+        out.append(info)
+    return sorted(out, key=lambda p: p["name"])
+
+
+def register_commands(cli: Callable) -> None:
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+
+
+@contextlib.contextmanager
+def isolated(keep: tuple[str, ...] = ()) -> Iterator[pluggy.PluginManager]:
+    """Within the block only the built-ins (and plugins named in ``keep``) are registered:
+    a test sees exactly the plugins it registers itself. Restored afterwards."""
+    load_plugins()
+    saved = [(pm.get_name(p), p) for p in pm.get_plugins() if pm.get_name(p) not in DEFAULT_PLUGINS and pm.get_name(p) not in keep]
+    saved_broken = dict(_broken)
+    for name, _ in saved:
+        pm.unregister(name=name)
+    _broken.clear()
+    try:
+        yield pm
+    finally:
+        for name, plugin in saved:
+            if pm.get_plugin(name) is None and not pm.is_blocked(name):
+                pm.register(plugin, name=name)
+        _broken.clear()
+        _broken.update(saved_broken)
+
+
+# the factory (lookup / validate / construct / build / unknown_message) lives in factory.py, which
+# imports this module; the old spelling ``audit_core.plugins.build`` still works, with a warning
+_FACTORY = ("build", "construct", "lookup", "unknown_message", "validate")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FACTORY:
+        import importlib
+        import warnings
+
+        warnings.warn(f"audit_core.plugins.{name} moved to audit_core.plugin.factory.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("audit_core.plugin.factory"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "GROUP", "KINDS", "pm", "load_plugins", "registry", "resolve", "clashes",
+    "broken", "get_plugins", "did_you_mean", "origin_of", "distribution", "isolated",
+]

@@ -1,0 +1,611 @@
+"""The target interface: a model adapter that serves a variation API and, where possible,
+noise-prediction (grey-box) access.
+
+A target plugin subclasses :class:`Target`, declares ``name``, ``kind``, ``capabilities`` and a
+pydantic ``Params`` model for its ``target:`` mapping in audit.yaml, and implements
+``_variation`` (black-box) and/or ``encode``/``eps`` (grey-box). The DDIM math lives in
+``audit_core.ddim``; a pixel target's ``_variation`` is usually one call to
+``ddim.variation(self.eps, ...)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from ..base import ddim, seeding
+from ..base.config import resolve_path
+from ..base.params import PluginParams
+from ..base.errors import ConfigError, ModelError
+
+VARIATION = "variation"  # black-box: V(x, t, k) only
+NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
+
+ACCESS_NAMES = {VARIATION: "variation API (black-box)", NOISE: "noise prediction (grey-box)"}
+#: weight files that are pickles (loading one can run code): refused unless ``allow_pickle``
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class TargetParams(PluginParams):
+    """Base for target params: unknown keys are errors, types are strict (see PluginParams)."""
+
+
+@dataclass
+class TargetContext:
+    """What the runner hands a target: the device request, the query cache (or None), the
+    audit.yaml's folder and the run's speed settings (``run.dtype``, ``run.channels_last``,
+    ``run.compile``; a target's own ``dtype`` param, when not ``auto``, wins over ``run.dtype``)."""
+
+    device: str = "auto"
+    cache: Any = None
+    config_dir: Any = None  # folder of the audit.yaml, for relative model paths
+    dtype: str = "auto"  # run.dtype: auto | fp32 | fp16 | bf16
+    channels_last: bool = False  # run.channels_last: NHWC convolutions (faster on recent GPUs)
+    compile: bool = False  # run.compile: torch.compile the network (slow start, faster steps)
+
+    def path(self, p: str | Path) -> Path:
+        """A model path from the config, relative to the audit.yaml's folder when known."""
+        return resolve_path(p, self.config_dir)
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(files: Sequence[Path]) -> str:
+    """SHA-256 over weight files' names and contents (each file hashed once per process, per path,
+    size and mtime): a target identity that changes whenever the weights do."""
+    h = hashlib.sha256()
+    for f in files:
+        st = Path(f).stat()
+        h.update(Path(f).name.encode())
+        h.update(_file_sha256(str(f), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()
+
+
+def pipeline_folder(path: Path, required: Sequence[str], what: str) -> Path:
+    """``path`` if it is a folder holding every entry of ``required`` (a diffusers pipeline's
+    components), else a ModelError naming the missing ones; ``what`` names the layout."""
+    if not path.is_dir():
+        raise ModelError(f"target.model: {path} is not a folder")
+    missing = [name for name in required if not (path / name).exists()]
+    if missing:
+        raise ModelError(
+            f"target.model: {path} is not a {what} pipeline folder: missing {', '.join(missing)} "
+            f"(expected {', '.join(required)})"
+        )
+    return path
+
+
+def require_weights(folder: Path, subfolders: Sequence[str], allow_pickle: bool) -> None:
+    """Check, before anything is loaded, that each component subfolder of a diffusers folder
+    holds weights: safetensors, or pickles (``PICKLE_SUFFIXES``) only with ``allow_pickle``."""
+    for sub in subfolders:
+        files = list((folder / sub).glob("*"))
+        if any(f.suffix == ".safetensors" for f in files):
+            continue
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not allow_pickle:
+            raise ModelError(
+                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
+                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
+                f"config only for files you trust, or convert them to safetensors."
+            )
+        if not pickled:
+            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
+
+
+@dataclass
+class Stats:
+    nfe: int = 0  # U-Net evaluations, one per image per call
+    queries: int = 0  # variation calls actually served (cache hits excluded), one per image
+    cache_hits: int = 0  # variation rows served from the query cache
+    cached_nfe: int = 0  # NFEs those cached rows would have cost
+    notes: list[str] = field(default_factory=list)
+
+
+def _rows(fn: Any, self: Any, args: tuple, kwargs: dict) -> int:
+    """Rows of one eps/variation call: the number of seeds (variation), else of ``x``."""
+    import inspect
+
+    try:
+        bound = inspect.signature(fn).bind(self, *args, **kwargs).arguments
+    except TypeError:
+        bound = {}
+    seeds = bound.get("seeds")
+    if seeds is not None:
+        return int(seeds.numel()) if isinstance(seeds, torch.Tensor) else int(np.size(np.asarray(seeds, dtype=object)))
+    values = list(bound.values())[1:] if bound else list(args)  # after self: x (or z_t) first
+    x = values[0] if values else None
+    return int(x.shape[0]) if hasattr(x, "shape") else 0
+
+
+def _counted(fn: Any, counter: str) -> Any:
+    """``fn`` guarded, adding one to ``self.stats.<counter>`` per row when ``fn`` did not
+    count (``nfe`` for eps, ``queries`` for variation: cache hits count as answered)."""
+    import functools
+
+    from .guard import guarded
+
+    if getattr(fn, "__audit_counted__", False):
+        return fn
+    inner = guarded(fn)
+
+    @functools.wraps(fn)
+    def counted(self, *args: Any, **kwargs: Any) -> Any:
+        st = self.__dict__.get("stats")
+        if st is None:  # a subclass that skipped Target.__init__
+            st = self.stats = Stats()
+        before = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
+        out = inner(self, *args, **kwargs)
+        after = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
+        if after == before:
+            setattr(st, counter, getattr(st, counter) + _rows(fn, self, args, kwargs))
+        return out
+
+    counted.__audit_counted__ = True
+    return counted
+
+
+def resolve_device(request: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cpu``; ``cuda`` / ``cuda:N`` (checked)."""
+    request = (request or "auto").strip()
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if request == "cpu":
+        return torch.device("cpu")
+    if request.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"run.device: {request!r} was requested but no CUDA device is available")
+        dev = torch.device(request)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device: {request!r} does not exist ({torch.cuda.device_count()} GPUs)")
+        return dev
+    raise ConfigError(f"run.device: {request!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def native_bf16() -> str | None:
+    """How this CPU computes bf16 natively (``"AMX"``, ``"AVX512-BF16"``), or None (then bf16
+    matmuls and convolutions are emulated and slower than fp32)."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+            return "AMX"
+        if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+            return "AVX512-BF16"
+    except Exception:  # a torch build without the probes
+        return None
+    return None
+
+
+def resolve_dtype(request: str, device: torch.device, cpu_half: bool = False) -> torch.dtype:
+    """fp32 / fp16 / bf16 (``auto``: fp32) as a torch dtype. On the CPU fp16 runs fp32, and so
+    does bf16 unless ``cpu_half`` (a target that measured bf16 to pay off on the CPU, e.g.
+    Stable Diffusion) and the CPU computes bf16 natively (:func:`native_bf16`)."""
+    table = {"auto": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if request not in table:
+        raise ConfigError(f"target dtype {request!r} is not one of {', '.join(table)}")
+    if device.type == "cpu" and request == "bf16" and cpu_half and native_bf16():
+        return torch.bfloat16
+    if device.type == "cpu" and request in ("fp16", "bf16"):
+        return torch.float32  # fp32 on the CPU
+    return table[request]
+
+
+class Target:
+    """Base class of every target. Images are float tensors ``[B, C, H, W]`` in [-1, 1]."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "pixel"  # "pixel" or "latent"
+    capabilities: ClassVar[frozenset[str]] = frozenset({VARIATION})
+    Params: ClassVar[type[BaseModel]] = TargetParams
+    plugin_name: ClassVar[str] = ""
+
+    #: set by subclasses in __init__
+    image_size: int = 0
+    channels: int = 0
+    num_train_timesteps: int = 1000
+    alphas_cumprod: torch.Tensor | None = None  # float64 on the CPU; None when unknown (remote)
+    device: torch.device = torch.device("cpu")
+
+    def __init__(self, params: BaseModel, context: TargetContext | None = None):
+        self.params = params
+        self.context = context or TargetContext()
+        self.stats = Stats()
+
+    @property
+    def cache(self) -> Any:
+        """The query cache (or None): the context's, the one handle the runner gave this target."""
+        return self.context.cache
+
+    @cache.setter
+    def cache(self, value: Any) -> None:
+        self.context.cache = value
+
+    #: methods the core calls on a target; a subclass's own versions are guarded (a failure
+    #: names the target and its distribution: see audit_core.guard)
+    GUARDED: ClassVar[tuple[str, ...]] = (
+        "_variation", "_variations", "encode", "decode", "preprocess", "identity", "describe", "close", "nfe_per_query", "max_batch",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The core counts: a subclass's ``eps`` counts one NFE per row and its ``variation``
+        one query per row, unless the implementation counted itself (old-style targets that do
+        ``self.stats.nfe += rows`` are not counted twice). Its methods are guarded."""
+        super().__init_subclass__(**kwargs)
+        from .guard import guard_methods
+
+        if "eps" in cls.__dict__:
+            cls.eps = _counted(cls.__dict__["eps"], "nfe")
+        if "variation" in cls.__dict__:
+            cls.variation = _counted(cls.__dict__["variation"], "queries")
+        guard_methods(cls, cls.GUARDED)
+        if "_variation" in cls.__dict__ and "_variations" not in cls.__dict__:
+            warnings.warn(
+                f"{cls.__module__}.{cls.__qualname__} overrides Target._variation(x, t, k, seeds, captions) "
+                f"(one seed per row), which is deprecated: override Target._variations(x, t, k, seeds, "
+                f"captions, clip) taking seeds[B][n] and returning [B, n, C, H, W] instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+
+    def _place(self, dtype: str = "auto", auto: str = "fp32", cpu_bf16: bool = False) -> None:
+        """Set ``self.device`` from the run's device request and ``self.dtype``: the target's own
+        ``dtype`` param when it is not ``auto``, else ``run.dtype`` when that is not ``auto``, else
+        ``auto`` (this target's default, e.g. fp16 for a big model on a GPU). Half precision runs
+        on a GPU; on the CPU fp16 runs fp32, and bf16 too unless the target passes ``cpu_bf16``
+        and the CPU computes bf16 natively; either fallback is noted. ``self.precision`` records
+        what was used and why (results.json ``target.precision``, the terminal, the report)."""
+        self.device = resolve_device(self.context.device)
+        run = getattr(self.context, "dtype", "auto") or "auto"
+        if dtype != "auto":
+            request, source = dtype, "target.dtype"
+        elif run != "auto":
+            request, source = run, "run.dtype"
+        else:
+            request, source = auto, f"the {self.name or 'target'} default"
+        self.dtype = resolve_dtype(request, self.device, cpu_half=cpu_bf16)
+        used = str(self.dtype).replace("torch.", "")
+        reason = f"{request} from {source}"
+        if request in ("fp16", "bf16") and self.device.type == "cpu":
+            if self.dtype == torch.bfloat16:
+                reason = f"{request} from {source}; this CPU computes bf16 natively ({native_bf16()})"
+            else:
+                why = "the CPU runs fp32"
+                if request == "bf16" and cpu_bf16:
+                    why = "this CPU has no native bf16 (AMX or AVX512-BF16), so the CPU runs fp32"
+                reason = f"{request} from {source}, but {why}"
+                self.stats.notes.append(f"dtype {request} was requested but {why}")
+        if dtype != "auto" and run not in ("auto", dtype):
+            reason += f" (overrides run.dtype {run})"
+        self.precision = {
+            "dtype": used,
+            "reason": reason,
+            "channels_last": bool(getattr(self.context, "channels_last", False)),
+            "compile": bool(getattr(self.context, "compile", False)),
+        }
+
+    def _prepare_network(self, module):
+        """A network (``nn.Module``) on ``self.device`` in ``self.dtype``, eval mode, with the
+        run's ``channels_last`` and ``compile`` applied; call after :meth:`_place`."""
+        first = next(iter(module.parameters()), None)
+        if first is not None and first.dtype != self.dtype:  # a model loaded in its dtype is left as is
+            module = module.to(dtype=self.dtype)
+        module = module.to(self.device).eval()
+        if self.precision.get("channels_last"):
+            module = module.to(memory_format=torch.channels_last)
+        if self.precision.get("compile"):
+            module = torch.compile(module)
+        return module
+
+    def _network_input(self, x):
+        """``x`` on the device in the network's dtype (and memory format)."""
+        x = x.to(self.device, self.dtype)
+        if getattr(self, "precision", {}).get("channels_last") and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # ----- description ---------------------------------------------------------------------
+    def identity(self) -> str:
+        """A stable identity for the query cache: changes when the model's weights change."""
+        return f"{self.name}:{self.params.model_dump_json()}"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for results.json and reports (never secrets)."""
+        return {
+            "plugin": self.name,
+            "kind": self.kind,
+            "capabilities": sorted(self.capabilities),
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "num_train_timesteps": self.num_train_timesteps,
+            "device": str(self.device),
+            **({"precision": self.precision} if getattr(self, "precision", None) else {}),
+        }
+
+    def close(self) -> None:
+        """Release resources (connections, GPU memory)."""
+
+    def condition(self, record: Any) -> str | None:
+        """The conditioning string of one image (an ``ImageRecord``): what the runner hands the
+        attacks as its caption and they pass back to ``variation``/``encode``/``eps``. Default:
+        the record's caption. A class-conditional target maps e.g. ``record.extra["class"]`` to
+        a label here; raise ``DataError`` naming the image for a value it cannot use."""
+        return record.caption
+
+    # ----- black-box --------------------------------------------------------------------
+    #: True when every variation the target returns already lies in [-1, 1] (e.g. images decoded
+    #: from 8-bit files, or a VAE decoder's clamped output): ``clip`` then changes nothing
+    bounded_variations: ClassVar[bool] = False
+
+    def variation(
+        self,
+        x: torch.Tensor,
+        t: int,
+        k: int,
+        seeds: Any,
+        captions: Sequence[str | None] | None = None,
+        *,
+        clip: bool = False,
+    ) -> torch.Tensor:
+        """V(x, t, k), ``n`` times per image: ``x [B, C, H, W]`` and ``seeds [B][n]`` (nested
+        lists, or an integer tensor ``[B, n]``) -> ``[B, n, C, H, W]`` float32 on ``x``'s device.
+
+        Draw ``j`` of image ``i`` noises ``x[i]`` with ``seeds[i][j]``; ``captions`` has one entry
+        per image. ``clip``: clip every variation to [-1, 1] (the default, False, returns the DDIM
+        output as it is, like the official ReDiffuse code, which averages unclipped variations).
+        Served from the query cache when one is configured; only cache misses reach
+        :meth:`_variations` and count as queries (one per variation).
+
+        Deprecated form: ``seeds`` a flat list with one seed per row of ``x`` (rows repeating an
+        image n times) -> ``[B, C, H, W]``; it warns and runs as ``n = 1``."""
+        if VARIATION not in self.capabilities:
+            raise NotImplementedError(f"target {self.name!r} has no variation API")
+        grid, flat = _seed_grid(seeds, x.shape[0])
+        if flat:
+            warnings.warn(
+                "Target.variation(x, t, k, seeds) with one seed per row is deprecated: pass seeds[B][n] "
+                "(e.g. batch.seed_grid(n)) with each image once and get [B, n, C, H, W] back: "
+                "target.variation(batch.images, t, k, batch.seed_grid(n), batch.captions)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        ddim.check_tk(t, k, self.num_train_timesteps)
+        captions = list(captions) if captions is not None else [None] * x.shape[0]
+        if len(captions) != x.shape[0]:
+            raise ValueError(f"{len(captions)} captions for {x.shape[0]} images: one caption per image is required")
+        clip = bool(clip) and not self.bounded_variations
+        out = self._cached_variations(x, int(t), int(k), grid, captions, clip)
+        return out[:, 0] if flat else out
+
+    def _cached_variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
+    ) -> torch.Tensor:
+        """:meth:`variation` behind the query cache: only the missing draws are computed."""
+        B, n = len(seeds), len(seeds[0])
+        if self.cache is None:
+            out = self._variations(x, t, k, seeds, captions, clip)
+            self.stats.queries += B * n
+            return out.to(x.device, torch.float32)  # same dtype as a cached answer
+        identity = self.identity()
+        keys = [self._cache_keys(x[i], t, k, seeds[i], captions[i], identity, clip) for i in range(B)]
+        found = [[self.cache.get(key) for key in row] for row in keys]
+        missing = [[j for j, f in enumerate(row) if f is None] for row in found]
+        hits = B * n - sum(len(m) for m in missing)
+        self.stats.cache_hits += hits
+        self.stats.cached_nfe += hits * self.nfe_per_query(t, k)
+        # images missing the same number of draws (usually all, or the draws a sweep added) are
+        # computed together, in image order
+        for m in sorted({len(m) for m in missing} - {0}):
+            images = [i for i in range(B) if len(missing[i]) == m]
+            fresh = self._variations(
+                x[images], t, k, [[seeds[i][j] for j in missing[i]] for i in images], [captions[i] for i in images], clip
+            )
+            self.stats.queries += len(images) * m
+            for a, i in enumerate(images):
+                for b, j in enumerate(missing[i]):
+                    # the cache stores float32 losslessly, so a later hit is bit-identical to this one
+                    found[i][j] = fresh[a, b].detach().to("cpu", torch.float32)
+                    self.cache.put(keys[i][j], found[i][j])
+        return torch.stack([torch.stack([f.to(x.device, torch.float32) for f in row]) for row in found])
+
+    def nfe_per_query(self, t: int, k: int) -> int:
+        """U-Net evaluations of one variation (t/k for DDIM; 0 when unknown, e.g. remote)."""
+        return t // k if VARIATION in self.capabilities and NOISE in self.capabilities else 0
+
+    def cache_key(
+        self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None, identity: str | None = None,
+        clip: bool = True,
+    ) -> str:
+        """The query-cache key of one variation (``identity``: :meth:`identity`, when at hand).
+        Unclipped variations of an unbounded target get their own keys."""
+        return self._cache_keys(image, t, k, [seed], caption, identity, clip)[0]
+
+    def _cache_keys(
+        self, image: torch.Tensor, t: int, k: int, seeds: Sequence[int], caption: str | None,
+        identity: str | None, clip: bool,
+    ) -> list[str]:
+        h = hashlib.sha256()
+        h.update((self.identity() if identity is None else identity).encode())
+        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())  # hashed once per image
+        tail = "" if clip or self.bounded_variations else "|unclipped"  # clipped: the keys of earlier versions
+        keys = []
+        for seed in seeds:
+            row = h.copy()
+            row.update(f"|{t}|{k}|{seed}|{caption or ''}{tail}".encode())
+            keys.append(row.hexdigest())
+        return keys
+
+    def _variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
+    ) -> torch.Tensor:
+        """Compute ``[B, n, C, H, W]`` variations (``seeds[B][n]``, one caption per image): what a
+        target overrides to serve the variation API. The default runs the core's DDIM on the
+        grey-box methods: each image encoded once, noised with each of its seeds in model space,
+        DDIM back to 0 and decoded, all ``B * n`` rows together (on the target's device)."""
+        if type(self)._variation is not Target._variation:  # a target written for the flat hook
+            B, n = len(seeds), len(seeds[0])
+            rows = self._variation(
+                x.repeat_interleave(n, dim=0), t, k, [s for row in seeds for s in row], [c for c in captions for _ in range(n)]
+            )
+            rows = rows.clamp(-1.0, 1.0) if clip else rows
+            return rows.reshape(B, n, *rows.shape[1:])
+        return self._ddim_variations(x, t, k, seeds, captions, clip)
+
+    def _ddim_variations(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
+    ) -> torch.Tensor:
+        B, n = len(seeds), len(seeds[0])
+        x = x.to(self.device)
+        z0 = self.encode(x, captions).repeat_interleave(n, dim=0)  # image-major rows: i*n .. i*n+n-1
+        row_captions = [c for c in captions for _ in range(n)]
+        noise = seeding.randn(z0.shape[1:], [s for row in seeds for s in row], device=z0.device, dtype=z0.dtype)
+        eps = lambda z, step: self.eps(z, step, row_captions)  # noqa: E731
+        assert self.alphas_cumprod is not None
+        z_hat = ddim.variation(eps, z0, noise, t, k, self.alphas_cumprod)
+        out = self.decode(z_hat, row_captions)
+        if clip:
+            out = out.clamp(-1.0, 1.0)
+        return out.reshape(B, n, *out.shape[1:])
+
+    def _variation(
+        self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
+    ) -> torch.Tensor:
+        """Deprecated flat hook (one seed per row of ``x``, ``[N, C, H, W]`` out, unclipped):
+        override :meth:`_variations` instead."""
+        out = self._ddim_variations(x, t, k, [[int(s)] for s in seeds], list(captions), False)
+        return out[:, 0]
+
+    # ----- grey-box -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        """Image -> model space (identity for pixel targets, scaled VAE latents for latent ones)."""
+        return x
+
+    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        """Model space -> image in [-1, 1]."""
+        return z
+
+    def eps(self, z_t: torch.Tensor, t: int, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        """The noise prediction at index ``t``. The core counts one NFE per row of each call
+        (a subclass that costs more per row, e.g. 2 with classifier-free guidance, adds to
+        ``self.stats.nfe`` itself and is then left alone)."""
+        raise NotImplementedError(f"target {self.name!r} has no noise-prediction access")
+
+    def eps_fn(self, captions: Sequence[str | None] | None = None):
+        """``eps`` bound to the captions, in the shape ``audit_core.ddim`` expects."""
+        return lambda z, t: self.eps(z, t, captions)
+
+    def preprocess(self, image) -> tuple[torch.Tensor, bool]:
+        """PIL image -> ``([C, H, W]`` in [-1, 1], whether it was converted or resized). The
+        default converts to the target's channels and centre-crops/resizes to its size."""
+        from ..data import to_tensor
+
+        return to_tensor(image, self.channels, self.image_size)
+
+    def max_batch(self) -> int:
+        """How many rows one forward pass may hold (the runner splits larger work): the target's
+        ``max_batch`` param when it has one, else 256."""
+        return getattr(self.params, "max_batch", 256)
+
+
+def _seed_grid(seeds: Any, images: int) -> tuple[list[list[int]], bool]:
+    """``seeds[B][n]`` (nested lists or an integer tensor) -> (the grid, False); a flat list of
+    one seed per row (the deprecated form) -> (``[[s] for s in seeds]``, True)."""
+    if isinstance(seeds, torch.Tensor):
+        if seeds.is_floating_point() or seeds.ndim not in (1, 2):
+            raise ValueError(f"seeds must be an integer tensor [B, n], got {seeds.dtype} {list(seeds.shape)}")
+        seeds = seeds.tolist()
+    seeds = list(seeds)
+    if len(seeds) != images:
+        raise ValueError(f"seeds has {len(seeds)} rows for {images} images: one row of n seeds per image is required")
+    if images == 0:
+        raise ValueError("no images to vary")
+    flat = not isinstance(seeds[0], (list, tuple, torch.Tensor))
+    grid = [[int(s)] for s in seeds] if flat else [[int(s) for s in row] for row in seeds]
+    n = len(grid[0])
+    if n == 0 or any(len(row) != n for row in grid):
+        raise ValueError("seeds must have the same number n >= 1 of seeds for every image")
+    return grid, flat
+
+
+class VaeLatentTarget(Target):
+    """A latent target whose model space is a diffusers ``AutoencoderKL``'s: ``encode(x)`` = the
+    posterior mean * ``scaling_factor`` (deterministic), ``decode(z)`` = decoder(z / scaling_factor)
+    clamped to [-1, 1]. A subclass sets ``self.device`` and ``self.dtype`` and hands its loaded VAE
+    to ``_use_vae`` (Stable Diffusion, DiT).
+
+    The VAE runs in chunks of :meth:`vae_rows` rows (a subclass sets ``self.vae_batch``; else its
+    ``max_batch``): at 512x512 a decoded row costs several times the U-Net's activations, so the
+    VAE gets its own, smaller chunk. Each image is encoded once per target instance, i.e. once per
+    run whichever attacks ask for it: the encoder is deterministic, so the latent is kept (float32,
+    on the CPU, up to ``LATENT_CACHE_BYTES``, least recently used dropped first) and served again
+    bit for bit, keyed by the image's bytes."""
+
+    #: bytes of encoded latents kept per run (SD 512x512: 64 KiB per image, 4096 images)
+    LATENT_CACHE_BYTES: ClassVar[int] = 256 * 2**20
+
+    def _use_vae(self, vae: Any) -> None:
+        """Adopt a loaded ``AutoencoderKL``: its downsampling factor and latent scaling factor."""
+        self.vae = vae
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
+        self._latents: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._latent_bytes = 0
+
+    def vae_rows(self) -> int:
+        """Rows per VAE encoder/decoder pass."""
+        return max(1, int(getattr(self, "vae_batch", 0) or self.max_batch()))
+
+    def _latent_key(self, image: torch.Tensor) -> str:
+        h = hashlib.sha256(str(self.dtype).encode())
+        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_latents", OrderedDict())  # a subclass may set self.vae itself
+        keys = [self._latent_key(img) for img in x]
+        first: dict[str, int] = {}  # each image not cached yet -> its first row: encoded once
+        for row, key in enumerate(keys):
+            if key not in cache:
+                first.setdefault(key, row)
+        if first:
+            fresh = []
+            for chunk in x[list(first.values())].split(self.vae_rows()):
+                post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
+                fresh.append((post.mean * self.scaling_factor).float().cpu())
+            for key, z in zip(first, torch.cat(fresh)):
+                cache[key] = z
+                self._latent_bytes = getattr(self, "_latent_bytes", 0) + z.numel() * 4
+        out = []
+        for key in keys:
+            cache.move_to_end(key)
+            out.append(cache[key])
+        result = torch.stack(out).to(self.device)
+        while self._latent_bytes > self.LATENT_CACHE_BYTES and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._latent_bytes -= dropped.numel() * 4
+        return result
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
+        out = []
+        for chunk in z.split(self.vae_rows()):
+            img = self.vae.decode((chunk / self.scaling_factor).to(self.device, self.dtype)).sample
+            out.append(img.float().clamp(-1, 1))
+        return torch.cat(out)

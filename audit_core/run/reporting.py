@@ -1,0 +1,179 @@
+"""Reports: the reporter interface, the read-only view of a run directory reporters get, finding
+a run's reporters and rendering them. A reporter reads a finished run directory (results.json,
+scores.csv, artifacts/) and writes files into it; ``audit report RUN_DIR`` re-runs reporters
+without running attacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..base.errors import AuditError, ConfigError, DataError
+
+
+class ReporterParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reporter:
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = ReporterParams
+    plugin_name: ClassVar[str] = ""
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def render(self, run: RunView) -> list[Path]:
+        """Write report file(s) into ``run.dir`` and return their paths."""
+        raise NotImplementedError
+
+
+class RunView:
+    """Read-only access to a run directory for reporters."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        try:
+            with open(self.dir / "results.json", encoding="utf-8") as fh:
+                self.results: dict[str, Any] = json.load(fh)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{self.dir / 'results.json'} is not valid JSON ({exc}); re-run the audit with --resume") from None
+        if not isinstance(self.results, dict) or not isinstance(self.results.get("attacks"), dict):
+            raise DataError(f"{self.dir / 'results.json'} is not an audit results file (no 'attacks' table)")
+        self._scores: list[dict] | None = None
+
+    @property
+    def scores(self) -> list[dict]:
+        """Rows of scores.csv with ``score`` as float."""
+        if self._scores is None:
+            with open(self.dir / "scores.csv", newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            for r in rows:
+                r["score"] = float(r["score"])
+            self._scores = rows
+        return self._scores
+
+    def scores_of(self, attack: str) -> list[dict]:
+        return [r for r in self.scores if r["attack"] == attack]
+
+    @property
+    def config_text(self) -> str:
+        p = self.dir / "config.resolved.yaml"
+        return p.read_text(encoding="utf-8") if p.exists() else ""
+
+
+# --------------------------------------------------------------------------------- finding and rendering
+def reporters_from_config(run_dir: Path) -> list[Reporter]:
+    """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``); a
+    missing or damaged file is a DataError in one line."""
+    import yaml
+
+    from ..base.config import ReportCfg
+
+    p = Path(run_dir) / "config.resolved.yaml"
+    hint = f"name the reporters instead: audit report {run_dir} --reporter html-report"
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {p} ({exc.strerror or exc}), so the run's reporters are unknown; {hint}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{p} is not valid YAML{where}; {hint}") from None
+    items = (raw or {}).get("reports") if isinstance(raw or {}, dict) else None
+    if not isinstance(items or [], list):
+        raise DataError(f"{p}: `reports` is not a list; {hint}")
+    reps = []
+    for i, item in enumerate(items or []):
+        try:
+            rc = ReportCfg.model_validate(item)
+        except ValidationError as exc:
+            raise DataError(f"{p}: reports[{i}] is not a reporter entry ({_one_line(exc)}); {hint}") from None
+        reps.append(build_reporter(rc.plugin, rc.params, (f"reports[{i}]", str(p))))
+    return reps
+
+
+def build_reporter(name: str, params: dict | None = None, where: tuple[str, str] = ("--reporter", "command line")) -> Reporter:
+    """The reporter plugin ``name`` with validated ``params``; errors name ``where`` (key, place)."""
+    from ..plugin import factory
+    from ..plugin.factory import lookup_plugin
+
+    key, place = where
+    rcls = lookup_plugin("reporters", name, (key,), place)
+    return factory.construct(rcls, factory.validate(rcls, params or {}, at=(key, "params"), label=place))
+
+
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
+def render_reports(view: RunView, reporters: list[Reporter], console: Any = None) -> list[Path]:
+    """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
+    only: the scores and results are already saved, so it is a warning, not a failed run."""
+    from . import console as term
+    from ..plugin import guard
+
+    paths: list[Path] = []
+    for rep in reporters:
+        try:
+            paths.extend(rep.render(view))
+        except (OSError, AuditError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
+            guard.set_log_dir(view.dir)
+            guard.failure(rep, "failed", exc, resumable=False)  # its traceback to <run_dir>/audit.log
+            term.reporter_failed(console, guard.who(rep).removeprefix("reporter "), exc, view.dir)
+    return paths
+
+
+def sweeps_markdown(sweeps_block: dict[str, Any]) -> str:
+    """The ``sweeps`` block of results.json as Markdown: one table per sweep (for notes and docs)."""
+    from .console import format_metric
+    from .sweeps import format_value
+
+    out = []
+    for base, s in sweeps_block.items():
+        q = s["queries"]
+        out.append(f"**{base}** ({q['spent']} queries spent, {q['naive']} run separately without a cache)\n")
+        head = [*s["params"], "AUC [95% CI]", "TPR@1%FPR [95% CI]", "queries/img", "NFE/img", "Pareto"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        front = set(s["pareto"])
+        for p in s["points"]:
+            row = [format_value(p["values"][k]) for k in s["params"]]
+            row += [format_metric(p["auc"]), format_metric(p["tpr_at_1pct_fpr"]), f"{p['queries_per_image']:g}",
+                    f"{p.get('nfe_per_image', 0):g}", "yes" if p["attack"] in front else ""]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    out += queries_curve_markdown(sweeps_block)
+    return "\n".join(out)
+
+
+def queries_curve_markdown(sweeps_block: dict[str, Any]) -> list[str]:
+    """The AUC-vs-queries curve of a run with an adaptive budget (:func:`audit_core.sweeps.queries_curve`)
+    as Markdown lines: fixed and adaptive points on the same held-out images, cheapest first."""
+    from .console import format_metric
+    from .sweeps import format_value, queries_curve
+
+    rows = queries_curve(sweeps_block)
+    if not rows:
+        return []
+    out = [
+        "**AUC vs queries per image** (every point on the adaptive entries' held-out images; "
+        "adaptive calibration images get the whole budget, counted in the all-images column)\n",
+        "| point | budget | queries/held-out img | queries/img, all images | AUC [95% CI] | TPR@1%FPR [95% CI] | held-out images by queries spent |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        values = ", ".join(f"{k}={format_value(v)}" for k, v in r["values"].items())
+        hist = " ".join(f"{m}:{c}" for m, c in r["histogram"].items()) if r["histogram"] else ""
+        out.append(
+            f"| {r['attack']} | {'adaptive' if r['adaptive'] else 'fixed'} ({values}) | {r['queries_per_image']:.2f} "
+            f"| {r['queries_per_image_all']:.2f} | {format_metric(r['auc'])} | {format_metric(r['tpr_at_1pct_fpr'])} | {hist} |"
+        )
+    out.append("")
+    return out
