@@ -52,7 +52,9 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/audit run audit.yaml
 
+# lint-imports first: the layers of audit_core ([tool.importlinter] in pyproject.toml)
 test: setup $(TEST_STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -6,11 +6,10 @@ loads on first use, so ``audit --version`` and the pytest plugin stay fast.
 """
 
 from . import _compat
+from .base.version import __version__
 from .plugin.hookspecs import hookimpl
 
 _compat.install()  # old import paths (audit_core.runner, ...) keep working, with a DeprecationWarning
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

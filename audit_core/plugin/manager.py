@@ -182,7 +182,7 @@ def origin_of(cls: type) -> str:
     if dist:
         return f"from {dist[0]} {dist[1]}"
     if owner in DEFAULT_PLUGINS or cls.__module__.startswith("audit_core."):
-        from .. import __version__
+        from ..base.version import __version__
 
         return f"from audit-core {__version__}"
     return f"registered in-process as {owner!r}" if owner else f"class {cls.__module__}.{cls.__qualname__}"
@@ -361,7 +361,7 @@ def get_plugins(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
         if dist is not None:
             info["distribution"], info["version"] = dist
         elif name in DEFAULT_PLUGINS:
-            from .. import __version__
+            from ..base.version import __version__
 
             info["distribution"], info["version"] = "audit-core", __version__
         if name in clash_of:
