@@ -1,4 +1,5 @@
-"""``audit reference build``: a caption-matched reference set for copyright mode.
+"""``audit reference build``: a caption-matched reference set for copyright mode (and
+``audit reference check``, the split-reference sanity check: :mod:`audit_core.sanity`).
 
 For each caption of a CSV (e.g. the suspects' manifest) it generates N images with a
 text-to-image generator plugin (``register_generators``) that is not the audited model, and writes
@@ -269,6 +270,25 @@ def build_cmd(
         f"Use `data.reference: {out / MANIFEST}`.",
         highlight=False, soft_wrap=True,
     )
+
+
+@app.command("check")
+def check_cmd(
+    config: Annotated[Path, typer.Argument(help="A copyright-mode audit.yaml (data.suspects and data.reference).")],
+    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a key: dotted.key=value (repeatable).")] = [],  # noqa: B006
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run directory (default reports/<run.name>-reference-check).")] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="Continue an interrupted check (--no-resume: start it over).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a finished check of a different config in the run directory.")] = False,
+) -> None:
+    """The split-reference sanity check: the reference split in two halves by a seeded hash of the
+    image ids, one half tested as suspects against the other with the config's target and attacks.
+    It must come out "no evidence" (it fails by chance at most alpha of the time when every score
+    depends on its image alone). Exit 0 when it passes, 1 when it fails, 2 on bad input."""
+    from .sanity import run_check
+
+    code = run_check(config, set_, output, resume, force)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(cli: typer.Typer) -> None:

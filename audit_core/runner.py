@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import combine, environment, guard, inference, metrics, plugins, preflight, results, secrets, second_stage, shift, sweeps
+from . import combine, data_preflight, environment, guard, inference, metrics, plugins, preflight, results, sanity, secrets, second_stage, shift, sweeps, thumbnails
 from .attacks import Attack, AttackContext, check_access, check_preset, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
@@ -120,8 +120,11 @@ class Runner:
             reporters.append((rcls, plugins.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
         self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
-        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        self.data: LoadedData = self.load_data()
         second_stage.check_config(self.loaded, self.data.mode, entries)  # before the model loads
+        # copyright mode: suspects vs reference compared as files (format, size, mode, bit depth,
+        # JPEG quality); warns, or with inference.strict_preflight refuses, before the model loads
+        self.data_preflight = data_preflight.check(loaded, self.data, self.console)
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {
@@ -164,6 +167,10 @@ class Runner:
         self.reporters: list[Reporter] = [plugins.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
+
+    def load_data(self) -> LoadedData:
+        """The run's records (``audit reference check`` replaces them with the reference's halves)."""
+        return load_records(self.cfg.data, self.loaded.base_dir, plugins.registry("datasets"))
 
     def _precheck_attack(self, i: int, acfg: AttackCfg, tcls: type[Target]) -> None:
         """What can be checked of an attack entry before the target exists: its access needs
@@ -467,6 +474,14 @@ class Runner:
             )
             if second is not None:
                 block["combined"] = second.combined(block["combined"], rows)
+            if getattr(self, "data_preflight", None) is not None:
+                block["preflight"] = self.data_preflight
+            if inf.sanity:  # the split-reference check, from the reference scores already here
+                block["sanity"] = sanity.sanity_block(
+                    rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining, {pa.name for pa in stage2}
+                )
+            self._own(*thumbnails.paths(self.run_dir, [r.id for r in records if r.label == 1]))
+            thumbnails.write(self.run_dir, [r for r in records if r.label == 1])  # the report's per-suspect table
             res = results.with_set_inference(res, block)
             res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.splits for pa in self.attacks)
