@@ -305,7 +305,7 @@ def shift_line(si: dict, ref: dict) -> str | None:
         return f"Shift check: {sc['note']}" if sc and sc.get("note") else None
     overlap = blind.get("overlap") if blind else None
     if isinstance(overlap, (int, float)) and not isinstance(overlap, bool):
-        bits.append(f"overlap of the two sets in those features {overlap:.2f}")
+        bits.append(f"share of suspects in common support with the reference {overlap:.2f}")
     return "Shift check: " + "; ".join(bits)
 
 
@@ -315,8 +315,8 @@ def power_line(si: dict) -> str | None:
     pw = si.get("power") if isinstance(si.get("power"), dict) else None
     if pw:
         n = pw.get("images_needed")
-        size = f"about {n} true members" if n is not None else "no set size within reach"
-        extra = "; ".join(str(pw[k]) for k in ("assumption", "source") if pw.get(k))
+        size = f"about {n} true members" if n is not None else "more true members than any set size tried"
+        extra = "; ".join(x for x in (str(pw.get("assumption") or ""), f"source: {pw['source']}" if pw.get("source") else "") if x)
         return f"Power: {size} would be needed for evidence at this alpha" + (f" ({extra})" if extra else "")
     old = (si.get("combined") or {}).get("power")
     if isinstance(old, dict) and "power_by_set_size" in old:

@@ -78,12 +78,12 @@ def outcome(block: dict[str, Any], alpha: float) -> dict[str, Any]:
     elif p > alpha:
         out.update(
             conclusion="no evidence", passed=True,
-            note=f"passed: one half of the reference does not score differently from the other (p = {p:.3g} > alpha = {alpha:g})",
+            note=f"one half of the reference does not score differently from the other (p = {p:.3g} > alpha = {alpha:g})",
         )
     else:
         out.update(
             conclusion="evidence", passed=False,
-            note=f"failed: one half of the reference scores differently from the other (p = {p:.3g} <= alpha = {alpha:g}). "
+            note=f"one half of the reference scores differently from the other (p = {p:.3g} <= alpha = {alpha:g}). "
             f"Two halves drawn at random do that at most {alpha:.0%} of the time when every score depends on its image "
             f"alone, so the scores here probably depend on something else too (a remote model that changed between calls, "
             f"per-batch settings, a damaged cache), and a verdict from them is not trustworthy. Find the cause before "

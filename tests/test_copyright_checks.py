@@ -260,7 +260,7 @@ def test_last_lines_follow_the_conclusion_and_the_new_fields():
             "combined": {"method": "rank", "p_value": 1e-4, "p_adjusted": 0.38, "alpha": 0.01,
                          "conclusion": "inconclusive", "reasons": ["images alone separate the sets", "adjusted p = 0.38"]},
             "blind": {"auc": 0.97, "ci": [0.93, 1.0], "method": "tiny CNN + statistics", "folds": 5, "overlap": 0.12},
-            "power": {"images_needed": 14, "assumption": "per-image AUC 0.75 assumed", "source": "stated"},
+            "power": {"images_needed": 14, "assumption": "per-image AUC 0.75 assumed", "source": "assumed"},
             "preflight": {"warnings": [], "suspects": {}, "reference": {}},
         },
         "reference": {"shift_check": {"auc": 0.95, "note": "..."}},
@@ -269,8 +269,8 @@ def test_last_lines_follow_the_conclusion_and_the_new_fields():
     assert lines[0] == "Conclusion: INCONCLUSIVE: images alone separate the sets; adjusted p = 0.38"
     assert lines[1] == "p-values: combined (rank) p = 0.0001, shift-adjusted p = 0.38; pia p = 1e-09 (adjusted 0.41)"
     assert lines[2].startswith("Shift check: images alone tell suspects from reference with AUC 0.97 [0.93, 1.00]")
-    assert "image statistics: AUC 0.95" in lines[2] and "overlap" in lines[2]
-    assert lines[3] == "Power: about 14 true members would be needed for evidence at this alpha (per-image AUC 0.75 assumed; stated)"
+    assert "image statistics: AUC 0.95" in lines[2] and "common support with the reference 0.12" in lines[2]
+    assert lines[3] == "Power: about 14 true members would be needed for evidence at this alpha (per-image AUC 0.75 assumed; source: assumed)"
     # an older run (no conclusion): evidence from p <= alpha, and the preflight never counts as an attack
     del results["set_inference"]["combined"]["conclusion"]
     assert copyright_last_lines(results)[0].startswith("Conclusion: EVIDENCE: combined p = 0.0001 <= alpha = 0.01")

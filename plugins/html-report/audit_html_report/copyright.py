@@ -91,7 +91,7 @@ def checks(results: dict) -> dict[str, Any] | None:
         if blind.get("folds"):
             bits.append(f"{blind['folds']}-fold cross-fitted")
         if as_float(blind.get("overlap")) is not None:
-            bits.append(f"overlap of the two sets {num(blind['overlap'], 2)}")
+            bits.append(f"share of suspects in common support with the reference {num(blind['overlap'], 2)}")
         shift.append({
             "what": "Blind baseline (images only)", "auc": num(blind["auc"], 2), "ci": _interval(blind.get("ci")),
             "how": "; ".join(bits), "level": _level_of_auc(as_float(blind["auc"]), blind.get("ci")),
@@ -117,7 +117,7 @@ def checks(results: dict) -> dict[str, Any] | None:
     if power:
         n = power.get("images_needed")
         out["power"] = {
-            "value": f"about {n}" if n is not None else "out of reach",
+            "value": f"about {n}" if n is not None else "more than any size tried",
             "assumption": str(power.get("assumption") or ""), "source": str(power.get("source") or ""),
         }
     else:
@@ -127,7 +127,8 @@ def checks(results: dict) -> dict[str, Any] | None:
             sizes = [int(x) for x in old["power_by_set_size"] if str(x).isdigit()]
             out["power"] = {
                 "value": f"about {k}" if k is not None else f"more than {max(sizes)}" if sizes else "–",
-                "assumption": "estimated by resampling the suspects themselves, so it assumes they are members (an older run)",
+                "assumption": "estimated by resampling the suspects themselves, so it assumes they are members and is optimistic "
+                "when they are not (a run without a power block of its own)",
                 "source": str(old.get("note") or ""),
             }
     sanity = si.get("sanity") if isinstance(si.get("sanity"), dict) else None

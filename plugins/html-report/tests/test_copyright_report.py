@@ -100,7 +100,7 @@ def test_checks_above_the_table_shift_with_interval_preflight_power_sanity(copy_
     run, _ = _with(
         copy_run, run_copyright, p_adjusted=0.38,
         blind={"auc": 0.97, "ci": [0.93, 1.0], "method": "tiny CNN on 32x32 images + statistics", "folds": 5, "overlap": 0.1},
-        power={"images_needed": 14, "assumption": "a per-image AUC of 0.75 against this reference", "source": "stated"},
+        power={"images_needed": 14, "assumption": "a per-image AUC of 0.75 against this reference", "source": "assumed"},
         sanity={"conclusion": "no evidence", "passed": True, "p_value": 0.42, "note": "passed: ..."},
     )
     html = _render(run)
