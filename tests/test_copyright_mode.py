@@ -280,7 +280,7 @@ def test_copyright_run_flags_bright_suspects(copyright_config, audit_cli, tmp_pa
 
     flat = " ".join(output.split())
     assert "Was the suspect set used?" in flat and "│ brightness │ 12 │ 40 │ 12 │" in flat and "│ 1.000 │ yes │" in flat
-    assert "Combined (rank" in flat and "same distribution apart from membership" in flat
+    assert "Conclusion: EVIDENCE" in flat and "p-values: combined (rank) p = " in flat and "same distribution apart from membership" in flat
     assert "Power: a set of true members would be flagged" in flat
 
 

@@ -118,8 +118,11 @@ def test_copyright_mode_prints_the_set_level_verdict(toy, image_folder, audit_cl
     data = {"suspects": str(image_folder("s", n=4, seed=1)), "reference": str(image_folder("r", n=5, seed=2))}
     code, out = audit_cli("run", toy(data=data), "--output", tmp_path / "run")
     assert code == 0, out
-    verdict = [ln for ln in out.splitlines() if ln.startswith("Verdict")]
-    assert len(verdict) == 1 and verdict[0].startswith("Verdict: Combined (rank, p = ") and "suspect set" in verdict[0]
+    lines = out.splitlines()
+    conclusion = [ln for ln in lines if ln.startswith("Conclusion: ")]
+    assert len(conclusion) == 1 and conclusion[0].split(":")[1].strip() in ("EVIDENCE", "NO EVIDENCE", "INCONCLUSIVE")
+    assert any(ln.startswith("p-values: combined (rank) p = ") for ln in lines)
+    assert not any(ln.startswith("Verdict") for ln in lines)  # one conclusion, no per-attack verdicts
 
 
 def test_sweep_table_charges_shared_queries_fairly():

@@ -168,6 +168,11 @@ class InferenceCfg(Strict):
     max_queries: int | None = Field(None, ge=1)  # variation rows, both stages, cache hits included
     undecided: float = Field(0.2, gt=0, lt=1)  # stage 2 runs when alpha/2 < stage-1 p <= undecided
     stage2_factor: int = Field(2, ge=2, le=100)  # stage-2 n = stage2_factor x n
+    # copyright mode's data preflight (audit_core.data_preflight): a file-level mismatch between
+    # suspects and reference is a warning; with strict_preflight it stops the run (exit 2)
+    strict_preflight: bool = False
+    # copyright mode: the split-reference sanity check on the run's reference scores (audit_core.sanity)
+    sanity: bool = False
 
 
 class MetricsCfg(Strict):
@@ -175,7 +180,13 @@ class MetricsCfg(Strict):
 
 
 #: attack names that results.json uses for something else
-RESERVED_ATTACK_NAMES = {"combined": "the combined set-level test of copyright mode"}
+RESERVED_ATTACK_NAMES = {
+    "combined": "the combined set-level test of copyright mode",
+    "preflight": "copyright mode's data preflight (set_inference.preflight)",
+    "sanity": "copyright mode's split-reference sanity check (set_inference.sanity)",
+    "blind": "copyright mode's model-free baseline (set_inference.blind)",
+    "power": "copyright mode's power figure (set_inference.power)",
+}
 
 
 class AuditConfig(Strict):

@@ -9,6 +9,10 @@ import numpy as np
 #: the ``label`` column of scores.csv per data mode, indexed by the record's label (0, 1)
 LABEL_NAMES = {"evaluation": ("nonmember", "member"), "copyright": ("reference", "suspect")}
 
+#: results.json ``set_inference`` keys that are not attacks: the combined test and the run-level
+#: blocks (data preflight, split-reference sanity check, blind baseline, power figure)
+SET_INFERENCE_BLOCKS = ("combined", "preflight", "sanity", "blind", "power")
+
 
 @dataclass
 class ImageRecord:

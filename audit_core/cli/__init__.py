@@ -29,7 +29,9 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="The shared query cache of variation outputs.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-reference.register(app)  # audit reference build
+from . import reference_check as _reference_check  # noqa: E402,F401  (registers `audit reference check`)
+
+reference.register(app)  # audit reference build, audit reference check
 
 
 def _version_callback(value: bool) -> None:

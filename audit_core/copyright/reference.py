@@ -1,4 +1,5 @@
-"""``audit reference build``: a caption-matched reference set for copyright mode.
+"""``audit reference build``: a caption-matched reference set for copyright mode (and
+``audit reference check``, the split-reference sanity check, lives in :mod:`audit_core.run.sanity`).
 
 For each caption of a CSV (e.g. the suspects' manifest) it generates N images with a
 text-to-image generator plugin (``register_generators``) that is not the audited model, and writes

@@ -1,11 +1,11 @@
 """The runner: validate everything, then score every image with every attack, committing
 per-image results to the run store as they come, then hand the stored scores to
-:mod:`audit_core.results` and write the run directory (config.resolved.yaml, results.json,
+:mod:`audit_core.stats.results` and write the run directory (config.resolved.yaml, results.json,
 scores.csv, artifacts/) and the reports.
 
 The run directory's lifecycle (lock, resume policy, clearing, atomic writes, the secret scrub)
-is :mod:`audit_core.store`'s; image decoding :mod:`audit_core.data`'s; terminal output
-:mod:`audit_core.console`'s; results.json :mod:`audit_core.results`'s."""
+is :mod:`audit_core.run.store`'s; image decoding :mod:`audit_core.data`'s; terminal output
+:mod:`audit_core.run.console`'s; results.json :mod:`audit_core.stats.results`'s."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from rich.console import Console
 
 from . import console as term
 from ..stats import combine, metrics, results
-from . import environment, preflight, sweeps
+from . import data_preflight, environment, preflight, sanity, sweeps, thumbnails
 from ..plugin import factory, guard, manager as plugins
 from ..copyright import inference, rescore as second_stage, shift
 from ..base import secrets
@@ -101,8 +101,11 @@ class Runner:
             reporters.append((rcls, factory.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
         self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
-        self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
+        self.data: LoadedData = self.load_data()
         second_stage.check_config(self.loaded, self.data.mode, entries)  # before the model loads
+        # copyright mode: suspects vs reference compared as files (format, size, mode, bit depth,
+        # JPEG quality); warns, or with inference.strict_preflight refuses, before the model loads
+        self.data_preflight = data_preflight.check(loaded, self.data, self.console)
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {
@@ -145,6 +148,10 @@ class Runner:
         self.reporters: list[Reporter] = [factory.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
+
+    def load_data(self) -> LoadedData:
+        """The run's records (``audit reference check`` replaces them with the reference's halves)."""
+        return load_records(self.cfg.data, self.loaded.base_dir, plugins.registry("datasets"))
 
     def _precheck_attack(self, i: int, acfg: AttackCfg, tcls: type[Target]) -> None:
         """What can be checked of an attack entry before the target exists: its access needs
@@ -448,6 +455,14 @@ class Runner:
             )
             if second is not None:
                 block["combined"] = second.combined(block["combined"], rows)
+            if getattr(self, "data_preflight", None) is not None:
+                block["preflight"] = self.data_preflight
+            if inf.sanity:  # the split-reference check, from the reference scores already here
+                block["sanity"] = sanity.sanity_block(
+                    rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining, {pa.name for pa in stage2}
+                )
+            self._own(*thumbnails.paths(self.run_dir, [r.id for r in records if r.label == 1]))
+            thumbnails.write(self.run_dir, [r for r in records if r.label == 1])  # the report's per-suspect table
             res = results.with_set_inference(res, block)
             res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
         split_col = any(pa.splits for pa in self.attacks)

@@ -17,12 +17,13 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from . import metrics
+from ..base.records import SET_INFERENCE_BLOCKS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "results.schema.json"
 SCHEMA_ID = "https://github.com/audit-diffusion/audit/docs/results.schema.json"
@@ -195,6 +196,35 @@ class SetInference(_Open):
     flagged: Optional[int] = None
 
 
+class Preflight(_Open):
+    """Copyright mode's data preflight (audit_core.data_preflight): suspects vs reference as files."""
+
+    warnings: list[str] = Field(description="one line per property in which the two sets differ (format, size, mode, bit depth, JPEG quality)")
+    suspects: dict[str, Any] = Field(description="formats, modes, bit depths, sizes and JPEG qualities of the suspects")
+    reference: dict[str, Any] = Field(description="the same for the reference")
+
+
+class Sanity(_Open):
+    """Copyright mode's split-reference sanity check (audit_core.sanity, ``inference.sanity``)."""
+
+    conclusion: str = Field(description='"no evidence" (passed), "evidence" (failed) or "not tested"')
+    passed: Optional[bool]
+    p_value: Optional[float] = Field(description="half of the reference tested against the other half")
+    note: str
+
+
+def attack_entries(si: Any) -> dict[str, dict]:
+    """The per-attack entries of a ``set_inference`` block (as plain dicts)."""
+    if not isinstance(si, dict):
+        return {}
+    return {str(k): v for k, v in si.items() if k not in SET_INFERENCE_BLOCKS and isinstance(v, dict)}
+
+
+#: an entry of ``set_inference``: an attack's test (or ``combined``), the preflight, the sanity
+#: check, or another run-level block (kept as given)
+SetInferenceEntry = Annotated[Union[SetInference, Preflight, Sanity, dict[str, Any]], Field(union_mode="left_to_right")]
+
+
 class ShiftCheck(_Open):
     """A model-free suspects-vs-reference classifier on image statistics (audit_core.shift)."""
 
@@ -222,7 +252,7 @@ class Results(_Closed):
     target: dict[str, Any] = Field(description="the target's describe() (secrets redacted)")
     attacks: dict[str, AttackResult]
     sweeps: Optional[dict[str, SweepResult]] = None
-    set_inference: Optional[dict[str, SetInference]] = None
+    set_inference: Optional[dict[str, SetInferenceEntry]] = None
     reference: Optional[Reference] = None
 
 
@@ -371,7 +401,13 @@ def with_sweeps(results: Results, block: dict[str, Any], points: dict[str, tuple
 def with_set_inference(results: Results, block: dict[str, Any]) -> Results:
     """Add copyright mode's ``set_inference`` block (from :func:`audit_core.inference.set_inference`)."""
     out = results.model_copy(deep=True)
-    out.set_inference = {k: SetInference.model_validate(v) for k, v in block.items()}
+    models = {"preflight": Preflight, "sanity": Sanity}
+    out.set_inference = {
+        k: models[k].model_validate(v) if k in models else (
+            dict(v) if k in SET_INFERENCE_BLOCKS and k != "combined" else SetInference.model_validate(v)
+        )
+        for k, v in block.items()
+    }
     return out
 
 

@@ -4,8 +4,9 @@ Reads only the run directory (results.json, scores.csv, config.resolved.yaml, ar
 ``audit report RUN_DIR`` re-renders it without running attacks. Jinja2 renders with autoescaping
 on: every string from the run (names, paths, captions, config values) is escaped; only the SVG
 written by svgchart (which escapes every text it draws) or by matplotlib for ablation plots (which
-escapes its own text) and the data URIs built here are inlined as markup. A Content-Security-Policy meta tag forbids scripts and any network fetch, so even a
-mistake elsewhere cannot make the file load or run anything."""
+escapes its own text) and the data URIs built here are inlined as markup. A Content-Security-Policy meta tag forbids any network fetch and every script
+but one: in copyright mode, the few lines that sort the per-suspect table (``copyright.SORT_JS``),
+allowed by their sha256. So even a mistake elsewhere cannot make the file load or run anything else."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pydantic import Field, field_validator
 
 from audit_core.run.reporting import Reporter, ReporterParams, RunView
 
-from . import __version__, images, plots, summary, tables
+from . import __version__, copyright, images, plots, summary, tables
 from .summary import as_float
 
 
@@ -91,7 +92,13 @@ class HtmlReport(Reporter):
         hist, hist_note = self._histograms(run, attacks, results, mode, titles)
         rows = summary.metrics_rows(results)
         target = results.get("target") if isinstance(results.get("target"), dict) else {}
+        suspects = copyright.suspect_table(run, results, list(attacks)) if mode == "copyright" else None
         return {
+            # the one script (sorting the per-suspect table) is allowed by its hash, nothing else runs
+            "csp": Markup(copyright.script_csp() if suspects else copyright.CSP),  # noqa: S704 - a constant
+            "script": Markup(copyright.SORT_JS) if suspects else None,  # noqa: S704 - a constant
+            "checks": copyright.checks(results),
+            "suspects": suspects,
             "title": self.params.title or str(info.get("name") or run.dir.name),
             "run": info,
             "finished": summary.when(info.get("finished")),
@@ -203,6 +210,7 @@ class HtmlReport(Reporter):
             combined = {
                 "method": str(comb.get("method") or ""),
                 "p_value": summary.pval(p),
+                "p_adjusted": summary.pval(comb.get("p_adjusted")),
                 "alpha": f"{alpha:g}" if alpha is not None else "–",
                 "evidence": summary.evidence(comb),
                 "note": str(comb.get("note") or ""),
@@ -215,7 +223,8 @@ class HtmlReport(Reporter):
         tests_text = [
             ("every attack" if len(names) == len(rows) and len(rows) > 1 else ", ".join(names), t) for t, names in tests.items()
         ]
-        return {"rows": rows, "combined": combined, "tests": tests_text}
+        adjusted = any(r["p_adjusted"] != "–" for r in rows)
+        return {"rows": rows, "combined": combined, "tests": tests_text, "adjusted": adjusted}
 
     def _sweeps(self, results: dict) -> list[dict]:
         sw = results.get("sweeps")

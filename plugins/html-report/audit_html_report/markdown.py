@@ -13,7 +13,7 @@ from pydantic import Field
 
 from audit_core.run.reporting import Reporter, RunView
 
-from . import __version__, summary
+from . import __version__, copyright, summary
 from .summary import run_warnings
 from .html import FileReporterParams
 
@@ -41,7 +41,7 @@ def render_markdown(results: dict) -> str:
     attacks = {str(k): v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
     verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
     head = summary.plain_verdict(results, verdicts)
-    icon = {"leak": "🔴", "evidence": "🔴", "none": "🟢", "inverted": "🟠"}.get(head["level"], "⚪")
+    icon = {"leak": "🔴", "evidence": "🔴", "none": "🟢", "inverted": "🟠", "inconclusive": "🟠"}.get(head["level"], "⚪")
     pos, neg = summary.group_titles(results)
     out = [f"# Privacy audit: {md(info.get('name') or 'run')}", ""]
     counts = (
@@ -51,6 +51,8 @@ def render_markdown(results: dict) -> str:
     )
     out += [f"_{md(summary.mode(results))} mode · {md(counts)}_", ""]
     out += [f"## {icon} {md(head['title'])}", "", md(head["lead"]), ""]
+    if head.get("reasons"):
+        out += [f"- {md(r)}" for r in head["reasons"]] + [""]
     if head["means"]:
         out += [f"**What this means:** {md(head['means'])}", ""]
     if head["not_means"]:
@@ -70,7 +72,20 @@ def render_markdown(results: dict) -> str:
         out += table(["attack", "suspects", "reference", "flagged", "p-value", "effect AUC", "evidence"], rows)
         comb = si.get("combined")
         if isinstance(comb, dict) and summary.as_float(comb.get("p_value")) is not None:
-            out += ["", f"Combined ({md(comb.get('method', ''))}): p = {summary.pval(comb.get('p_value'))}, α = {md(comb.get('alpha', '–'))}"]
+            adj = summary.as_float(comb.get("p_adjusted"))
+            out += ["", f"Combined ({md(comb.get('method', ''))}): p = {summary.pval(comb.get('p_value'))}"
+                    + (f", shift-adjusted p = {summary.pval(adj)}" if adj is not None else "") + f", α = {md(comb.get('alpha', '–'))}"]
+        checks = copyright.checks(results) or {}
+        for c in checks.get("shift") or []:
+            out += ["", f"**Shift check** ({md(c['what'])}): AUC {c['auc']} {c['ci']}".rstrip()]
+        pre = checks.get("preflight")
+        if pre:
+            out += ["", "**Data preflight:** " + ("; ".join(md(w) for w in pre["warnings"]) if pre["warnings"] else "the files agree")]
+        if checks.get("power"):
+            pw = checks["power"]
+            out += ["", f"**Power:** {md(pw['value'])} images" + (f" ({md(pw['assumption'])})" if pw["assumption"] else "")]
+        if checks.get("sanity"):
+            out += ["", f"**Split-reference check:** {md(checks['sanity']['word'])}, p = {checks['sanity']['p_value']}"]
         out.append("")
     out += ["## Metrics", ""]
     rows = []

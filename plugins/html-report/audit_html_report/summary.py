@@ -11,6 +11,14 @@ from typing import Any
 
 from audit_core.base.records import LABEL_NAMES
 
+try:  # the set_inference keys that are not attacks (older cores: the combined test only)
+    from audit_core.records import SET_INFERENCE_BLOCKS
+except ImportError:  # pragma: no cover - an audit-core without it
+    SET_INFERENCE_BLOCKS = ("combined", "preflight", "sanity", "blind", "power")
+
+#: the three conclusions of copyright mode (results.json ``set_inference.combined.conclusion``)
+CONCLUSIONS = {"evidence": "leak", "no evidence": "none", "inconclusive": "inconclusive"}
+
 #: (results.json key, column title)
 METRICS: tuple[tuple[str, str], ...] = (
     ("auc", "AUC"),
@@ -218,8 +226,11 @@ def headline(results: dict, verdicts: list[dict]) -> dict[str, str]:
         si = results.get("set_inference") or {}
         comb = si.get("combined") if isinstance(si, dict) else None
         hits = [v["name"] for v in verdicts if v["level"] == "evidence"]
+        said = conclusion(results)
+        if said is not None and said[0] == "inconclusive":
+            return {"level": "inconclusive", "title": INCONCLUSIVE, "text": "; ".join(said[1])}
         if isinstance(comb, dict) and as_float(comb.get("p_value")) is not None:
-            hit = bool(evidence(comb))
+            hit = bool(evidence(comb)) if said is None else said[0] == "evidence"
             return {
                 "level": "leak" if hit else "none",
                 "title": "Evidence that the suspect set was used for training"
@@ -303,12 +314,18 @@ def metric_cells(metrics: Any) -> list[dict[str, Any]]:
     return cells
 
 
+def attack_entries(si: Any) -> dict[str, dict]:
+    """The per-attack entries of a ``set_inference`` block (combined test and run-level blocks,
+    e.g. the preflight, left out)."""
+    if not isinstance(si, dict):
+        return {}
+    return {str(n): e for n, e in si.items() if n not in SET_INFERENCE_BLOCKS and isinstance(e, dict)}
+
+
 def set_inference_rows(si: Any) -> list[dict[str, Any]]:
     """One row per attack of a ``set_inference`` block (the ``combined`` entry left out)."""
     rows = []
-    for name, e in (si.items() if isinstance(si, dict) else []):
-        if name == "combined" or not isinstance(e, dict):
-            continue
+    for name, e in attack_entries(si).items():
         alpha = as_float(e.get("alpha"))
         rows.append(
             {
@@ -317,6 +334,7 @@ def set_inference_rows(si: Any) -> list[dict[str, Any]]:
                 "n_reference": e.get("n_reference", "–"),
                 "flagged": e.get("flagged", "–"),
                 "p_value": pval(e.get("p_value")),
+                "p_adjusted": pval(e.get("p_adjusted")),
                 "effect_auc": num(e.get("effect_auc")),
                 "alpha": f"{alpha:g}" if alpha is not None else "–",
                 "evidence": evidence(e),
@@ -387,11 +405,11 @@ def run_warnings(results: dict) -> list[str]:
     out = [str(n) for n in info.get("notes") or []]
     si = results.get("set_inference") if isinstance(results.get("set_inference"), dict) else {}
     by_note: dict[str, list[str]] = {}
-    for name, e in si.items():
-        if name != "combined" and isinstance(e, dict):
-            for n in e.get("notes") or []:
-                by_note.setdefault(str(n), []).append(str(name))
-    n_tested = sum(1 for k, e in si.items() if k != "combined" and isinstance(e, dict))
+    entries = attack_entries(si)
+    for name, e in entries.items():
+        for n in e.get("notes") or []:
+            by_note.setdefault(str(n), []).append(str(name))
+    n_tested = len(entries)
     for note, names in by_note.items():
         who = "every attack" if len(names) == n_tested and n_tested > 1 else ", ".join(names)
         out.append(f"{note[:1].upper()}{note[1:]} ({who}).")
@@ -400,14 +418,34 @@ def run_warnings(results: dict) -> list[str]:
 
 def _best_set_test(si: dict) -> tuple[str, dict] | None:
     """The attack whose set-level test has the smallest p-value."""
-    tested = [(n, e) for n, e in si.items() if n != "combined" and isinstance(e, dict) and as_float(e.get("p_value")) is not None]
+    tested = [(n, e) for n, e in attack_entries(si).items() if as_float(e.get("p_value")) is not None]
     return min(tested, key=lambda ne: float(ne[1]["p_value"])) if tested else None
 
 
 def _most_flagged(si: dict) -> tuple[str, dict] | None:
     """The attack that flags the most suspects individually."""
-    tested = [(n, e) for n, e in si.items() if n != "combined" and isinstance(e, dict) and isinstance(e.get("flagged"), int)]
+    tested = [(n, e) for n, e in attack_entries(si).items() if isinstance(e.get("flagged"), int)]
     return max(tested, key=lambda ne: ne[1]["flagged"]) if tested else None
+
+
+INCONCLUSIVE = "Inconclusive: this comparison cannot tell whether these images were used in training"
+
+
+def conclusion(results: dict) -> tuple[str, list[str]] | None:
+    """Copyright mode's ``(conclusion, reasons)``: ``set_inference.combined.conclusion`` and
+    ``reasons`` when the run wrote them; for an older run, "evidence" / "no evidence" from the
+    combined p-value against alpha (reasons empty); None when nothing was tested."""
+    si = results.get("set_inference") if isinstance(results.get("set_inference"), dict) else {}
+    comb = si.get("combined") if isinstance(si.get("combined"), dict) else {}
+    said = comb.get("conclusion")
+    if said in CONCLUSIONS:
+        reasons = comb.get("reasons")
+        return str(said), [str(r) for r in reasons] if isinstance(reasons, list) else []
+    hit = evidence(comb)
+    if hit is None:
+        best = _best_set_test(si)
+        hit = evidence(best[1]) if best else None
+    return None if hit is None else ("evidence" if hit else "no evidence", [])
 
 
 def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
@@ -443,11 +481,23 @@ def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
                 + (f" at a {100 * fpr:.2g}% false-positive rate (about {exp:.1f} expected by chance)" if fpr is not None and exp is not None else "")
                 + "."
             )
-        if p <= alpha:
+        said, reasons = conclusion(results) or ("evidence" if p <= alpha else "no evidence", [])
+        if said == "inconclusive":
             return {
-                "level": "leak", "title": yes,
+                "level": "inconclusive", "title": INCONCLUSIVE, "reasons": reasons,
+                "lead": f"The membership test on its own gives p = {pval(p)} (α = {alpha:g}{', ' + how if how else ''}), "
+                f"but the checks on the two sets do not let that count either way.",
+                "means": "Something other than training may explain how the suspects score against the reference: the two "
+                "sets differ in ways the images alone reveal (source, processing, size, or a generated reference). What to "
+                "do next: build a reference closer to the suspects (same source, processing and size) and run "
+                "`audit reference check` on it, then audit again.",
+                "not_means": "It does not show that the suspects were used, and it does not show that they were not.",
+            }
+        if said == "evidence":
+            return {
+                "level": "leak", "title": yes, "reasons": reasons,
                 "lead": f"The {ns} suspect images score higher than the {nr} reference images, more than chance explains "
-                f"(p = {pval(p)} ≤ α = {alpha:g}{', ' + how if how else ''}).",
+                f"(p = {pval(p)} {'≤' if p <= alpha else '>'} α = {alpha:g}{', ' + how if how else ''}).",
                 "means": "If the reference set is comparable to the suspects (same source, style and processing) and was "
                 "certainly not used, the likeliest explanation is that the model was trained on the suspects or on "
                 "near-copies of them." + flags,
@@ -456,9 +506,9 @@ def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
                 "reference) can produce the same result.",
             }
         return {
-            "level": "none", "title": no,
+            "level": "none", "title": no, "reasons": reasons,
             "lead": f"The {ns} suspect images do not score significantly higher than the {nr} reference images "
-            f"(p = {pval(p)} > α = {alpha:g}{', ' + how if how else ''}).",
+            f"(p = {pval(p)} {'>' if p > alpha else '≤'} α = {alpha:g}{', ' + how if how else ''}).",
             "means": "With these attacks and these images, the model treats the suspects like images it never saw." + flags,
             "not_means": "It does not show that the suspects were not used: the attacks may be too weak for this model, "
             "only a few suspects may have been used, or the sets may be too small (see the notes).",

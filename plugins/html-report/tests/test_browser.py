@@ -87,3 +87,45 @@ def test_copyright_report_on_a_phone_width(chromium, run_copyright, tmp_path):
         assert im.size == (400, 1600)
         colours = im.convert("RGB").resize((100, 400)).getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 50
+
+
+
+#: a page holding the report in an iframe ``WIDTH`` px wide (headless chromium lays a window out
+#: at least 500 px wide, an iframe at any width): once the report has loaded, it sorts the
+#: per-suspect table by vs-a's score through the report's own script (click, click) and records
+#: both orders, the report's width and its viewport's as attributes of <body> for --dump-dom
+FRAME = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="f" src="REPORT" style="border:0;display:block;width:WIDTHpx;height:1600px"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", function () {
+  var d = this.contentDocument, b = document.body;
+  var th = d.querySelector('#suspects-table th[data-col="1"]');
+  function order() { return [].map.call(d.querySelectorAll("#suspects-table tbody tr"),
+    function (r) { return r.cells[1].getAttribute("data-v"); }).join(","); }
+  b.setAttribute("data-focusable", d.querySelectorAll("#suspects-table th[tabindex]").length);
+  th.click(); b.setAttribute("data-asc", order());
+  th.click(); b.setAttribute("data-desc", order());
+  b.setAttribute("data-sw", d.documentElement.scrollWidth);
+  b.setAttribute("data-vw", this.contentWindow.innerWidth);
+});
+</script></body></html>"""
+
+
+def test_copyright_report_table_sorts_and_nothing_scrolls_sideways(chromium, run_copyright, tmp_path):
+    """The report as written (its CSP and its one hashed script), at 1280 and 400 px: clicking a
+    column head sorts the per-suspect table both ways, and the page is never wider than the window."""
+    for width in (1280, 400):
+        page = tmp_path / f"frame-{width}.html"
+        page.write_text(FRAME.replace("REPORT", (run_copyright / "report.html").resolve().as_uri()).replace("WIDTH", str(width)))
+        res = browse(
+            chromium, tmp_path / f"p{width}", f"--window-size={max(width, 500)},1700", "--allow-file-access-from-files",
+            "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri(),
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        body = dict(re.findall(r'data-(\w+)="([^"]*)"', re.search(r"<body([^>]*)>", res.stdout).group(1)))
+        assert body.get("vw") == str(width), body  # the report was laid out at this width
+        assert body["focusable"] == "7"  # the report's script ran under its own CSP
+        asc = [float(x) for x in body["asc"].split(",")]
+        desc = [float(x) for x in body["desc"].split(",")]
+        assert len(asc) == 10 and asc == sorted(asc) and desc == sorted(asc, reverse=True)
+        assert int(body["sw"]) <= width  # no sideways scroll
