@@ -59,11 +59,17 @@ bench: setup
 	$(BIN)/python benchmarks/bench_attacks.py --quick
 
 # mutation testing (mutmut) of the DDIM maths, seeding, metrics, copyright inference, the
-# query-cache keys and secrets against the fast property tests ([tool.mutmut] in pyproject.toml);
+# query-cache keys, secrets and the ownership rules (run directory, cache folder, store) against the fast property tests ([tool.mutmut] in pyproject.toml);
 # not part of `make test`. MUTATE: mutmut name globs, MUTATE_BUDGET: wall-clock seconds.
 # Score per module and surviving mutants: benchmarks/mutation.txt
 MUTATE ?= audit_core.ddim.* audit_core.seeding.* audit_core.metrics.* audit_core.inference.* \
-	audit_core.targets.*cache_key* audit_core.reference.*cache_key* audit_core.secrets.*
+	audit_core.targets.*cache_key* audit_core.reference.*cache_key* audit_core.secrets.* \
+	$(MUTATE_OWNERSHIP)
+# issue 35: the run directory's containment and links, the query cache's ownership, the store's
+# changed-image hashes (`make mutate MUTATE='$$(MUTATE_OWNERSHIP)'` for these alone)
+MUTATE_OWNERSHIP := audit_core.rundir.* audit_core.cache.*foreign_example* audit_core.cache.*_claim* \
+	audit_core.cache.*_require_owned* audit_core.store.*rescore_changed* audit_core.store.*image_hashes* \
+	audit_core.store.*forget_images*
 MUTATE_BUDGET ?= 1800
 mutate: setup
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e '.[mutate]' 2>&1 | $(QUIET)
