@@ -316,3 +316,108 @@ def test_forget_images_drops_scores_and_features_of_every_attack(tmp_path):
         assert store.features("x") == {"b": [2.0]}
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- rundir: resume and placement
+from audit_core.errors import ResumeError  # noqa: E402
+from audit_core.rundir import (  # noqa: E402
+    SETTINGS_KEY, check_placement, record_settings, resume_policy, settings_changed,
+)
+
+
+def saved_run(run: Path, fingerprint: str = "fp", finished: bool = False, rows: int = 1) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    store = RunStore(run)
+    try:
+        store.set_meta("fingerprint", fingerprint)
+        if finished:
+            store.set_meta("finished", "2026-01-01")
+        if rows:
+            store.add_batch("atk", [(f"i{n}", 0.5, 1, 1, None, None) for n in range(rows)], 0.0)
+    finally:
+        store.close()
+
+
+def test_resume_policy_rules(tmp_path):
+    """Every row of docs/reliability.md's resume table (planted bugs: a flipped condition, a
+    missing refusal, discarding on an unchanged resume)."""
+    assert resume_policy(tmp_path / "new", "fp", None, False).discard is False
+    run = tmp_path / "run"
+    saved_run(run)  # unfinished, fingerprint fp, 1 row
+    with pytest.raises(ResumeError, match=r"unfinished run \(1 image score\(s\) saved\)"):
+        resume_policy(run, "fp", None, False)
+    assert resume_policy(run, "fp", True, False).discard is False  # --resume, unchanged
+    assert resume_policy(run, "fp", False, False).discard is True  # --no-resume
+    with pytest.raises(ResumeError, match="config changed since that run started"):
+        resume_policy(run, "other", True, False)
+    assert resume_policy(run, "other", True, True).discard is True  # --resume --force, changed
+    assert resume_policy(run, "fp", True, True).discard is False  # --resume --force, unchanged
+    done = tmp_path / "done"
+    saved_run(done, finished=True)
+    assert resume_policy(done, "fp", None, False).discard is True  # the same config again
+    with pytest.raises(ResumeError, match="finished run of a different config"):
+        resume_policy(done, "other", None, False)
+    with pytest.raises(ResumeError, match="finished run of a different config"):
+        resume_policy(done, "other", False, False)
+    assert resume_policy(done, "other", None, True).discard is True
+    empty = tmp_path / "empty-state"
+    saved_run(empty, rows=0)  # a store without rows: no flag needed
+    assert resume_policy(empty, "fp", None, False).discard is True
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "state.sqlite").write_bytes(b"not a database, " * 64)
+    with pytest.raises(ResumeError, match="damaged"):
+        resume_policy(damaged, "fp", True, False)
+    assert resume_policy(damaged, "fp", False, False).discard is True  # --no-resume replaces it
+
+
+def test_settings_the_stored_scores_depend_on(tmp_path):
+    """``inference.stage2_factor`` / ``calibration_fraction`` on resume (planted bugs: the
+    settings not merged, a missing key taken as a change, the comparison inverted)."""
+    run = tmp_path / "run"
+    assert settings_changed(run, {"inference.stage2_factor": 2}) is None  # no run yet
+    saved_run(run)
+    assert settings_changed(run, {"inference.stage2_factor": 2}) is None  # nothing recorded: an older run
+    store = RunStore(run)
+    try:
+        record_settings(store, {"inference.stage2_factor": 2})
+        record_settings(store, {"inference.calibration_fraction": 0.2})  # merged, not replaced
+        assert store.get_meta(SETTINGS_KEY) == {"inference.stage2_factor": 2, "inference.calibration_fraction": 0.2}
+        record_settings(store, {"inference.stage2_factor": 3})
+        assert store.get_meta(SETTINGS_KEY) == {"inference.stage2_factor": 3, "inference.calibration_fraction": 0.2}
+        record_settings(store, {"inference.stage2_factor": 2})
+    finally:
+        store.close()
+    assert settings_changed(run, {}) is None
+    assert settings_changed(run, {"inference.stage2_factor": 2, "inference.calibration_fraction": 0.2}) is None
+    assert settings_changed(run, {"inference.stage2_factor": 3}) == ("inference.stage2_factor", 2, 3)
+    assert settings_changed(run, {"inference.calibration_fraction": 0.4, "inference.stage2_factor": 2}) == (
+        "inference.calibration_fraction", 0.2, 0.4)
+    assert settings_changed(run, {"inference.other": 1}) is None
+
+
+def test_placement_of_the_run_directory(tmp_path):
+    """Planted bugs in ``check_placement``: the containment test inverted or dropped, the cache
+    overlap checked one way only."""
+    members, other = tmp_path / "members", tmp_path / "other"
+    members.mkdir()
+    other.mkdir()
+    data = {"data.members": members, "data.missing": tmp_path / "nowhere"}
+    check_placement(other / "run", data, None)
+    check_placement(tmp_path / "run", data, tmp_path / "cache")
+    for bad in (members, members / "run", members / "a" / "b"):
+        with pytest.raises(AuditError, match=r"is inside data\.members"):
+            check_placement(bad, data, None)
+    check_placement(tmp_path / "members-run", data, None)  # a sibling with a common prefix is fine
+    run = tmp_path / "run"
+    for cache in (run, run / "cache", tmp_path):
+        with pytest.raises(AuditError, match="cache.dir .* overlap"):
+            check_placement(run, {}, cache)
+    check_placement(run, {}, tmp_path / "run-cache")
+
+
+def test_a_new_run_directory_must_be_creatable(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(AuditError, match=r"file\.txt is a file, not a folder"):
+        check_run_dir(tmp_path / "file.txt" / "a" / "run")
+    check_run_dir(tmp_path / "a" / "b" / "run")  # missing folders above are created later
