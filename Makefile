@@ -61,11 +61,17 @@ bench: setup
 	$(BIN)/python benchmarks/bench_attacks.py --quick
 
 # mutation testing (mutmut) of the DDIM maths, seeding, metrics, copyright inference, the
-# query-cache keys and secrets against the fast property tests ([tool.mutmut] in pyproject.toml);
+# query-cache keys, secrets and the ownership rules (run directory, cache folder, store) against the fast property tests ([tool.mutmut] in pyproject.toml);
 # not part of `make test`. MUTATE: mutmut name globs, MUTATE_BUDGET: wall-clock seconds.
 # Score per module and surviving mutants: benchmarks/mutation.txt
 MUTATE ?= audit_core.base.ddim.* audit_core.base.seeding.* audit_core.stats.metrics.* audit_core.copyright.inference.* \
-	audit_core.plugin.targets.*cache_key* audit_core.copyright.reference.*cache_key* audit_core.base.secrets.*
+	audit_core.plugin.targets.*cache_key* audit_core.copyright.reference.*cache_key* audit_core.base.secrets.* \
+	$(MUTATE_OWNERSHIP)
+# issue 35: the run directory's containment and links, the query cache's ownership, the store's
+# changed-image hashes (`make mutate MUTATE='$$(MUTATE_OWNERSHIP)'` for these alone)
+MUTATE_OWNERSHIP := audit_core.run.rundir.* audit_core.data.cache.*foreign_example* audit_core.data.cache.*_claim* \
+	audit_core.data.cache.*_require_owned* audit_core.run.store.*rescore_changed* audit_core.run.store.*image_hashes* \
+	audit_core.run.store.*forget_images*
 MUTATE_BUDGET ?= 1800
 mutate: setup
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -e '.[mutate]' 2>&1 | $(QUIET)

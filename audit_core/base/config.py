@@ -36,7 +36,8 @@ class ExecutorCfg(PluginRef):
 
 class RunCfg(Strict):
     name: str = "audit"
-    seed: int = Field(0, ge=0, le=2**63 - 1)  # numpy and torch seed from it: negative seeds crash them
+    # numpy and torch seed from it (negative seeds crash them); strict: `true` or `1.0` is not a seed
+    seed: int = Field(0, ge=0, le=2**63 - 1, strict=True)
     device: str = "auto"
     batch_size: int | Literal["auto"] = 64  # auto: from free GPU memory (64 on the CPU)
     output: str | None = None
@@ -160,13 +161,13 @@ class CacheCfg(Strict):
 class InferenceCfg(Strict):
     """Copyright-holder mode and calibrated operating points."""
 
-    alpha: float = Field(0.01, gt=0, lt=1)
-    calibration_fraction: float = Field(0.2, gt=0, lt=1)
+    alpha: float = Field(0.01, gt=0, lt=1, allow_inf_nan=False)  # .nan: "a finite number", not "greater than 0"
+    calibration_fraction: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)
     combine: Literal["rank", "bonferroni", "fisher", "none"] = "rank"
     permutations: int = Field(9999, ge=99, le=1_000_000)  # combine: rank
     # copyright mode's second stage (audit_core.two_stage): setting max_queries turns it on
     max_queries: int | None = Field(None, ge=1)  # variation rows, both stages, cache hits included
-    undecided: float = Field(0.2, gt=0, lt=1)  # stage 2 runs when alpha/2 < stage-1 p <= undecided
+    undecided: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)  # stage 2 runs when alpha/2 < stage-1 p <= undecided
     stage2_factor: int = Field(2, ge=2, le=100)  # stage-2 n = stage2_factor x n
     # copyright mode's data preflight (audit_core.data_preflight): a file-level mismatch between
     # suspects and reference is a warning; with strict_preflight it stops the run (exit 2)
@@ -176,7 +177,9 @@ class InferenceCfg(Strict):
 
 
 class MetricsCfg(Strict):
-    bootstrap: int = Field(1000, ge=0)
+    # resamples for the 95 % intervals; bounded: each costs time and a few floats per metric, and
+    # 10**12 would sit in the bootstrap for days with memory growing (100,000 is ample)
+    bootstrap: int = Field(1000, ge=0, le=100_000)
 
 
 #: attack names that results.json uses for something else

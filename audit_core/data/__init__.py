@@ -196,6 +196,18 @@ def _read_manifest(path: Path) -> list[dict]:
     return rows
 
 
+def printable_name(name: str) -> str:
+    """A file name as text every output can hold: the bytes of a name that is not UTF-8 (which
+    Python keeps as lone surrogates, which SQLite, JSON and UTF-8 files refuse) as ``\\xNN``
+    escapes; a UTF-8 name is returned unchanged. The id of a file is its printable name, so it
+    stays the same on every run."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def manifest_id(group: str, given: str | None, path: str) -> str:
     """The id of a manifest row: ``<group>/<id column>``, else ``<group>/<path>``, where a path
     that already starts with the group's folder (``members/00.png`` in members.csv) is not
@@ -224,12 +236,13 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
     if path.is_dir():
         files = _walk_images(path, follow_symlinks)
         return [
-            ImageRecord(id=f"{group}/{p.relative_to(path).as_posix()}", path=str(p), group=group)
+            ImageRecord(id=f"{group}/{printable_name(p.relative_to(path).as_posix())}", path=str(p), group=group)
             for p in files
         ]
     if path.suffix.lower() in MANIFEST_EXTS:
         records = []
         ids: set[str] = set()
+        files: dict[str, int] = {}  # the file each row names (normalized) -> its line
         for row in _read_manifest(path):
             img = Path(row["path"]).expanduser()
             if not img.is_absolute():
@@ -238,6 +251,13 @@ def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow
             if rid in ids:
                 raise DataError(f"manifest {path}, line {row['line']}: repeats the image id {rid!r}")
             ids.add(rid)
+            same = os.path.normcase(os.path.realpath(img))
+            if same in files:  # under another id or spelling (./a.png, a link): it would count twice
+                raise DataError(
+                    f"manifest {path}, line {row['line']}: names the same file as line {files[same]} ({row['path']!r}); "
+                    f"each image may be listed once"
+                )
+            files[same] = row["line"]
             records.append(ImageRecord(id=rid, path=str(img), caption=row["caption"], group=group, extra=row["extra"]))
         return records
     raise DataError(f"data.{group}: {path} is neither a folder nor a .csv/.jsonl manifest")
@@ -271,6 +291,10 @@ def check_file(path: str, max_pixels: int) -> str | None:
                 w, h = im.size
                 if w * h > max_pixels:
                     return f"{w}x{h} = {w * h} pixels exceeds data.max_pixels={max_pixels}"
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:  # an animated GIF/APNG/WebP, a multi-page TIFF: which frame is the image?
+                    return (f"{im.format} with {frames} frames (animated or multi-page); only still images are "
+                            f"audited: save the frame you mean as a PNG")
                 im.verify()  # checksums and structure, without decoding
             with Image.open(path) as im:
                 im.load()  # a full decode: truncated data fails here

@@ -252,6 +252,13 @@ class QueryCache:
         self.hits += 1
         return torch.from_numpy(arr.copy())
 
+    def reject(self, key: str, why: str) -> None:
+        """A hit its caller cannot use (e.g. another shape than the query's): counted as a miss,
+        noted like a damaged entry; the caller recomputes it and ``put`` replaces it."""
+        self.hits -= 1
+        self.misses += 1
+        self._note_damaged(self._path(key), why)
+
     def put(self, key: str, value: torch.Tensor) -> None:
         p = self._path(key)
         arr = value.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -404,7 +404,7 @@ class Target:
             return out.to(x.device, torch.float32)  # same dtype as a cached answer
         identity = self.identity()
         keys = [self._cache_keys(x[i], t, k, seeds[i], captions[i], identity, clip) for i in range(B)]
-        found = [[self.cache.get(key) for key in row] for row in keys]
+        found = [[self._from_cache(key, tuple(x.shape[1:])) for key in row] for row in keys]
         missing = [[j for j, f in enumerate(row) if f is None] for row in found]
         hits = B * n - sum(len(m) for m in missing)
         self.stats.cache_hits += hits
@@ -423,6 +423,18 @@ class Target:
                     found[i][j] = fresh[a, b].detach().to("cpu", torch.float32)
                     self.cache.put(keys[i][j], found[i][j])
         return torch.stack([torch.stack([f.to(x.device, torch.float32) for f in row]) for row in found])
+
+    def _from_cache(self, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """The cached variation of ``key``, or None: an entry of another shape than the image's
+        (a valid header and checksum, written by other code or edited) is a miss, recomputed and
+        replaced, never served to the attack."""
+        found = self.cache.get(key)
+        if found is not None and tuple(found.shape) != shape:
+            reject = getattr(self.cache, "reject", None)
+            if reject is not None:
+                reject(key, f"shape {list(found.shape)}, expected {list(shape)}")
+            return None
+        return found
 
     def nfe_per_query(self, t: int, k: int) -> int:
         """U-Net evaluations of one variation (t/k for DDIM; 0 when unknown, e.g. remote)."""

@@ -42,6 +42,8 @@ class RunView:
                 self.results: dict[str, Any] = json.load(fh)
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{self.dir / 'results.json'} is not valid JSON ({exc}); re-run the audit with --resume") from None
+        except RecursionError:  # not ours: results.json nests a few levels
+            raise DataError(f"{self.dir / 'results.json'} is nested too deeply to be an audit results file; re-run the audit with --resume") from None
         if not isinstance(self.results, dict) or not isinstance(self.results.get("attacks"), dict):
             raise DataError(f"{self.dir / 'results.json'} is not an audit results file (no 'attacks' table)")
         self._scores: list[dict] | None = None
@@ -70,20 +72,19 @@ class RunView:
 def reporters_from_config(run_dir: Path) -> list[Reporter]:
     """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``); a
     missing or damaged file is a DataError in one line."""
-    import yaml
-
-    from ..base.config import ReportCfg
+    from ..base.config import ReportCfg, load_yaml
+    from ..base.errors import ConfigError
 
     p = Path(run_dir) / "config.resolved.yaml"
     hint = f"name the reporters instead: audit report {run_dir} --reporter html-report"
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"), str(p))[0]  # bounded: nesting, aliases, duplicates
     except OSError as exc:
         raise DataError(f"cannot read {p} ({exc.strerror or exc}), so the run's reporters are unknown; {hint}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{p} is not valid YAML{where}; {hint}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{p} is not valid YAML (not UTF-8); {hint}") from None
+    except ConfigError as exc:
+        raise DataError(f"{p} is not valid YAML ({str(exc).removeprefix(str(p) + ', ').removeprefix(str(p) + ': ')}); {hint}") from None
     items = (raw or {}).get("reports") if isinstance(raw or {}, dict) else None
     if not isinstance(items or [], list):
         raise DataError(f"{p}: `reports` is not a list; {hint}")

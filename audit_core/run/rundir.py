@@ -6,6 +6,7 @@ user's files is refused, and clearing and scrubbing touch only the files in the 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,25 @@ class Manifest:
                     f"{path} is damaged, so it is unknown which files in {run_dir} the run wrote. Use "
                     f"another --output (or delete that folder yourself)."
                 )
-            return cls(run_dir, {f for f in files if _inside(f)})
+            outside = next((f for f in files if not _inside(f)), None)
+            if outside is not None:  # never written by a run: edited by hand, or received from someone
+                raise AuditError(
+                    f"{path} lists {outside!r}, which is not inside {run_dir}, so it is not a manifest this "
+                    f"program wrote and nothing is cleared or scrubbed by it. Use another --output (or delete "
+                    f"that folder yourself)."
+                )
+            manifest = cls(run_dir, set(files))
+            manifest.refuse_links()
+            return manifest
         if not run_dir.is_dir():
             return cls(run_dir)
         legacy = {p.relative_to(run_dir).as_posix() for p in run_dir.iterdir() if p.name in LEGACY_NAMES and p.name != "artifacts"}
         art = run_dir / "artifacts"
         if art.is_dir() and not art.is_symlink():
             legacy |= {p.relative_to(run_dir).as_posix() for p in art.rglob("*") if p.is_file() and not p.is_symlink()}
-        return cls(run_dir, legacy)
+        manifest = cls(run_dir, legacy)
+        manifest.refuse_links()
+        return manifest
 
     def add(self, *paths: str | Path) -> None:
         """List these files (absolute or relative to the run directory) and save the manifest."""
@@ -74,10 +86,44 @@ class Manifest:
         if rel <= self.files and self.path.exists():
             return
         self.files |= rel
+        self.save()
+
+    def save(self) -> None:
         write_text(self.path, json.dumps({"format": MANIFEST_FORMAT, "files": sorted(self.files)}, indent=1) + "\n")
 
     def paths(self) -> list[Path]:
         return [self.run_dir / f for f in sorted(self.files)]
+
+    def refuse_links(self) -> None:
+        """Refuse (``AuditError``) a run directory where a listed file, or a folder on the way to
+        one, is a symbolic link: clearing, scrubbing or writing it would act on files outside the
+        run directory (``artifacts/`` replaced by a link, a run directory received from someone)."""
+        names = sorted(self.files | (LEGACY_NAMES & _names(self.run_dir)) | {MANIFEST})
+        for rel in names:
+            link = link_on_the_way(self.run_dir, rel)
+            if link is not None:
+                raise AuditError(
+                    f"{self.run_dir} holds a symbolic link, {link}, where the run keeps its own files; a run "
+                    f"never writes, clears or scrubs through a link. Remove the link, or use another --output."
+                )
+
+
+def _names(folder: Path) -> set[str]:
+    try:
+        return {e.name for e in folder.iterdir()}
+    except OSError:
+        return set()
+
+
+def link_on_the_way(root: Path, rel: str) -> Path | None:
+    """The first symbolic link among ``root/rel``'s components below ``root`` (the file itself
+    included), or None."""
+    p = Path(root)
+    for part in Path(rel).parts:
+        p = p / part
+        if p.is_symlink():
+            return p
+    return None
 
 
 def _inside(rel: str) -> bool:
@@ -87,19 +133,22 @@ def _inside(rel: str) -> bool:
 
 def check_run_dir(run_dir: Path) -> None:
     """Refuse (no writes) an output folder that is neither new, empty, nor a run directory:
-    the run owns only what it writes."""
+    the run owns only what it writes. A new one must be creatable (no file on the way, a
+    writable folder above it), found before any model is loaded."""
     if not run_dir.exists():
+        _check_creatable(run_dir)
         return
     if not run_dir.is_dir():
         raise AuditError(f"output {run_dir} exists and is not a folder")
     if (run_dir / MANIFEST).exists():
-        Manifest.load(run_dir)  # a damaged manifest is an error
+        Manifest.load(run_dir)  # a damaged manifest, one listing paths outside or links: an error
         return
     try:
         entries = sorted(p.name for p in run_dir.iterdir())
     except OSError as exc:
         raise AuditError(f"cannot list the output folder {run_dir}: {exc.strerror or exc}") from None
     if not entries or (STATE_FILE in entries and set(entries) <= LEGACY_NAMES):
+        Manifest(run_dir).refuse_links()  # e.g. `artifacts` a link in a run from before manifests
         return
     foreign = [e for e in entries if e not in LEGACY_NAMES] or entries
     raise AuditError(
@@ -107,6 +156,46 @@ def check_run_dir(run_dir: Path) -> None:
         f"{', '.join(foreign[:3])}), and a run writes only into a new folder, an empty one or a previous "
         f"run's. Choose another --output (e.g. {run_dir / 'audit-run'}), or run.output in the config."
     )
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """The nearest existing folder above a new ``run_dir`` is a writable folder (not a file)."""
+    above = Path(run_dir).absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise AuditError(f"output {run_dir}: {above} is a file, not a folder, so the run directory cannot be created there")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise AuditError(f"output {run_dir}: the folder {above} is not writable, so the run directory cannot be created there")
+
+
+def check_placement(run_dir: Path, data_folders: dict[str, Path], cache_dir: Path | None) -> None:
+    """Refuse (``AuditError`` naming the setting) a run directory inside a data folder (a
+    second run would read the run's own files as images) or one that is, or holds, the query
+    cache's folder (the run would refuse its own folder as foreign, and clearing it would
+    remove cache entries)."""
+    out = _resolved(run_dir)
+    for key, folder in data_folders.items():
+        f = _resolved(folder)
+        if f.is_dir() and (out == f or f in out.parents):
+            raise AuditError(
+                f"output {run_dir} is inside {key} ({folder}): a later run would read the run's own files "
+                f"(reports, galleries) as images. Choose an --output outside the data folders."
+            )
+    if cache_dir is not None:
+        c = _resolved(cache_dir)
+        if c == out or out in c.parents or c in out.parents:
+            raise AuditError(
+                f"cache.dir {cache_dir} and the output {run_dir} overlap: the query cache and the run directory "
+                f"each need a folder of their own. Choose another cache.dir (or --output)."
+            )
+
+
+def _resolved(p: Path) -> Path:
+    try:
+        return Path(p).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(Path(p).expanduser()))
 
 
 @dataclass
@@ -168,6 +257,36 @@ def resume_policy(run_dir: Path, fingerprint: str, resume: bool | None, force: b
     return ExistingRun()
 
 
+#: the store's meta key for the settings outside the fingerprint that stored scores depend on
+SETTINGS_KEY = "score_settings"
+
+
+def settings_changed(run_dir: Path, settings: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """``(key, stored value, new value)`` of the first setting that differs from the one the
+    stored scores were made with, or None (no write). ``settings`` holds only what this run's
+    scores depend on (``inference.stage2_factor`` with a second stage, ``inference.
+    calibration_fraction`` with a calibrated attack): the fingerprint leaves the ``inference``
+    section out, since most of it only changes what is computed from the scores."""
+    if not settings or not (Path(run_dir) / STATE_FILE).exists():
+        return None
+    store = RunStore(run_dir)
+    try:
+        old = store.get_meta(SETTINGS_KEY) or {}
+    finally:
+        store.close()
+    for key in sorted(settings):
+        if key in old and old[key] != settings[key]:
+            return key, old[key], settings[key]
+    return None
+
+
+def record_settings(store: RunStore, settings: dict[str, Any]) -> None:
+    """Remember the settings the stored scores are made with (merged over the earlier ones: a
+    setting a resumed run does not use is still checked by a later one that does)."""
+    old = store.get_meta(SETTINGS_KEY) or {}
+    store.set_meta(SETTINGS_KEY, {**old, **settings})
+
+
 def clear_run_dir(manifest: Manifest) -> None:
     """Start over: remove the old state and the run's outputs listed in its manifest (nothing
     else: a file the user put into the run directory stays)."""
@@ -175,6 +294,8 @@ def clear_run_dir(manifest: Manifest) -> None:
     folders = set()
     for rel in sorted(manifest.files - keep):
         p = manifest.run_dir / rel
+        if link_on_the_way(manifest.run_dir, Path(rel).parent.as_posix()) is not None:
+            continue  # never delete through a linked folder (a link itself is removed, not followed)
         if p.is_file() or p.is_symlink():
             p.unlink(missing_ok=True)
         manifest.files.discard(rel)
@@ -182,7 +303,7 @@ def clear_run_dir(manifest: Manifest) -> None:
     for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
         _remove_if_empty(folder, manifest.run_dir)
     if manifest.path.exists():
-        manifest.add()
+        manifest.save()  # the cleared files are no longer listed
 
 
 def _remove_if_empty(folder: Path, root: Path) -> None:

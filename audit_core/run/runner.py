@@ -35,15 +35,15 @@ from ..data.cache import QueryCache
 from ..base.config import AttackCfg, LoadedConfig, fingerprint
 from .defaults import with_defaults
 from ..data import ImageLoader, LoadedData, content_hash, load_records
-from ..base.errors import ConfigError, Interrupted
+from ..base.errors import ConfigError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
 from .gallery import gallery_paths, save_png, safe_name, write_gallery  # noqa: F401  (save_png, safe_name: old import path)
 from ..base.records import LABEL_NAMES, ImageRecord
 from .reporting import Reporter, RunView, render_reports, reporters_from_config  # noqa: F401  (old import path)
-from .rundir import Manifest, check_run_dir, clear_run_dir, resume_policy, scrub_run_dir
+from .rundir import Manifest, check_placement, check_run_dir, clear_run_dir, record_settings, resume_policy, scrub_run_dir, settings_changed
 from .store import LOCK_FILE, STATE_FILE, RunLock, RunStore, disk_error, write_text
 from ..plugin.targets import Target, TargetContext
-from ..plugin.factory import lookup_plugin  # noqa: F401  (old import path: audit_core.runner.lookup_plugin)
+from ..plugin.factory import lookup_plugin  # noqa: F401  (old import path: audit_core.run.runner.lookup_plugin)
 from ..plugin.prepared import PreparedAttack
 
 
@@ -101,6 +101,7 @@ class Runner:
             reporters.append((rcls, factory.validate(rcls, rcfg.params, loaded, ("reports", i, "params"))))
         self.run_dir = Path(self.output) if self.output is not None else loaded.run_dir()
         check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
+        check_placement(self.run_dir, self._data_folders(), self._cache_dir())
         self.data: LoadedData = self.load_data()
         second_stage.check_config(self.loaded, self.data.mode, entries)  # before the model loads
         # copyright mode: suspects vs reference compared as files (format, size, mode, bit depth,
@@ -148,6 +149,43 @@ class Runner:
         self.reporters: list[Reporter] = [factory.construct(rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
+        self.score_settings = self._score_settings()
+        changed = None if self._discard_state else settings_changed(self.run_dir, self.score_settings)
+        if changed is not None:
+            key, old, new = changed
+            if not self.force:
+                raise ResumeError(
+                    f"cannot resume into {self.run_dir}: {key} ({self.loaded.where(*key.split('.'))}) is {new!r} "
+                    f"but the scores stored there were made with {old!r}. Set it back to {old!r} to continue, run "
+                    f"with --no-resume to score again (the query cache keeps the queries), or use a new --output."
+                )
+            self._discard_state = True
+
+    def _score_settings(self) -> dict[str, Any]:
+        """The settings outside the fingerprint that this run's stored scores depend on: the
+        stage-2 ``n`` (``inference.stage2_factor``) and the calibration split that calibrated
+        params (e.g. rediffuse ``n: auto``) are fitted on (``inference.calibration_fraction``)."""
+        inf, out = self.cfg.inference, {}
+        if self.second is not None:
+            out["inference.stage2_factor"] = inf.stage2_factor
+        if any(pa.attack.needs_calibration() for pa in self.attacks if not pa.cls.combines):
+            out["inference.calibration_fraction"] = inf.calibration_fraction
+        return out
+
+    def _data_folders(self) -> dict[str, Path]:
+        """The data folders the config names (``data.members``... and a dataset's ``data.root``)."""
+        d = self.cfg.data
+        keys = ("members", "nonmembers", "suspects", "reference", "root")
+        return {f"data.{k}": self.loaded.path(getattr(d, k)) for k in keys if getattr(d, k)}
+
+    def _cache_dir(self) -> Path | None:
+        """The query cache's folder when the cache is on (``cache.dir``, else the default)."""
+        c = self.cfg.cache
+        if not c.enabled:
+            return None
+        from ..data.cache import default_dir
+
+        return self.loaded.path(c.dir) if c.dir else default_dir()
 
     def load_data(self) -> LoadedData:
         """The run's records (``audit reference check`` replaces them with the reference's halves)."""
@@ -210,11 +248,13 @@ class Runner:
                 self.manifest.add("config.resolved.yaml", STATE_FILE, f"{STATE_FILE}-wal", f"{STATE_FILE}-shm", guard.LOG_NAME)
                 guard.set_log_dir(self.run_dir)  # plugin tracebacks go to <run_dir>/audit.log
                 write_text(self.run_dir / "config.resolved.yaml", self.resolved_yaml())
-            except OSError as exc:
-                raise disk_error(exc, str(self.run_dir)) from None
+            except OSError as exc:  # before the store: only a run with saved state has something to resume
+                resumable = (self.run_dir / STATE_FILE).exists() and not self._discard_state
+                raise disk_error(exc, str(self.run_dir), resumable=resumable) from None
             store = RunStore(self.run_dir)
             try:
                 store.set_meta("fingerprint", self.fingerprint)
+                record_settings(store, self.score_settings)
                 if store.get_meta("started") is None:
                     store.set_meta("started", started)
                 changed = store.rescore_changed({r.id: content_hash(r) for r in self.data.records})

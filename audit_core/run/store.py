@@ -66,9 +66,12 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 SQLITE_DISK_HINTS = ("full", "disk i/o error", "unable to open database", "readonly database")
 
 
-def disk_error(exc: OSError, what: str) -> AuditError:
-    """A clear, resumable error for a failed write (full disk, quota, file size limit, I/O)."""
+def disk_error(exc: OSError, what: str, resumable: bool = True) -> AuditError:
+    """A clear error for a failed write (full disk, quota, file size limit, I/O): resumable
+    (``--resume`` keeps what was committed), or, before anything was committed, a plain rerun."""
     text = str(exc).lower()
+    if not resumable:
+        return AuditError(f"cannot write {what}: {exc.strerror or exc}. Nothing was scored yet: fix the problem and run again.")
     if exc.errno in DISK_ERRNOS or "full" in text or "too large" in text:
         why = "the disk is full (or a quota/file-size limit was reached)"
     elif exc.errno == errno.EIO or "i/o error" in text:
@@ -322,7 +325,8 @@ def write_text(path: Path, text: str) -> None:
     registered secrets scrubbed: a full disk leaves the old file intact, never half of a new one."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        # backslashreplace: a non-UTF-8 file name (lone surrogates) is escaped, never a crash at the end of a run
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(secrets.scrub(text))
             fh.flush()
             os.fsync(fh.fileno())

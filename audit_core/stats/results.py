@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -450,15 +451,36 @@ class ScoreRow:
     p_value: str = ""
 
 
+#: a spreadsheet reads a cell starting with one of these as a formula (``=HYPERLINK(...)``)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell of scores.csv made inert: control characters (a newline in a file name) as
+    ``\\xNN``, bytes that are not UTF-8 as ``\\xNN``, and a leading ``= + - @`` (a formula in a
+    spreadsheet) behind a ``'``. Ordinary names are unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a non-UTF-8 file name (lone surrogates): its bytes as \xNN
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def scores_csv(rows: list[ScoreRow], split_col: bool, copyright_cols: bool) -> str:
-    """scores.csv text: attack, image_id, path, label, score[, split][, flagged, p_value]."""
+    """scores.csv text: attack, image_id, path, label, score[, split][, flagged, p_value]; the
+    text cells through :func:`csv_cell`."""
     header = ["attack", "image_id", "path", "label", "score"] + (["split"] if split_col else [])
     header += ["flagged", "p_value"] if copyright_cols else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
-        row = [r.attack, r.image_id, r.path, r.label, repr(float(r.score))]
+        row = [csv_cell(r.attack), csv_cell(r.image_id), csv_cell(r.path), r.label, repr(float(r.score))]
         row += [r.split] if split_col else []
         row += [r.flagged, r.p_value] if copyright_cols else []
         w.writerow(row)

@@ -60,6 +60,29 @@ def test_16bit_png_keeps_its_range(tmp_path):
     np.testing.assert_allclose(x[0].numpy(), arr / 127.5 - 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_random_16bit_values_are_rounded_not_truncated(tmp_path, suffix):
+    """Issue 35: the 16-bit tests above use 8-bit values x 257, where truncating and rounding
+    agree, so a truncating conversion (``astype(np.uint8)`` without ``np.round``) passed the
+    core's tests. Random 16-bit values tell them apart (about half round up)."""
+    from audit_core.data import to_8bit
+
+    rng = np.random.default_rng(35)
+    arr = rng.integers(0, 65536, (16, 16), dtype=np.uint16)
+    p = tmp_path / f"g{suffix}"
+    Image.fromarray(arr).save(p)
+    img = Image.open(p)
+    img.load()
+    out, changed = to_8bit(img, img.format)
+    expected = np.round(arr.astype(np.float64) * (255 / 65535)).astype(np.uint8)
+    assert changed and out.mode == "L"
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    assert (np.floor(arr.astype(np.float64) * (255 / 65535)).astype(np.uint8) != expected).mean() > 0.3
+    # and through the loader, as a run reads it
+    x, _ = to_tensor(open_image(ImageRecord(id="g", path=str(p))), 1, 16, center_crop=False)
+    np.testing.assert_allclose(x[0].numpy(), expected / 127.5 - 1.0, atol=1e-6)
+
+
 def test_lab_tiffs_are_converted_not_crashed(toy, audit_cli, tmp_path):
     def save(arr, stem):
         Image.fromarray(np.stack([arr] * 3, axis=-1)).convert("LAB").save(stem.with_suffix(".tif"))

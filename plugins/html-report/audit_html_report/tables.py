@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
 
 #: labels of keys that are not self-explanatory; anything else shows as its key with spaces
 LABELS = {
@@ -101,9 +100,12 @@ def config_sections(config_text: str | None) -> dict[str, Any] | None:
     missing or unreadable (the raw text is still shown)."""
     if not config_text:
         return None
+    from audit_core.base.config import load_yaml  # bounded: a deeply nested file is refused, not a RecursionError
+    from audit_core.base.errors import AuditError
+
     try:
-        cfg = yaml.safe_load(config_text)
-    except yaml.YAMLError:
+        cfg = load_yaml(config_text, "config.resolved.yaml")[0]
+    except AuditError:
         return None
     if not isinstance(cfg, dict):
         return None

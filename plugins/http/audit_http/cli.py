@@ -26,6 +26,9 @@ def serve(
     max_pending_mb: Annotated[
         float, typer.Option("--max-pending-mb", min=1 / 1024, help="Request bodies held at once (queued or running), in MiB, before 503.")
     ] = 512.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", min=0.001, help="Seconds a request's whole body may take to arrive (408 after).")
+    ] = 60.0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
     param: Annotated[
         list[str], typer.Option("--param", metavar="KEY=VALUE", help="Another target param (repeatable).")
@@ -41,6 +44,6 @@ def serve(
 
     limits = Limits(
         max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue,
-        max_pending_bytes=int(max_pending_mb * (1 << 20)),
+        max_pending_bytes=int(max_pending_mb * (1 << 20)), body_timeout_s=body_timeout,
     )
     run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log, insecure_no_auth, txt2img)

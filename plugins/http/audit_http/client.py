@@ -62,14 +62,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+def _read_at_most(response: httpx.Response, limit: int, deadline: float | None = None) -> bytes | None:
     """The body of a streamed response, or None once it passes ``limit`` bytes (the rest is never
-    read)."""
+    read). Past ``deadline`` (``time.monotonic()``) it raises ``httpx.ReadTimeout``: the read
+    timeout alone restarts with every chunk, so an answer trickling a byte a second never ends."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
         if len(body) > limit:
             return None
+        if deadline is not None and time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the answer did not arrive in time", request=response.request)
     return bytes(body)
 
 
@@ -104,6 +107,7 @@ class Client:
     ):
         self.base_url = base_url.rstrip("/")
         self.policy = policy
+        self.timeout_s = float(timeout_s)
         self.token_env = token_env
         self.sleep = sleep
         self.rng = random.Random()  # jitter only: it never changes what is computed
@@ -138,14 +142,15 @@ class Client:
             retry_after = None
             with self._lock:
                 self.requests += 1
+            deadline = time.monotonic() + self.timeout_s  # the whole answer, not each read
             try:
                 with self.http.stream(method, url, json=json) as response:
                     status = response.status_code
                     if 200 <= status < 300:
-                        return self._json(response, method, url, max_bytes)
-                    response_reason = _reason(response, _read_at_most(response, 64 << 10))
+                        return self._json(response, method, url, max_bytes, deadline)
+                    response_reason = _reason(response, _read_at_most(response, 64 << 10, deadline))
             except httpx.TimeoutException:
-                last = f"timed out after {self.http.timeout.read}s"
+                last = f"timed out after {self.timeout_s:g}s"
                 reason = "timeout"
             except httpx.TransportError as exc:
                 last = f"connection failed ({type(exc).__name__})"
@@ -173,7 +178,7 @@ class Client:
         )
 
     @staticmethod
-    def _json(response: httpx.Response, method: str, url: str, max_bytes: int) -> Any:
+    def _json(response: httpx.Response, method: str, url: str, max_bytes: int, deadline: float | None = None) -> Any:
         too_big = RemoteError(
             f"{method} {url} answered with more than {max_bytes} bytes, more than the request can need; refused "
             f"(is the url an audit-variation server?)"
@@ -181,7 +186,7 @@ class Client:
         declared = response.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
             raise too_big
-        body = _read_at_most(response, max_bytes)
+        body = _read_at_most(response, max_bytes, deadline)
         if body is None:
             raise too_big
         try:

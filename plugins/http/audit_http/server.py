@@ -144,11 +144,12 @@ class Limits:
     max_body_bytes: int = 64 << 20
     max_queue: int = 64  # requests waiting for the model before 503
     max_pending_bytes: int = 512 << 20  # request bodies held at once (queued or running) before 503
+    body_timeout_s: float = 60.0  # the whole body must arrive within this (408 otherwise)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_n", "max_body_bytes", "max_queue", "max_pending_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"audit serve: {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_batch", "max_n", "max_body_bytes", "max_queue", "max_pending_bytes", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"audit serve: {name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -312,17 +313,70 @@ async def send_json(send: Any, status: int, obj: Any, headers: list | None = Non
     await send({"type": "http.response.body", "body": body})
 
 
+class _TooSlow(Exception):
+    pass
+
+
+class _Busy(Exception):
+    pass
+
+
+#: Host names a server without a token answers to (any port): a page on another site that
+#: resolves its own name to 127.0.0.1 (DNS rebinding) sends its own name, and is refused
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: methods whose body is read: only JSON bodies are accepted (a cross-site "simple request",
+#: text/plain or a form, needs no CORS preflight, so any web page could send one)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON_TYPES = frozenset({b"application/json"})
+
+
+def host_name(value: bytes) -> str | None:
+    """The host of a ``Host`` header (``name``, ``name:port``, ``[v6]``, ``[v6]:port``),
+    lower-cased; None when the header is malformed."""
+    try:
+        text = value.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        name, rest = text[1:end], text[end + 1 :]
+    else:
+        name, _, port = text.partition(":")
+        rest = ":" + port if _ else ""
+    if rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6):
+        return None
+    return name or None
+
+
+def is_json(value: bytes) -> bool:
+    """Whether a ``Content-Type`` is JSON (``application/json``, parameters such as
+    ``; charset=utf-8`` allowed)."""
+    return value.split(b";", 1)[0].strip().lower() in JSON_TYPES
+
+
 class Guard:
     """Pure ASGI middleware in front of the app: the bearer token (401, before the body is
-    read), the body size limit (413, from Content-Length or while streaming) and the bytes of
-    request bodies held at once (503 with Retry-After past ``max_pending_bytes``)."""
+    read); without a token, the ``Host`` header (only the loopback names: 403, so that a web page
+    cannot reach the server through DNS rebinding); the content type of a body (JSON only: 415,
+    so that a web page cannot send a cross-site "simple" POST); the body size limit (413, from
+    Content-Length or while streaming); a deadline for reading the whole body (408: a client that
+    trickles or stalls cannot hold a connection and its bytes); and the bytes of request bodies
+    held at once (503 with Retry-After past ``max_pending_bytes``), counted as they arrive."""
 
-    def __init__(self, app: Any, token: str | None, max_body_bytes: int, max_pending_bytes: int | None = None):
+    def __init__(
+        self, app: Any, token: str | None, max_body_bytes: int, max_pending_bytes: int | None = None,
+        body_timeout_s: float = 60.0, local_only: bool | None = None,
+    ):
         self.app = app
         self.token = token.encode() if token else None
         self.max_body = max_body_bytes
         self.max_pending = max_pending_bytes if max_pending_bytes is not None else 8 * max_body_bytes
-        self.pending_bytes = 0  # bodies admitted and not yet answered (Content-Length, else max_body)
+        self.body_timeout_s = body_timeout_s
+        # the Host check: on by default without a token (off only for an explicitly insecure bind)
+        self.local_only = self.token is None if local_only is None else local_only
+        self.pending_bytes = 0  # body bytes received and not yet answered (all requests together)
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self.token is None:
@@ -338,6 +392,13 @@ class Guard:
         ok_token = hmac.compare_digest(cred.strip(), self.token)
         return ok_scheme and ok_token
 
+    @staticmethod
+    def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+        for name, value in headers:
+            if name.lower() == wanted:
+                return value
+        return None
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -346,44 +407,72 @@ class Guard:
         if not self.authorized(headers):
             await send_json(send, 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
             return
+        if self.local_only:
+            host = host_name(self._header(headers, b"host") or b"")
+            if host not in LOCAL_HOSTS:
+                await send_json(send, 403, {
+                    "error": "this server has no token and answers only requests addressed to localhost, "
+                             "127.0.0.1 or [::1] (Host header)"})
+                return
+        method = scope.get("method", "GET")
+        if method in BODY_METHODS:
+            ctype = self._header(headers, b"content-type")
+            if ctype is None or not is_json(ctype):
+                await send_json(send, 415, {"error": "the body must be JSON (Content-Type: application/json)"})
+                return
         declared = None
-        for name, value in headers:
-            if name.lower() == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await send_json(send, 400, {"error": "bad Content-Length"})
-                    return
-                if declared > self.max_body:
-                    await send_json(send, 413, {"error": f"the body is larger than {self.max_body} bytes"})
-                    return
-        # a body of unknown length may grow to max_body: reserve that much for it
-        reserve = 0 if scope.get("method") in ("GET", "HEAD") else (declared if declared is not None else self.max_body)
-        if reserve and self.pending_bytes + reserve > self.max_pending:
+        raw = self._header(headers, b"content-length")
+        if raw is not None:
+            try:
+                declared = int(raw)
+            except ValueError:
+                await send_json(send, 400, {"error": "bad Content-Length"})
+                return
+            if declared > self.max_body:
+                await send_json(send, 413, {"error": f"the body is larger than {self.max_body} bytes"})
+                return
+        # refused up front when the bytes held now and the declared body would not fit; nothing
+        # is reserved (a client that declares much and sends little holds only what it sent)
+        if declared and self.pending_bytes + declared > self.max_pending:
             await send_json(send, 503, {"error": "busy: too many request bytes queued"}, [(b"retry-after", b"1")])
             return
-        self.pending_bytes += reserve
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
         seen = 0
+        done = method not in BODY_METHODS
 
-        async def limited_receive() -> Any:  # a streamed body past the limit: the app answers 413
-            nonlocal seen
-            message = await receive()
+        async def limited_receive() -> Any:
+            nonlocal seen, done
+            if done:  # the body is complete: waiting for a disconnect has no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise _TooSlow from None
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
+                chunk = len(message.get("body", b""))
+                seen += chunk
+                self.pending_bytes += chunk
+                done = not message.get("more_body", False)
+                if seen > self.max_body:  # a streamed body past the limit: the app answers 413
                     raise _TooLarge
+                if self.pending_bytes > self.max_pending:
+                    raise _Busy
+            else:
+                done = True
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         finally:
-            self.pending_bytes -= reserve
+            self.pending_bytes -= seen
 
 
 # ----------------------------------------------------------------------------- the app
-def create_app(service: Service, token: str | None = None) -> Any:
+def create_app(service: Service, token: str | None = None, local_only: bool | None = None) -> Any:
     """The ASGI app (FastAPI behind :class:`Guard`) for ``service``. Its OpenAPI schema is at
-    ``/openapi.json``, behind the token like every other path."""
+    ``/openapi.json``, behind the token like every other path. ``local_only`` (default: when
+    there is no token): answer only requests whose Host header is a loopback name."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -403,6 +492,16 @@ def create_app(service: Service, token: str | None = None) -> Any:
     @api.exception_handler(_TooLarge)
     async def _large(request: Request, exc: _TooLarge) -> JSONResponse:
         return JSONResponse({"error": f"the body is larger than {service.limits.max_body_bytes} bytes"}, status_code=413)
+
+    @api.exception_handler(_TooSlow)
+    async def _slow(request: Request, exc: _TooSlow) -> JSONResponse:
+        return JSONResponse({"error": f"the body did not arrive within {guard.body_timeout_s:g} s"}, status_code=408,
+                            headers={"Connection": "close"})
+
+    @api.exception_handler(_Busy)
+    async def _busy(request: Request, exc: _Busy) -> JSONResponse:
+        return JSONResponse({"error": "busy: too many request bytes queued"}, status_code=503,
+                            headers={"Retry-After": "1", "Connection": "close"})
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -437,7 +536,7 @@ def create_app(service: Service, token: str | None = None) -> Any:
                 loop = asyncio.get_running_loop()
                 out, nfe, seconds = await loop.run_in_executor(service.worker, service.run, plan)
             payload = await run_in_threadpool(service.respond, plan, out, nfe, seconds)
-        except (BadRequest, _TooLarge):
+        except (BadRequest, _TooLarge, _TooSlow, _Busy):
             raise
         except Exception:
             from audit_core.base.secrets import scrub
@@ -449,7 +548,9 @@ def create_app(service: Service, token: str | None = None) -> Any:
         service.requests += 1
         return JSONResponse(payload)
 
-    return Guard(api, token, service.limits.max_body_bytes, service.limits.max_pending_bytes)
+    guard = Guard(api, token, service.limits.max_body_bytes, service.limits.max_pending_bytes,
+                  service.limits.body_timeout_s, local_only)
+    return guard
 
 
 # ----------------------------------------------------------------------------- building
@@ -566,7 +667,9 @@ def serve(
     service = Service(tg, model or "", limits)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    app = create_app(service, token)
+    # without a token only loopback Host names are answered, unless the operator chose to serve
+    # a non-loopback address without one (--insecure-no-auth: clients then name that address)
+    app = create_app(service, token, local_only=None if is_loopback(host) else False)
     if txt2img:
         try:
             from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin

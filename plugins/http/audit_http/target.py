@@ -25,7 +25,7 @@ are then reproducible) or used its own randomness.
 The server is not trusted: its status (``GET /``) and answers are validated against the
 protocol's strict models (a negative channel count, a string image size or a 60000-pixel image
 is refused), answers larger than the request can need are refused before they are read in full,
-and returned images larger than 4x the model's size are refused before they are decoded. Every
+and returned images of another size than the model's are refused before they are decoded. Every
 such failure is a ``RemoteError`` naming the URL (exit code 2).
 """
 
@@ -61,7 +61,7 @@ class HTTPParams(TargetParams):
     concurrency: int = Field(4, ge=1, le=256, description="requests in flight at once")
     timeout_s: float = Field(
         300.0, gt=0,
-        description="seconds to wait for an answer before retrying; includes the time a request waits in the server's queue",
+        description="seconds a whole answer may take before the request is retried (a deadline, not per read); includes the time a request waits in the server's queue",
     )
     max_retries: int = Field(5, ge=0, le=100, description="retries of one request on 408/429/5xx/timeouts")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles every retry (with jitter)")
@@ -104,8 +104,8 @@ class HTTPParams(TargetParams):
 
 
 def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoint") -> tuple[torch.Tensor, bool]:
-    """base64 PNG -> (``[C, S, S]`` in [-1, 1], whether it had to be converted or resized).
-    An image over 4x the model's size per side is refused from its header, before decoding;
+    """base64 PNG -> (``[C, S, S]`` in [-1, 1], whether its mode had to be converted).
+    An image of another size than the model's is refused from its header, before decoding;
     ``source`` (the URL) names the culprit in errors."""
     from PIL import Image
 
@@ -116,8 +116,11 @@ def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoin
     try:
         img = Image.open(io.BytesIO(b64_bytes(data)))
         w, h = img.size
-        if w > 4 * size or h > 4 * size:
-            raise RemoteError(f"{source} returned a {w}x{h} image for a {size}x{size} model; refused")
+        if (w, h) != (size, size):  # read from the header: never decoded, never resized
+            raise RemoteError(
+                f"{source} returned a {w}x{h} variation for a {size}x{size} model; a variation has the model's size "
+                f"(resizing it would audit something the model did not produce): refused"
+            )
         img.load()
     except RemoteError:
         raise
@@ -270,7 +273,7 @@ class HTTPTarget(Target):
             with self._lock:
                 if not self.resized:
                     self.stats.notes.append(
-                        f"the endpoint returned images of another size or mode; they were converted to "
+                        f"the endpoint returned images of another mode; they were converted to "
                         f"{self.channels}x{self.image_size}x{self.image_size}"
                     )
                 self.resized += 1

@@ -141,7 +141,7 @@ def test_body_limits(client, images):
     assert r.status_code == 413 and "larger than 20000 bytes" in r.json()["error"]
     r = client.post("/v1/variations", headers={**AUTH, "Content-Type": "application/json"}, content=b"[1,")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
-    assert client.post("/v1/variations", headers=AUTH, content=b"[]").json()["error"] == "the body must be a JSON object"
+    assert client.post("/v1/variations", headers={**AUTH, "Content-Type": "application/json"}, content=b"[]").json()["error"] == "the body must be a JSON object"
     assert client.get("/nothing-here", headers=AUTH).status_code == 404
 
 

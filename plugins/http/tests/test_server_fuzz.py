@@ -61,7 +61,7 @@ bodies = st.one_of(near_valid, st.fixed_dictionaries({}, optional=field))
 @pytest.fixture(scope="module")
 def client():
     svc = serve.Service(ToyTarget(ToyParams()), "toy", serve.Limits(max_batch=4, max_n=4, max_body_bytes=200_000))
-    with TestClient(serve.create_app(svc), raise_server_exceptions=False) as c:
+    with TestClient(serve.create_app(svc), raise_server_exceptions=False, base_url="http://localhost") as c:
         yield c
     svc.close()
 

@@ -73,7 +73,7 @@ def test_the_openapi_schema_needs_the_token(client):
 
 def test_bytes_held_at_once_are_capped():
     svc = serve.Service(ToyTarget(ToyParams()), "toy", serve.Limits(max_body_bytes=50_000, max_pending_bytes=2_000))
-    with TestClient(serve.create_app(svc)) as c:
+    with TestClient(serve.create_app(svc), base_url="http://localhost") as c:
         ok = c.post("/v1/variations", json={"images": [ONE], "t": 100, "k": 50})
         assert ok.status_code == 200
         big = c.post("/v1/variations", json={"images": [ONE] * 60, "t": 100, "k": 50})  # ~6 kB: over the budget
