@@ -13,6 +13,7 @@ wrong passphrase, a public key where a private one is needed, an unsupported alg
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -132,7 +133,7 @@ def envelope_payload(env: dict[str, Any]) -> bytes:
     """The payload bytes of an envelope dict (ValueError when it is not one)."""
     from securesystemslib.dsse import Envelope
 
-    return Envelope.from_dict(dict(env)).payload
+    return Envelope.from_dict(copy.deepcopy(env)).payload
 
 
 def envelope_keyids(env: dict[str, Any]) -> list[str]:
@@ -145,7 +146,7 @@ def verify(env: dict[str, Any], public_key: Any) -> bool:
     from securesystemslib.exceptions import VerificationError
 
     try:
-        Envelope.from_dict(dict(env)).verify([_sslib_key(public_key)], 1)
+        Envelope.from_dict(copy.deepcopy(env)).verify([_sslib_key(public_key)], 1)
     except (VerificationError, ValueError, KeyError, TypeError):
         return False
     return True
