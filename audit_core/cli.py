@@ -198,7 +198,15 @@ def report(
     reps = [build_reporter(name) for name in reporter] if reporter else reporters_from_config(run_dir)
     paths = render_reports(view, reps)
     if paths:
-        Manifest.load(run_dir).add(*paths)  # the run's files: scrubbed and cleared with it
+        from . import attest
+
+        Manifest.load(run_dir).add(*paths, attest.REPORTS_ATTESTATION)  # the run's files: scrubbed and cleared with it
+        attest.write_reports_attestation(run_dir, paths)  # the reports statement follows the new reports
+        if (run_dir / attest.SIGNATURES).is_file():
+            console.print(
+                f"note: the reports changed since {run_dir} was signed; sign it again with `audit sign {run_dir} --key KEY.pem`",
+                soft_wrap=True, highlight=False, markup=False,
+            )
     elif not reporter:
         console.print(
             f"{run_dir}: the run's config names no reporters; add one with "
