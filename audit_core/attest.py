@@ -252,6 +252,7 @@ def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]
             "device": env.get("device"),
             "dtype": target_desc.get("dtype"),
             "executor": (results["run"].get("executor") or {}),
+            "batch_size": runner.batch_size,
             "platform": env.get("platform"),
         },
         "seeds": {"run_seed": cfg.run.seed, "rule": SEED_RULE, "attacks": attacks},
