@@ -324,7 +324,8 @@ def info(run_dir: str | Path) -> dict[str, Any]:
     """What a report shows about the run's attestation: ``digest`` (sha256 of
     attestation.intoto.json, None without one), ``signed`` (a signature bundle whose first
     envelope carries exactly these bytes), ``fingerprint`` of the signing key, and the exact
-    ``verify_command``. Reads the files at render time: ``audit sign`` re-renders the reports."""
+    ``verify_command`` (naming the run directory by its name, to run from the folder holding it).
+    Reads the files at render time: ``audit sign`` re-renders the reports."""
     import shlex
 
     from . import signing
@@ -344,7 +345,9 @@ def info(run_dir: str | Path) -> dict[str, Any]:
                 fpr = (signing.envelope_keyids(envs[0]) or [None])[0]
         except (OSError, ValueError):
             fpr = None
-    cmd = ["audit", "verify", str(run_dir)] + (["--key", "PUBLIC_KEY.pem"] if fpr else []) + ["--rescore", "5"]
+    # the run directory by its name (run from the folder that holds it): a report does not depend on
+    # where the run directory lies, and is the same file after it is copied or handed over
+    cmd = ["audit", "verify", run_dir.resolve().name] + (["--key", "PUBLIC_KEY.pem"] if fpr else []) + ["--rescore", "5"]
     return {"digest": digest, "signed": fpr is not None, "fingerprint": fpr, "verify_command": shlex.join(cmd)}
 
 
