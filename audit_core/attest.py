@@ -265,8 +265,6 @@ def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]
 def write_run_attestation(runner: Any, image_hashes: dict[str, str]) -> Path:
     """Write ``attestation.intoto.json`` for a finished run (after results.json and scores.csv;
     before the reports, which show its digest). A new attestation voids earlier signatures."""
-    from .store import write_text
-
     run_dir = runner.run_dir
     pred = predicate(runner, image_hashes, runner.results)
     subjects = subjects_of(run_dir, run_subjects(run_dir, runner.manifest.files, set()))

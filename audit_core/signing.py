@@ -12,7 +12,6 @@ wrong passphrase, a public key where a private one is needed, an unsupported alg
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
@@ -171,11 +170,3 @@ def read_bundle(path: Path) -> list[dict[str, Any]]:
 
 def bundle_text(envelopes: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in envelopes)
-
-
-def payload_digest(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

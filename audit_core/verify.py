@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
