@@ -303,8 +303,12 @@ def write_reports_attestation(run_dir: Path, report_paths: list[Path]) -> Path |
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write of exact bytes (statements are signed byte for byte: no scrubbing pass may
-    change them after their digest is taken; they hold hashes, paths and versions, no secrets)."""
+    """Atomic write of a statement, registered secrets scrubbed *before* its bytes exist (they are
+    signed byte for byte, so the run's final scrub must find nothing to change in them; they hold
+    hashes, paths and versions, and a target's identity, which must not carry a token anyway)."""
+    from . import secrets
+
+    data = secrets.scrub(data.decode("utf-8")).encode("utf-8")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as fh:
