@@ -137,7 +137,7 @@ def test_images_are_decoded_once_and_conversions_noted_once(image_folder, toy_pl
 
     calls = []
     real = data_mod.open_image
-    monkeypatch.setattr(data_mod, "open_image", lambda r: calls.append(r.id) or real(r))
+    monkeypatch.setattr(data_mod, "open_image", lambda r, *a: calls.append(r.id) or real(r, *a))  # *a: the bytes already read
     members = image_folder("m", n=5, size=12, channels=3, seed=1)  # the toy target wants 1x8x8
     nonmembers = image_folder("nm", n=5, size=12, channels=3, seed=2)
     attack = {"plugin": "variation-similarity", "params": {"t": 100, "k": 50, "n": 1}}

@@ -59,12 +59,13 @@ def one_paragraph_error(output: str) -> bool:
 
 
 # --------------------------------------------------------------------------- reports by default
-def test_config_without_reports_key_writes_html_and_markdown(toy, audit_cli, tmp_path):
+def test_config_without_reports_key_writes_html_markdown_and_evidence(toy, audit_cli, tmp_path):
     code, out = audit_cli("run", toy(), "--output", tmp_path / "run")
     assert code == 0, out
     assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "run" / "summary.md").is_file()
+    assert (tmp_path / "run" / "evidence.html").is_file() and (tmp_path / "run" / "evidence.md").is_file()
     resolved = yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())
-    assert [r["plugin"] for r in resolved["reports"]] == ["html-report", "markdown-report"]
+    assert [r["plugin"] for r in resolved["reports"]] == ["html-report", "markdown-report", "evidence-report"]
 
 
 def test_empty_reports_list_writes_none_and_audit_report_adds_one(toy, audit_cli, tmp_path):

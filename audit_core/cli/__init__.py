@@ -201,7 +201,15 @@ def report(
     reps = [build_reporter(name) for name in reporter] if reporter else reporters_from_config(run_dir)
     paths = render_reports(view, reps)
     if paths:
-        Manifest.load(run_dir).add(*paths)  # the run's files: scrubbed and cleared with it
+        from ..run import attest
+
+        Manifest.load(run_dir).add(*paths, attest.REPORTS_ATTESTATION)  # the run's files: scrubbed and cleared with it
+        attest.write_reports_attestation(run_dir, paths)  # the reports statement follows the new reports
+        if (run_dir / attest.SIGNATURES).is_file():
+            console.print(
+                f"note: the reports changed since {run_dir} was signed; sign it again with `audit sign {run_dir} --key KEY.pem`",
+                soft_wrap=True, highlight=False, markup=False,
+            )
     elif not reporter:
         console.print(
             f"{run_dir}: the run's config names no reporters; add one with "
@@ -209,6 +217,57 @@ def report(
         )
     for p in paths:
         console.print(f"Wrote {p}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def sign(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (with attestation.intoto.json).")],
+    key: Annotated[Path, typer.Option("--key", metavar="KEY.pem", help="Private key (PEM, ECDSA P-256 or Ed25519, e.g. `openssl genpkey -algorithm ed25519`).")],
+    passphrase_env: Annotated[
+        Optional[str], typer.Option("--passphrase-env", metavar="VAR", help="Environment variable holding the passphrase of an encrypted key.")
+    ] = None,
+) -> None:
+    """Sign a run's attestation offline (DSSE envelopes in signatures.intoto.jsonl) and re-render
+    its reports to show the key's fingerprint."""
+    from ..run.attest import sign_run
+
+    fpr, paths = sign_run(run_dir, key, passphrase_env, err_console)
+    for p in paths:
+        console.print(f"Wrote {p}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"Signed by {fpr}. Check with: audit verify {run_dir} --key PUBLIC.pem", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory to check.")],
+    key: Annotated[Optional[Path], typer.Option("--key", metavar="PUB.pem", help="The signer's public key: the signatures must verify with it.")] = None,
+    data_root: Annotated[
+        Optional[Path], typer.Option("--data-root", metavar="DIR", help="Where the run's images are now (the recorded data root maps to DIR).")
+    ] = None,
+    model_root: Annotated[
+        Optional[Path], typer.Option("--model-root", metavar="DIR", help="Where the model's files are now (the recorded model folder maps to DIR).")
+    ] = None,
+    rescore: Annotated[int, typer.Option("--rescore", metavar="N", min=0, help="Score N images again (drawn by a seeded rule) and compare with scores.csv.")] = 0,
+    rescore_seed: Annotated[
+        Optional[int], typer.Option("--rescore-seed", metavar="S", help="Seed of the rescore draw (default: the run's seed).")
+    ] = None,
+) -> None:
+    """Check an attested run: signatures, outputs, every input's hash, the metrics recomputed from
+    scores.csv and, with --rescore N, N images scored again. Exit 0 when all holds, else 1 with
+    one line per failure."""
+    from .verify import verify_run
+
+    outcome = verify_run(run_dir, key, data_root, model_root, rescore, rescore_seed)
+    for line in outcome.passed:
+        console.print(f"ok    {line}", soft_wrap=True, highlight=False, markup=False)
+    for line in outcome.notes:
+        console.print(f"note  {line}", soft_wrap=True, highlight=False, markup=False)
+    for line in outcome.failures:
+        console.print(f"FAIL  {line}", soft_wrap=True, highlight=False, markup=False)
+    if not outcome.ok:
+        console.print(f"{run_dir}: {len(outcome.failures)} check(s) failed", soft_wrap=True, highlight=False, markup=False)
+        raise typer.Exit(1)
+    console.print(f"{run_dir}: verified", soft_wrap=True, highlight=False, markup=False)
 
 
 _CacheDir = Annotated[

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -443,15 +444,16 @@ def orient(img: Image.Image) -> tuple[Image.Image, bool]:
     return ImageOps.exif_transpose(img), True
 
 
-def open_image(record: ImageRecord) -> Image.Image:
-    """A record's image, upright (EXIF) and in a mode Pillow converts correctly (see ``to_8bit``)."""
+def open_image(record: ImageRecord, data: bytes | None = None) -> Image.Image:
+    """A record's image, upright (EXIF) and in a mode Pillow converts correctly (see ``to_8bit``);
+    ``data``: the file's bytes when the caller has already read them (decoded from memory)."""
     if record.array is not None:
         arr = np.asarray(record.array)
         if arr.dtype != np.uint8:
             arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
         return Image.fromarray(arr)
     try:
-        with Image.open(record.path) as im:
+        with Image.open(record.path if data is None else io.BytesIO(data)) as im:
             im.load()
             fmt = im.format
             img, turned = orient(im)
@@ -526,12 +528,15 @@ IMAGE_CACHE_BYTES = 1 << 30
 class ImageLoader:
     """Decode and convert a run's images for its target, once per run: every attack after the
     first gets them from memory (up to ``max_bytes``; beyond that they are decoded again).
-    ``converted`` holds the ids the target had to convert or resize (a note in results.json)."""
+    ``converted`` holds the ids the target had to convert or resize (a note in results.json);
+    ``hashes`` the sha256 of the bytes each image was decoded from (a file is read once, hashed
+    and decoded from memory: the run's attestation binds the scored bytes without a second read)."""
 
     def __init__(self, preprocess, max_bytes: int = IMAGE_CACHE_BYTES):
         self.preprocess = preprocess  # PIL image -> ([C, H, W] tensor, converted?), the target's
         self.max_bytes = max_bytes
         self.converted: set[str] = set()
+        self.hashes: dict[str, str] = {}
         self._cache: dict[str, torch.Tensor] = {}
         self._bytes = 0
 
@@ -541,7 +546,7 @@ class ImageLoader:
         for r in records:
             t = self._cache.get(r.id)
             if t is None:
-                t, changed = self.preprocess(open_image(r))
+                t, changed = self.preprocess(self._open(r))
                 if changed:
                     self.converted.add(r.id)
                 if self._bytes + t.nbytes <= self.max_bytes:
@@ -550,12 +555,23 @@ class ImageLoader:
             out.append(t)
         return torch.stack(out)
 
+    def _open(self, record: ImageRecord) -> Image.Image:
+        """The record's image, its content hash recorded in ``hashes`` on the way."""
+        if record.array is not None:
+            self.hashes[record.id] = content_hash(record)
+            return open_image(record)
+        try:
+            with open(record.path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise DataError(f"image {record.path} cannot be read: {exc.strerror or exc}") from None
+        self.hashes[record.id] = hashlib.sha256(data).hexdigest()
+        return open_image(record, data)
+
 
 def content_hash(record: ImageRecord) -> str:
     """sha256 of an image's content (its file's bytes, or its array's shape, dtype and bytes):
     a resumed run rescores an image whose content changed since it was scored."""
-    import hashlib
-
     h = hashlib.sha256()
     if record.array is not None:
         a = np.ascontiguousarray(record.array)

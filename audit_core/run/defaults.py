@@ -10,7 +10,7 @@ from ..plugin import manager as plugins
 from ..base.config import LoadedConfig, ReportCfg
 
 #: reporters a config without a ``reports:`` key gets (those installed)
-DEFAULT_REPORTS = ("html-report", "markdown-report")
+DEFAULT_REPORTS = ("html-report", "markdown-report", "evidence-report")
 
 
 def with_defaults(loaded: LoadedConfig) -> LoadedConfig:

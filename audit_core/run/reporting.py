@@ -63,6 +63,15 @@ class RunView:
         return [r for r in self.scores if r["attack"] == attack]
 
     @property
+    def attestation(self) -> dict[str, Any]:
+        """The run's attestation as reports show it (read now, so a report re-rendered after
+        ``audit sign`` names the key): ``digest``, ``signed``, ``fingerprint``, ``verify_command``
+        (see :func:`audit_core.run.attest.info`)."""
+        from .attest import info
+
+        return info(self.dir)
+
+    @property
     def config_text(self) -> str:
         p = self.dir / "config.resolved.yaml"
         return p.read_text(encoding="utf-8") if p.exists() else ""

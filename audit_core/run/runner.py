@@ -25,7 +25,7 @@ from rich.console import Console
 
 from . import console as term
 from ..stats import combine, metrics, results
-from . import data_preflight, environment, preflight, sanity, sweeps, thumbnails
+from . import attest, data_preflight, environment, preflight, sanity, sweeps, thumbnails
 from ..plugin import factory, guard, manager as plugins
 from ..copyright import inference, rescore as second_stage, shift
 from ..base import secrets
@@ -35,7 +35,7 @@ from ..data.cache import QueryCache
 from ..base.config import AttackCfg, LoadedConfig, fingerprint
 from .defaults import with_defaults
 from ..data import ImageLoader, LoadedData, content_hash, load_records
-from ..base.errors import ConfigError, Interrupted, ResumeError
+from ..base.errors import ConfigError, DataError, Interrupted, ResumeError
 from .executors import Executor, Job, WorkBatch
 from .gallery import gallery_paths, save_png, safe_name, write_gallery  # noqa: F401  (save_png, safe_name: old import path)
 from ..base.records import LABEL_NAMES, ImageRecord
@@ -257,7 +257,8 @@ class Runner:
                 record_settings(store, self.score_settings)
                 if store.get_meta("started") is None:
                     store.set_meta("started", started)
-                changed = store.rescore_changed({r.id: content_hash(r) for r in self.data.records})
+                self._start_hashes = {r.id: content_hash(r) for r in self.data.records}
+                changed = store.rescore_changed(self._start_hashes)
                 self.run_notes = [
                     f"{len(changed)} image(s) changed since they were scored and were scored again "
                     f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
@@ -267,10 +268,14 @@ class Runner:
                     self.second.run(store, term.Tracker(self.console))
                 self.finalize(store)
                 store.set_meta("finished", self.results["run"]["finished"])
+                try:  # the inputs, outputs and conclusion, attested (before the reports, which show its digest)
+                    attest.write_run_attestation(self, store.image_hashes())
+                except OSError as exc:
+                    raise disk_error(exc, str(self.run_dir / attest.ATTESTATION)) from None
             finally:
                 store.close()
             try:
-                self.render_reports()
+                attest.write_reports_attestation(self.run_dir, self.render_reports())
             except OSError as exc:
                 raise disk_error(exc, f"the reports in {self.run_dir}") from None
             term.scrubbed(self.console, *scrub_run_dir(self.manifest))
@@ -410,7 +415,21 @@ class Runner:
         bs = self.batch_size
         for index, start in enumerate(range(0, len(todo), bs)):
             chunk = todo[start : start + bs]
-            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=self.images.load(chunk))
+            images = self.images.load(chunk)
+            self._check_unchanged(chunk)
+            yield WorkBatch(index=index, ids=[r.id for r in chunk], captions=[self.conditions[r.id] for r in chunk], images=images)
+
+    def _check_unchanged(self, chunk: list[ImageRecord]) -> None:
+        """The bytes just decoded (hashed while loading) are those hashed when the run started,
+        which the attestation records: an image replaced mid-run stops the run (resumable)."""
+        start = getattr(self, "_start_hashes", None) or {}
+        for r in chunk:
+            now, then = self.images.hashes.get(r.id), start.get(r.id)
+            if now is not None and then is not None and now != then:
+                raise DataError(
+                    f"image {r.id} ({r.path}) changed on disk during the run (sha256 {then[:12]}... when the run "
+                    f"started, {now[:12]}... when it was scored). Run again with --resume: it is scored anew."
+                )
 
     # ------------------------------------------------------------------ results
     def finalize(self, store: RunStore) -> dict[str, Any]:

@@ -129,6 +129,7 @@ class HtmlReport(Reporter):
             "config": tables.config_sections(run.config_text),
             "config_text": run.config_text,
             "env": tables.environment(results.get("environment")),
+            "attestation": getattr(run, "attestation", None) or {"digest": None},
             "version": __version__,
         }
 

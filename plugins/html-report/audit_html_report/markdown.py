@@ -36,7 +36,20 @@ def table(head: list[str], rows: list[list[str]], align: list[str] | None = None
     return ["| " + " | ".join(head) + " |", "| " + " | ".join(sep) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_markdown(results: dict) -> str:
+def attestation_markdown(att: dict | None) -> list[str]:
+    """The attestation section: its digest, whether (and by which key) it is signed, the verify command."""
+    if not att or not att.get("digest"):
+        return []
+    signed = f"yes, key fingerprint `{att['fingerprint']}`" if att.get("signed") else "no (`audit sign RUN_DIR --key KEY.pem`)"
+    return [
+        "## Attestation", "",
+        f"- attestation.intoto.json sha256: `{att['digest']}`",
+        f"- signed: {signed}",
+        f"- verify: `{att['verify_command']}`", "",
+    ]
+
+
+def render_markdown(results: dict, attestation: dict | None = None) -> str:
     info = results.get("run") if isinstance(results.get("run"), dict) else {}
     attacks = {str(k): v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
     verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
@@ -122,6 +135,9 @@ def render_markdown(results: dict) -> str:
         notes.append(f"{len(info['skipped'])} image(s) skipped (see results.json)")
     if notes:
         out += ["", "## ⚠ Notes", ""] + [f"- {md(n)}" for n in notes]
+    att = attestation_markdown(attestation)
+    if att:
+        out += [""] + att
     out += ["", f"_audit-html-report {__version__}; full report: report.html (html-report)_", ""]
     return "\n".join(out)
 
@@ -136,5 +152,5 @@ class MarkdownReport(Reporter):
         from audit_core.run.runner import write_text  # the core's atomic writer (secrets scrubbed)
 
         path = run.dir / self.params.filename
-        write_text(path, render_markdown(run.results if isinstance(run.results, dict) else {}))
+        write_text(path, render_markdown(run.results if isinstance(run.results, dict) else {}, getattr(run, "attestation", None)))
         return [path]

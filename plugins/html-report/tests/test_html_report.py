@@ -266,9 +266,9 @@ def test_both_reporters_are_listed_by_audit_plugins():
     from audit_core.plugin import manager as plugins
 
     listed = {p["name"]: p for p in plugins.get_plugins()}
-    for name in ("html-report", "markdown-report"):
+    for name in ("html-report", "markdown-report", "evidence-report"):
         assert listed[name]["distribution"] == "audit-html-report" and listed[name]["hooks"] == ["register_reporters"]
-    assert {"html-report", "markdown-report"} <= set(plugins.registry("reporters"))
+    assert {"html-report", "markdown-report", "evidence-report"} <= set(plugins.registry("reporters"))
 
 
 def test_params_are_validated():
