@@ -71,7 +71,13 @@ try:  # module level so that FastAPI can resolve the endpoint annotations
 except ImportError:  # pragma: no cover
     Request = Any  # type: ignore[misc,assignment]
 
-__all__ = ["PROTOCOL", "BadRequest", "Limits", "Service", "create_app", "derive", "serve"]
+__all__ = ["PROTOCOL", "PROTOCOLS", "BadRequest", "Limits", "Service", "create_app", "derive", "serve"]
+#: ``audit serve --protocol``: the API each serves (besides ``GET /``, the status)
+PROTOCOLS = {
+    "audit": "POST /v1/variations (audit-variation/1)",
+    "hf": "POST / (Hugging Face image-to-image: {inputs, parameters} -> image bytes)",
+    "a1111": "POST /sdapi/v1/img2img, GET /sdapi/v1/options (AUTOMATIC1111 web UI API)",
+}
 log = logging.getLogger("audit.serve")
 
 
@@ -80,9 +86,7 @@ def png_payload(data: str, size: int, where: str) -> bytes:
     """base64 PNG (a ``data:image/png;base64,`` prefix is accepted) -> its bytes, after checking
     from the header alone (nothing is decoded) that it is a ``size`` x ``size`` image of a usable
     mode: what a queued request holds until its turn at the model."""
-    from PIL import Image, UnidentifiedImageError
-
-    from audit_core.data import SIXTEEN_BIT_MODES, b64_bytes
+    from audit_core.data import b64_bytes
 
     if not data:
         raise BadRequest(f"{where}: expected a base64 string")
@@ -90,6 +94,15 @@ def png_payload(data: str, size: int, where: str) -> bytes:
         raw = b64_bytes(data)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{where}: not valid base64") from None
+    return image_payload(raw, size, where)
+
+
+def image_payload(raw: bytes, size: int, where: str) -> bytes:
+    """:func:`png_payload` for an image's bytes (a raw request body, an upload)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from audit_core.data import SIXTEEN_BIT_MODES
+
     try:
         img = Image.open(io.BytesIO(raw))
         mode, (w, h) = img.mode, img.size
@@ -381,9 +394,11 @@ class Guard:
 
 
 # ----------------------------------------------------------------------------- the app
-def create_app(service: Service, token: str | None = None) -> Any:
+def create_app(service: Service, token: str | None = None, protocol: str = "audit") -> Any:
     """The ASGI app (FastAPI behind :class:`Guard`) for ``service``. Its OpenAPI schema is at
-    ``/openapi.json``, behind the token like every other path."""
+    ``/openapi.json``, behind the token like every other path. ``protocol``: the API served
+    besides ``GET /``: ``audit`` (``POST /v1/variations``), ``hf`` (Hugging Face image-to-image,
+    ``POST /``) or ``a1111`` (``/sdapi/v1/img2img``): :mod:`audit_http.services`."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -411,6 +426,12 @@ def create_app(service: Service, token: str | None = None) -> Any:
     @api.get("/", response_model=None, responses={200: {"model": Status}}, summary="the model's shape, schedule, identity and limits")
     async def status() -> dict[str, Any]:
         return service.status()
+
+    if protocol != "audit":
+        from .services import mount
+
+        mount(api, service, protocol)
+        return Guard(api, token, service.limits.max_body_bytes, service.limits.max_pending_bytes)
 
     @api.post(
         "/v1/variations",
@@ -547,6 +568,7 @@ def serve(
     access_log: bool = False,
     insecure_no_auth: bool = False,
     txt2img: str | None = None,
+    protocol: str = "audit",
 ) -> None:
     """Build the target and serve it until interrupted (``audit serve``). Everything is
     checked (port, token, bind address, target params) before the model is loaded."""
@@ -556,6 +578,8 @@ def serve(
 
     token = secrets.from_env(token_env, "--token-env") if token_env else None
     check_bind(host, port, token, insecure_no_auth)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     limits = limits or Limits()
     sock = bind(host, port)  # before the model loads: a taken port costs no model load
     try:
@@ -566,7 +590,7 @@ def serve(
     service = Service(tg, model or "", limits)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    app = create_app(service, token)
+    app = create_app(service, token, protocol)
     if txt2img:
         try:
             from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
@@ -584,6 +608,7 @@ def serve(
         f"{tg.device}; auth: {'bearer token from $' + token_env if token else 'none'}",
         flush=True,
     )
+    print(f"audit serve: protocol {protocol}: {PROTOCOLS[protocol]}", flush=True)
     print(f"audit serve: listening on http://{shown}:{bound[1]}", flush=True)
     try:
         server.run(sockets=[sock])
