@@ -129,14 +129,20 @@ class HTTPParams(TargetParams):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials: put the token in an environment variable named by token_env")
-        if parts.query or parts.fragment:
-            raise ValueError("must not contain a query string or fragment (secrets belong in token_env)")
-        return v.strip().rstrip("/")
+        return check_url(v)
+
+
+def check_url(v: str) -> str:
+    """An endpoint's base URL: http(s), a host, no credentials, query string or fragment (secrets
+    belong in environment variables), no trailing slash."""
+    parts = urlsplit(v.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials: put the token in an environment variable named by token_env")
+    if parts.query or parts.fragment:
+        raise ValueError("must not contain a query string or fragment (secrets belong in token_env)")
+    return v.strip().rstrip("/")
 
 
 def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoint") -> tuple[torch.Tensor, bool]:
