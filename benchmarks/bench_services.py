@@ -134,11 +134,15 @@ def main() -> None:
     rows.append({"path": "in-process (ddim)", "auc": auc0, "diff": 0.0, "seconds": local_s, "requests": 0, "seeds": "-"})
     print(f"in-process: AUC {auc0:.4f} ({local_s:.0f} s)", flush=True)
     for path in args.paths.split(","):
-        proc, url = start(serve_cmd(path), work / f"{path}.log")
         try:
-            res, seconds = run(path, target_for(path, url), args, work)
-        finally:
-            stop(proc)
+            proc, url = start(serve_cmd(path), work / f"{path}.log")
+            try:
+                res, seconds = run(path, target_for(path, url), args, work)
+            finally:
+                stop(proc)
+        except RuntimeError as exc:  # one path failing does not lose the others
+            print(f"{path}: FAILED: {exc}", flush=True)
+            continue
         auc = res["attacks"]["rediffuse"]["metrics"]["auc"]["value"]
         row = {"path": path, "auc": auc, "diff": abs(auc - auc0), "seconds": seconds, "requests": res["target"]["requests"],
                "seeds": res["target"]["seeds"].split(":")[0]}

@@ -8,7 +8,12 @@ Two protocols (``protocol:`` in the ``target:`` mapping):
   per-variation seeds.
 - ``a1111``: an AUTOMATIC1111-style ``POST /sdapi/v1/img2img`` (``init_images``,
   ``denoising_strength``, ``steps``, ``seed``, ``prompt``, ``n_iter``/``batch_size``); one row per
-  request. ``image_size`` must be given; T defaults to 1000 and channels to 3.
+  request. ``image_size`` must be given; T defaults to 1000 and channels to 3. The body has the
+  fields and types of webuiapi's img2img (:data:`A1111_DEFAULTS`).
+- ``hf``: Hugging Face image-to-image, ``POST <url>`` ``{"inputs", "parameters"}`` -> the image's
+  bytes; ``hf_parameters`` maps t/k and the seed onto ``parameters`` (:mod:`audit_http.mapping`).
+- ``comfyui``: ``POST /upload/image``, ``POST /prompt`` with an img2img graph template,
+  ``GET /history/{id}`` until done, ``GET /view``.
 
 ``_variations`` (images ``[B]`` with ``n`` seeds each) packs images into requests (``n``
 variations per image, as the protocol says) and sends them with at most ``concurrency`` in
