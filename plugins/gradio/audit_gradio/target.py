@@ -14,7 +14,7 @@ diffusers/A1111 step count; ``{seed}``; ...). ``output`` picks the image among t
 
 What it shares with the ``http`` target (:class:`audit_http.remote.RemoteTarget`): at most
 ``concurrency`` calls in flight, retries with exponential backoff and jitter on transient failures
-(timeouts, dropped connections, a full queue, 429/5xx; :class:`audit_http.client.Retrier`), the
+(timeouts, dropped connections, a full queue, a cancelled job, 429/5xx; :class:`audit_http.client.Retrier`), the
 accounting in ``results.json["target"]`` (requests, retries, time spent waiting, failures by
 kind), returned images checked (over 4x the model's size: refused) and the record of whether
 seeds reached the model. The core's query cache wraps every call, so a resumed run never pays
@@ -89,8 +89,12 @@ class GradioParams(TargetParams):
 
 def transient(exc: BaseException) -> str | None:
     """The reason to retry a failed call, or None when retrying cannot help."""
+    from concurrent.futures import CancelledError
+
     import httpx
 
+    if isinstance(exc, CancelledError):  # gradio_client cancels a job whose event stream broke (a loaded server)
+        return "cancelled"
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout"
     if isinstance(exc, httpx.HTTPStatusError):

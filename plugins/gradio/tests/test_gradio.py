@@ -127,3 +127,17 @@ def test_a_rediffuse_run_through_the_app(app_url, image_folder, write_config, au
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["attacks"]["rediffuse"]["queries_per_image"] == 2 and res["target"]["requests"] == 16
     assert res["target"]["api_name"] == "/img2img"
+
+
+def test_transient_failures_are_retried_and_the_apps_own_are_not():
+    from concurrent.futures import CancelledError
+
+    import httpx
+
+    from audit_gradio.target import transient
+
+    assert transient(CancelledError()) == "cancelled"  # seen under load: the job's event stream broke
+    assert transient(TimeoutError()) == "timeout"
+    assert transient(httpx.ConnectError("refused")) == "ConnectError"
+    assert transient(type("QueueError", (Exception,), {})()) == "QueueError"
+    assert transient(ValueError("the app raised")) is None
