@@ -220,3 +220,8 @@ def test_the_targets_a1111_body_is_webuiapis_field_by_field(served):
     decoded = [tensor(__import__("PIL.Image", fromlist=["Image"]).open(io.BytesIO(base64.b64decode(b["init_images"][0].split(",", 1)[1]))))
                for b in (ours, theirs)]
     assert torch.equal(decoded[0], decoded[1])  # the same image, pixel for pixel
+
+
+def test_an_unknown_serve_protocol_exits_2_before_loading_a_model(audit_cli):
+    code, output = audit_cli("serve", "--target", "ddim", "--model", "/nonexistent", "--protocol", "grpc")
+    assert code == 2 and "--protocol 'grpc'" in output and "audit, hf, a1111" in output
