@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 # `audit plugins`, attack choices or report
 TEST_PLUGINS := tests/plugins/audit-toy examples/audit-example-attack
 TEST_STAMP := $(VENV)/.installed-test
+# plugins installed with their `test` extra: the real clients and servers their tests talk to
+# (webuiapi and huggingface_hub for http; gradio, a real Gradio server, for gradio)
+WITH_TEST_EXTRA := plugins/http/ plugins/gradio/
 
 # pipefail: the install is piped through QUIET, and a failed pip must still fail the target
 SHELL := /bin/bash
@@ -33,7 +36,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS)
 	@echo "Installing torch 2.13.0 (CPU), then audit-core and $(words $(PLUGINS)) plugins (editable) ..."
 	@$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET)
-	@$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p))) 2>&1 | $(QUIET)
+	@$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e '$(dir $(p))$(if $(filter $(dir $(p)),$(WITH_TEST_EXTRA)),[test])') 2>&1 | $(QUIET)
 	@touch $(STAMP)
 	@$(BIN)/python -c "import importlib.metadata as m, sys; \
 	d = sorted({x.metadata['Name'] for x in m.distributions() if x.metadata['Name'].startswith('audit-')}); \

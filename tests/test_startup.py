@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "diffusers", "sklearn", "matplotlib", "scipy", "transformers", "pytest")
+HEAVY = ("torch", "diffusers", "sklearn", "matplotlib", "scipy", "transformers", "pytest", "gradio", "gradio_client", "huggingface_hub")
 
 PROBE = """
 import json, sys

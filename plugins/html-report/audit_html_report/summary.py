@@ -12,7 +12,7 @@ from typing import Any
 from audit_core.base.records import LABEL_NAMES
 
 try:  # the set_inference keys that are not attacks (older cores: the combined test only)
-    from audit_core.records import SET_INFERENCE_BLOCKS
+    from audit_core.base.records import SET_INFERENCE_BLOCKS
 except ImportError:  # pragma: no cover - an audit-core without it
     SET_INFERENCE_BLOCKS = ("combined", "preflight", "sanity", "blind", "power")
 

@@ -34,6 +34,9 @@ def serve(
         list[str], typer.Option("--param", metavar="KEY=VALUE", help="Another target param (repeatable).")
     ] = [],  # noqa: B006
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (method, path, status).")] = False,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="The API to serve: audit (POST /v1/variations), hf (Hugging Face image-to-image) or a1111 (/sdapi/v1/img2img).")
+    ] = "audit",
     txt2img: Annotated[
         Optional[str], typer.Option("--txt2img", help="Also serve AUTOMATIC1111-style /sdapi/v1/txt2img with this generator on --model (e.g. diffusers).")
     ] = None,
@@ -46,4 +49,4 @@ def serve(
         max_batch=max_batch, max_n=max_n, max_body_bytes=int(max_body_mb * (1 << 20)), max_queue=max_queue,
         max_pending_bytes=int(max_pending_mb * (1 << 20)), body_timeout_s=body_timeout,
     )
-    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log, insecure_no_auth, txt2img)
+    run_server(target, model, host, port, token_env, limits, device, parse_params(param), access_log, insecure_no_auth, txt2img, protocol)

@@ -133,9 +133,15 @@ class Client:
             self.waited_s += waited
             self.failures[reason] = self.failures.get(reason, 0) + 1
 
-    def request(self, method: str, path: str, json: Any = None, max_bytes: int = 64 << 20) -> Any:
-        """Send one request (retrying what is transient) -> its decoded JSON answer. An answer
-        over ``max_bytes`` is refused without being read in full (the server is not trusted)."""
+    def request(
+        self, method: str, path: str, json: Any = None, max_bytes: int = 64 << 20, *, content: bytes | None = None,
+        files: dict[str, Any] | None = None, data: dict[str, str] | None = None, params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, raw: bool = False,
+    ) -> Any:
+        """Send one request (retrying what is transient) -> its decoded JSON answer, or with
+        ``raw`` its ``(body bytes, headers)``. The body is ``json``, raw ``content`` or a
+        multipart form (``files``, ``data``); each try sends it anew. An answer over ``max_bytes``
+        is refused without being read in full (the server is not trusted)."""
         url = self.base_url + path
         last = ""
         for attempt in range(self.policy.max_retries + 1):
@@ -144,9 +150,13 @@ class Client:
                 self.requests += 1
             deadline = time.monotonic() + self.timeout_s  # the whole answer, not each read
             try:
-                with self.http.stream(method, url, json=json) as response:
+                with self.http.stream(
+                    method, url, json=json, content=content, files=files, data=data, params=params, headers=headers,
+                ) as response:
                     status = response.status_code
                     if 200 <= status < 300:
+                        if raw:
+                            return self._bytes(response, method, url, max_bytes, deadline), httpx.Headers(response.headers)
                         return self._json(response, method, url, max_bytes, deadline)
                     response_reason = _reason(response, _read_at_most(response, 64 << 10, deadline))
             except httpx.TimeoutException:
@@ -178,7 +188,7 @@ class Client:
         )
 
     @staticmethod
-    def _json(response: httpx.Response, method: str, url: str, max_bytes: int, deadline: float | None = None) -> Any:
+    def _bytes(response: httpx.Response, method: str, url: str, max_bytes: int, deadline: float | None = None) -> bytes:
         too_big = RemoteError(
             f"{method} {url} answered with more than {max_bytes} bytes, more than the request can need; refused "
             f"(is the url an audit-variation server?)"
@@ -189,6 +199,11 @@ class Client:
         body = _read_at_most(response, max_bytes, deadline)
         if body is None:
             raise too_big
+        return body
+
+    @classmethod
+    def _json(cls, response: httpx.Response, method: str, url: str, max_bytes: int, deadline: float | None = None) -> Any:
+        body = cls._bytes(response, method, url, max_bytes, deadline)
         try:
             return _json.loads(body)
         except (ValueError, RecursionError):
@@ -196,3 +211,49 @@ class Client:
 
     def close(self) -> None:
         self.http.close()
+
+
+class Retrier:
+    """The retry loop of :class:`Client` for services reached through another library's client
+    (``gradio_client``, for one): ``call(fn, what)`` runs ``fn()`` and retries it when
+    ``transient(exc)`` names the failure (a short reason, e.g. ``"timeout"``), with the same backoff,
+    jitter and accounting (``requests``, ``retries``, ``waited_s``, ``failures``)."""
+
+    def __init__(
+        self, policy: RetryPolicy, transient: Callable[[BaseException], str | None],
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.policy = policy
+        self.transient = transient
+        self.sleep = sleep
+        self.rng = random.Random()  # jitter only
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+        self.waited_s = 0.0
+        self.failures: dict[str, int] = {}
+
+    def call(self, fn: Callable[[], Any], what: str) -> Any:
+        last = ""
+        for attempt in range(self.policy.max_retries + 1):
+            with self._lock:
+                self.requests += 1
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below; anything else propagates
+                reason = self.transient(exc)
+                if reason is None:
+                    raise
+                last = f"{reason} ({str(exc)[:200]})"
+            if attempt == self.policy.max_retries:
+                break
+            wait = self.policy.delay(attempt, None, self.rng)
+            with self._lock:
+                self.retries += 1
+                self.waited_s += wait
+                self.failures[reason] = self.failures.get(reason, 0) + 1
+            self.sleep(wait)
+        raise RemoteError(
+            f"{what} failed {self.policy.max_retries + 1} times (max_retries={self.policy.max_retries}); "
+            f"last: {last}. Everything scored so far is kept: resume the run with --resume"
+        )

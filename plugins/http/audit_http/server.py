@@ -71,7 +71,13 @@ try:  # module level so that FastAPI can resolve the endpoint annotations
 except ImportError:  # pragma: no cover
     Request = Any  # type: ignore[misc,assignment]
 
-__all__ = ["PROTOCOL", "BadRequest", "Limits", "Service", "create_app", "derive", "serve"]
+__all__ = ["PROTOCOL", "PROTOCOLS", "BadRequest", "Limits", "Service", "create_app", "derive", "serve"]
+#: ``audit serve --protocol``: the API each serves (besides ``GET /``, the status)
+PROTOCOLS = {
+    "audit": "POST /v1/variations (audit-variation/1)",
+    "hf": "POST / (Hugging Face image-to-image: {inputs, parameters} -> image bytes)",
+    "a1111": "POST /sdapi/v1/img2img, GET /sdapi/v1/options (AUTOMATIC1111 web UI API)",
+}
 log = logging.getLogger("audit.serve")
 
 
@@ -80,9 +86,7 @@ def png_payload(data: str, size: int, where: str) -> bytes:
     """base64 PNG (a ``data:image/png;base64,`` prefix is accepted) -> its bytes, after checking
     from the header alone (nothing is decoded) that it is a ``size`` x ``size`` image of a usable
     mode: what a queued request holds until its turn at the model."""
-    from PIL import Image, UnidentifiedImageError
-
-    from audit_core.data import SIXTEEN_BIT_MODES, b64_bytes
+    from audit_core.data import b64_bytes
 
     if not data:
         raise BadRequest(f"{where}: expected a base64 string")
@@ -90,6 +94,15 @@ def png_payload(data: str, size: int, where: str) -> bytes:
         raw = b64_bytes(data)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{where}: not valid base64") from None
+    return image_payload(raw, size, where)
+
+
+def image_payload(raw: bytes, size: int, where: str) -> bytes:
+    """:func:`png_payload` for an image's bytes (a raw request body, an upload)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from audit_core.data import SIXTEEN_BIT_MODES
+
     try:
         img = Image.open(io.BytesIO(raw))
         mode, (w, h) = img.mode, img.size
@@ -359,7 +372,7 @@ def is_json(value: bytes) -> bool:
 class Guard:
     """Pure ASGI middleware in front of the app: the bearer token (401, before the body is
     read); without a token, the ``Host`` header (only the loopback names: 403, so that a web page
-    cannot reach the server through DNS rebinding); the content type of a body (JSON only: 415,
+    cannot reach the server through DNS rebinding) and the content type of a body (JSON only: 415,
     so that a web page cannot send a cross-site "simple" POST); the body size limit (413, from
     Content-Length or while streaming); a deadline for reading the whole body (408: a client that
     trickles or stalls cannot hold a connection and its bytes); and the bytes of request bodies
@@ -367,13 +380,14 @@ class Guard:
 
     def __init__(
         self, app: Any, token: str | None, max_body_bytes: int, max_pending_bytes: int | None = None,
-        body_timeout_s: float = 60.0, local_only: bool | None = None,
+        body_timeout_s: float = 60.0, local_only: bool | None = None, body_types: tuple[str, ...] = (),
     ):
         self.app = app
         self.token = token.encode() if token else None
         self.max_body = max_body_bytes
         self.max_pending = max_pending_bytes if max_pending_bytes is not None else 8 * max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.body_types = tuple(t.encode() for t in body_types)  # accepted besides JSON (prefixes, e.g. image/)
         # the Host check: on by default without a token (off only for an explicitly insecure bind)
         self.local_only = self.token is None if local_only is None else local_only
         self.pending_bytes = 0  # body bytes received and not yet answered (all requests together)
@@ -415,10 +429,13 @@ class Guard:
                              "127.0.0.1 or [::1] (Host header)"})
                 return
         method = scope.get("method", "GET")
-        if method in BODY_METHODS:
+        # without a token, only bodies a web page cannot send cross-site without a CORS preflight;
+        # with one, the Authorization header already forces the preflight
+        if method in BODY_METHODS and self.token is None:
             ctype = self._header(headers, b"content-type")
-            if ctype is None or not is_json(ctype):
-                await send_json(send, 415, {"error": "the body must be JSON (Content-Type: application/json)"})
+            if ctype is None or not (is_json(ctype) or ctype.strip().lower().startswith(self.body_types or (b"\0",))):
+                kinds = "JSON" + "".join(f" or {t.decode()}*" for t in self.body_types)
+                await send_json(send, 415, {"error": f"the body must be {kinds} (Content-Type: application/json)"})
                 return
         declared = None
         raw = self._header(headers, b"content-length")
@@ -469,10 +486,12 @@ class Guard:
 
 
 # ----------------------------------------------------------------------------- the app
-def create_app(service: Service, token: str | None = None, local_only: bool | None = None) -> Any:
+def create_app(service: Service, token: str | None = None, protocol: str = "audit", local_only: bool | None = None) -> Any:
     """The ASGI app (FastAPI behind :class:`Guard`) for ``service``. Its OpenAPI schema is at
-    ``/openapi.json``, behind the token like every other path. ``local_only`` (default: when
-    there is no token): answer only requests whose Host header is a loopback name."""
+    ``/openapi.json``, behind the token like every other path. ``protocol``: the API served
+    besides ``GET /``: ``audit`` (``POST /v1/variations``), ``hf`` (Hugging Face image-to-image,
+    ``POST /``) or ``a1111`` (``/sdapi/v1/img2img``): :mod:`audit_http.services`. ``local_only``
+    (default: when there is no token): answer only requests whose Host header is a loopback name."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -510,6 +529,15 @@ def create_app(service: Service, token: str | None = None, local_only: bool | No
     @api.get("/", response_model=None, responses={200: {"model": Status}}, summary="the model's shape, schedule, identity and limits")
     async def status() -> dict[str, Any]:
         return service.status()
+
+    if protocol != "audit":
+        from .services import mount
+
+        mount(api, service, protocol)
+        # hf also takes the raw image bytes as the body (image/*: not a CORS "simple" type either)
+        guard = Guard(api, token, service.limits.max_body_bytes, service.limits.max_pending_bytes,
+                      service.limits.body_timeout_s, local_only, body_types=("image/",) if protocol == "hf" else ())
+        return guard
 
     @api.post(
         "/v1/variations",
@@ -648,6 +676,7 @@ def serve(
     access_log: bool = False,
     insecure_no_auth: bool = False,
     txt2img: str | None = None,
+    protocol: str = "audit",
 ) -> None:
     """Build the target and serve it until interrupted (``audit serve``). Everything is
     checked (port, token, bind address, target params) before the model is loaded."""
@@ -657,6 +686,8 @@ def serve(
 
     token = secrets.from_env(token_env, "--token-env") if token_env else None
     check_bind(host, port, token, insecure_no_auth)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     limits = limits or Limits()
     sock = bind(host, port)  # before the model loads: a taken port costs no model load
     try:
@@ -669,7 +700,7 @@ def serve(
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     # without a token only loopback Host names are answered, unless the operator chose to serve
     # a non-loopback address without one (--insecure-no-auth: clients then name that address)
-    app = create_app(service, token, local_only=None if is_loopback(host) else False)
+    app = create_app(service, token, protocol, local_only=None if is_loopback(host) else False)
     if txt2img:
         try:
             from audit_http.txt2img import serve_generator  # lives with audit serve in the http plugin
@@ -687,6 +718,7 @@ def serve(
         f"{tg.device}; auth: {'bearer token from $' + token_env if token else 'none'}",
         flush=True,
     )
+    print(f"audit serve: protocol {protocol}: {PROTOCOLS[protocol]}", flush=True)
     print(f"audit serve: listening on http://{shown}:{bound[1]}", flush=True)
     try:
         server.run(sockets=[sock])

@@ -8,7 +8,12 @@ Two protocols (``protocol:`` in the ``target:`` mapping):
   per-variation seeds.
 - ``a1111``: an AUTOMATIC1111-style ``POST /sdapi/v1/img2img`` (``init_images``,
   ``denoising_strength``, ``steps``, ``seed``, ``prompt``, ``n_iter``/``batch_size``); one row per
-  request. ``image_size`` must be given; T defaults to 1000 and channels to 3.
+  request. ``image_size`` must be given; T defaults to 1000 and channels to 3. The body has the
+  fields and types of webuiapi's img2img (:data:`A1111_DEFAULTS`).
+- ``hf``: Hugging Face image-to-image, ``POST <url>`` ``{"inputs", "parameters"}`` -> the image's
+  bytes; ``hf_parameters`` maps t/k and the seed onto ``parameters`` (:mod:`audit_http.mapping`).
+- ``comfyui``: ``POST /upload/image``, ``POST /prompt`` with an img2img graph template,
+  ``GET /history/{id}`` until done, ``GET /view``.
 
 ``_variations`` (images ``[B]`` with ``n`` seeds each) packs images into requests (``n``
 variations per image, as the protocol says) and sends them with at most ``concurrency`` in
@@ -31,11 +36,13 @@ such failure is a ``RemoteError`` naming the URL (exit code 2).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
-import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+import time
+import uuid
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -45,11 +52,30 @@ from pydantic import Field, ValidationError, field_validator
 from audit_core.base import secrets
 from audit_core.data import png_b64
 from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import VARIATION, Target, TargetContext, TargetParams
+from audit_core.plugin.targets import TargetContext, TargetParams
 
+from . import mapping
 from . import protocol as wire  # `protocol` is also a param's name
 from .client import Client, RemoteError, RetryPolicy
+from .remote import RemoteTarget
 
+
+
+#: hf: the default `parameters` of an image-to-image request (diffusers' img2img names)
+HF_PARAMETERS = {"strength": "{strength}", "num_inference_steps": "{total_steps}", "seed": "{seed}"}
+#: comfyui: the packaged img2img graph (API format), LoadImage -> VAEEncode -> KSampler -> VAEDecode -> SaveImage
+COMFYUI_WORKFLOW = Path(__file__).with_name("comfyui_img2img.json")
+#: what a1111 sends besides the variation's own fields: webuiapi's img2img payload, field by field
+#: (same names, same types), with the values an audit needs (eta 0: deterministic DDIM)
+A1111_DEFAULTS: dict[str, Any] = {
+    "resize_mode": 0, "mask_blur": 4, "inpainting_fill": 0, "inpaint_full_res": True, "inpaint_full_res_padding": 0,
+    "inpainting_mask_invert": 0, "initial_noise_multiplier": 1, "styles": [], "seed_resize_from_h": 0,
+    "seed_resize_from_w": 0, "image_cfg_scale": 1.5, "restore_faces": False, "tiling": False,
+    "do_not_save_samples": True, "do_not_save_grid": True, "negative_prompt": "", "eta": 0.0, "s_churn": 0,
+    "s_tmax": 0, "s_tmin": 0, "s_noise": 1, "override_settings": {}, "override_settings_restore_afterwards": True,
+    "scheduler": "automatic", "include_init_images": False, "script_name": None, "script_args": [],
+    "alwayson_scripts": {},
+}
 
 
 class HTTPParams(TargetParams):
@@ -57,7 +83,9 @@ class HTTPParams(TargetParams):
 
     url: str = Field(description="base URL of the endpoint, e.g. http://127.0.0.1:8000 (no credentials in it)")
     token_env: str | None = Field(None, description="name of the environment variable holding the bearer token")
-    protocol: Literal["audit", "a1111"] = Field("audit", description="audit (audit serve) or a1111 (/sdapi/v1/img2img)")
+    protocol: Literal["audit", "a1111", "hf", "comfyui"] = Field(
+        "audit", description="audit (audit serve), a1111 (/sdapi/v1/img2img), hf (Hugging Face image-to-image) or comfyui"
+    )
     concurrency: int = Field(4, ge=1, le=256, description="requests in flight at once")
     timeout_s: float = Field(
         300.0, gt=0,
@@ -89,18 +117,37 @@ class HTTPParams(TargetParams):
         False, description="a1111: the server runs `steps` steps whatever the strength (its img2img_fix_steps option)"
     )
     a1111_seed_bits: int = Field(32, ge=1, le=63, description="a1111: seeds are sent modulo 2**bits")
+    model_id: str | None = Field(
+        None, description="hf, comfyui: the served model's name or version (they cannot report it); part of the cache key"
+    )
+    seed_bits: int = Field(32, ge=1, le=63, description="hf, comfyui: seeds are sent modulo 2**bits")
+    hf_parameters: dict[str, Any] = Field(
+        default_factory=lambda: dict(HF_PARAMETERS),
+        description="hf: the request's `parameters`, with placeholders {strength} {total_steps} {steps} {t} {k} {seed} {prompt}",
+    )
+    comfyui_workflow: str | None = Field(
+        None, description="comfyui: a workflow (API format) JSON template file; default: the packaged img2img graph"
+    )
+    comfyui_output: str | None = Field(None, description="comfyui: the id of the node whose image is the variation (default: the first SaveImage)")
+    poll_s: float = Field(0.2, gt=0, le=60, description="comfyui: seconds between two GET /history polls")
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials: put the token in an environment variable named by token_env")
-        if parts.query or parts.fragment:
-            raise ValueError("must not contain a query string or fragment (secrets belong in token_env)")
-        return v.strip().rstrip("/")
+        return check_url(v)
+
+
+def check_url(v: str) -> str:
+    """An endpoint's base URL: http(s), a host, no credentials, query string or fragment (secrets
+    belong in environment variables), no trailing slash."""
+    parts = urlsplit(v.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials: put the token in an environment variable named by token_env")
+    if parts.query or parts.fragment:
+        raise ValueError("must not contain a query string or fragment (secrets belong in token_env)")
+    return v.strip().rstrip("/")
 
 
 def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoint") -> tuple[torch.Tensor, bool]:
@@ -131,33 +178,21 @@ def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoin
     return to_tensor(img, channels, size)
 
 
-class HTTPTarget(Target):
+class HTTPTarget(RemoteTarget):
     name = "http"
     kind = "pixel"
-    capabilities = frozenset({VARIATION})
     Params = HTTPParams
-    bounded_variations = True  # 8-bit PNGs: every variation is already within [-1, 1]
 
     def __init__(self, params: HTTPParams, context: TargetContext | None = None):
         super().__init__(params, context)
         p = params
         token = secrets.from_env(p.token_env, "target.token_env") if p.token_env else None
         policy = RetryPolicy(max_retries=p.max_retries, backoff_s=p.backoff_s, max_backoff_s=p.max_backoff_s)
-        self.client = Client(p.url, token, p.timeout_s, policy, p.concurrency, token_env=p.token_env)
+        self.client = self.calls = Client(p.url, token, p.timeout_s, policy, p.concurrency, token_env=p.token_env)
         del token  # only the client's headers hold it
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self.seeds_honoured: bool | None = None
         self.server: dict[str, Any] = {}
-        self.resized = 0
-        if p.protocol == "audit":
-            self._init_audit()
-        else:
-            self._init_a1111()
+        {"audit": self._init_audit, "a1111": self._init_a1111, "hf": self._init_hf, "comfyui": self._init_comfyui}[p.protocol]()
         self.kind = p.kind or self.kind
-        run_dtype = getattr(self.context, "dtype", "auto")
-        # the server runs the model at its own precision (`audit serve --param dtype=fp16`, for one)
-        self.precision = {"dtype": "remote", "reason": "the server's precision" + (f" (run.dtype {run_dtype} does not reach a remote model)" if run_dtype != "auto" else "")}
 
     # ----------------------------------------------------------------- set-up
     def _init_audit(self) -> None:
@@ -204,81 +239,92 @@ class HTTPTarget(Target):
                 "model_id": options.get("sd_checkpoint_hash") or options.get("sd_model_checkpoint"),
             }
 
+    def _init_shape(self, default_kind: str) -> None:
+        """hf, comfyui: the services cannot report the model's shape or schedule: params only."""
+        p = self.params
+        if p.image_size is None:
+            raise ConfigError(f"target.image_size: the {p.protocol} protocol cannot report the image size; set image_size")
+        self.image_size = int(p.image_size)
+        self.channels = int(p.channels or 3)
+        self.num_train_timesteps = int(p.num_train_timesteps or 1000)
+        self.kind = default_kind
+        self.rows_per_request = 1
+        self.server = {"protocol": p.protocol, "model_id": p.model_id}
+
+    def _init_hf(self) -> None:
+        p = self.params
+        self._init_shape("latent")
+        used = mapping.check(p.hf_parameters, "target.hf_parameters", tuple(x for x in mapping.PLACEHOLDERS if x != "image"))
+        self.seeds_checked = False  # the answer is the image alone (audit serve adds an x-seed header)
+        if "seed" not in used:
+            self._no_seed("target.hf_parameters")
+
+    def _init_comfyui(self) -> None:
+        p = self.params
+        self._init_shape("latent")
+        path = Path(p.comfyui_workflow) if p.comfyui_workflow else COMFYUI_WORKFLOW
+        if not path.is_absolute() and p.comfyui_workflow:
+            path = Path(getattr(self.context, "config_dir", None) or ".") / path
+        try:
+            self.workflow = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"target.comfyui_workflow: cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"target.comfyui_workflow: {path} is not JSON: {exc}") from None
+        if not isinstance(self.workflow, dict) or not all(
+            isinstance(node, dict) and "class_type" in node for node in self.workflow.values()
+        ):
+            raise ConfigError(f"target.comfyui_workflow: {path} is not a ComfyUI graph in API format ({{id: {{class_type, inputs}}}})")
+        used = mapping.check(self.workflow, f"target.comfyui_workflow ({path.name})")
+        if "image" not in used:
+            raise ConfigError(f"target.comfyui_workflow: {path} has no {{image}} (the LoadImage input)")
+        self.output_node = p.comfyui_output or next(
+            (nid for nid, node in self.workflow.items() if node.get("class_type") == "SaveImage"), None
+        )
+        if self.output_node not in self.workflow:
+            raise ConfigError(f"target.comfyui_output: the graph has no node {self.output_node!r} (set the node whose image is the variation)")
+        self.workflow_sha = hashlib.sha256(json.dumps(self.workflow, sort_keys=True).encode()).hexdigest()[:16]
+        self.client_id = uuid.uuid4().hex
+        self.seeds_checked = False  # the history echoes the graph, not what the sampler did with it
+        if "seed" not in used:
+            self._no_seed(f"target.comfyui_workflow ({path.name})")
+
     # ----------------------------------------------------------------- description
     def identity(self) -> str:
         """url + the server-reported model identity (+ for a1111 what else shapes the output).
         Never the token."""
         p = self.params
         ident = f"http:{p.protocol}:{p.url}:{self.server.get('model_id')}"
+        extra: dict[str, Any] | None = None
         if p.protocol == "a1111":
             extra = {"prompt": p.prompt, "options": p.a1111_options, "fix_steps": p.a1111_fix_steps, "bits": p.a1111_seed_bits}
             if p.cfg_scale is not None:  # unset keeps the identity (and cache keys) of earlier versions
                 extra["cfg_scale"] = p.cfg_scale
+        elif p.protocol == "hf":
+            extra = {"prompt": p.prompt, "parameters": p.hf_parameters, "bits": p.seed_bits, "T": self.num_train_timesteps}
+        elif p.protocol == "comfyui":
+            extra = {"prompt": p.prompt, "graph": self.workflow_sha, "output": self.output_node, "bits": p.seed_bits,
+                     "T": self.num_train_timesteps}
+        if extra is not None:
             ident += ":" + hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return ident
 
-    def seeds_text(self) -> str:
-        if self.seeds_honoured is True:
-            return "honoured: the endpoint used the per-image seeds (reproducible)"
-        if self.seeds_honoured is False:
-            return "not honoured: the endpoint's own randomness was used (not reproducible)"
-        return "unknown (no variation requested yet)"
-
     def describe(self) -> dict[str, Any]:
         p = self.params
-        c = self.client
-        out = {
+        return {
             **super().describe(),
             "T": self.num_train_timesteps,
             "url": p.url,
             "protocol": p.protocol,
             "server": self.server,
-            "seeds": self.seeds_text(),
-            "concurrency": p.concurrency,
-            "requests": c.requests,
-            "retries": c.retries,
-            "retry_wait_s": round(c.waited_s, 3),
-            "transient_failures": dict(c.failures),
+            **self.describe_calls(),
         }
-        if self.resized:
-            out["resized_outputs"] = self.resized
-        if self.stats.notes:
-            out["notes"] = list(self.stats.notes)
-        return out
-
-    def nfe_per_query(self, t: int, k: int) -> int:
-        return t // k if k > 0 else 0
-
-    def max_batch(self) -> int:
-        return 1 << 16  # the target splits work into requests itself
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        super().close()
         self.client.close()
 
     # ----------------------------------------------------------------- variation
-    def _note_seeds(self, honoured: bool) -> None:
-        with self._lock:
-            if not honoured and self.seeds_honoured is not False:
-                self.stats.notes.append("the endpoint did not use the seeds it was sent: its own randomness was used")
-                self.seeds_honoured = False
-            elif honoured and self.seeds_honoured is None:
-                self.seeds_honoured = True
-
-    def _decode(self, data: str) -> torch.Tensor:
-        x, changed = from_png_b64(data, self.channels, self.image_size, self.params.url)
-        if changed:
-            with self._lock:
-                if not self.resized:
-                    self.stats.notes.append(
-                        f"the endpoint returned images of another mode; they were converted to "
-                        f"{self.channels}x{self.image_size}x{self.image_size}"
-                    )
-                self.resized += 1
-        return x
-
     def _jobs_audit(self, x, t, k, seeds, captions) -> list[tuple[list[int], dict[str, Any]]]:
         """Images ``[B]`` with ``n`` seeds each -> requests: every image travels once with its
         ``n`` seeds (in pieces of at most the server's ``max_n``); a request packs pieces of equal
@@ -340,41 +386,43 @@ class HTTPTarget(Target):
         """(denoising_strength, steps) such that an A1111 server runs t/k steps: it runs
         ``int(min(strength, 0.999) * steps)`` of ``steps`` (unless img2img_fix_steps is set)."""
         T = self.num_train_timesteps
-        strength = t / T
-        want = t // k
         if self.params.a1111_fix_steps:
-            return strength, want
-        steps = max(want, round(want / strength))
-        s = min(strength, 0.999)
-        while int(s * steps) < want:  # float rounding: e.g. int(0.29 * 100) == 28
-            steps += 1
-        while steps > 1 and int(s * (steps - 1)) >= want:
-            steps -= 1
-        return strength, steps
+            return t / T, t // k
+        return t / T, mapping.total_steps(t, k, T)
+
+    def a1111_body(self, image_b64: str, strength: float, steps: int, seed: int, prompt: str) -> dict[str, Any]:
+        """The img2img request of one variation: the fields and types webuiapi sends
+        (:data:`A1111_DEFAULTS`), then ``a1111_options``."""
+        p = self.params
+        sampler = str(p.a1111_options.get("sampler_name", "DDIM"))
+        body = {
+            **A1111_DEFAULTS,
+            "init_images": ["data:image/png;base64," + image_b64],
+            "denoising_strength": float(strength),
+            "prompt": prompt,
+            "seed": int(seed),
+            "subseed": -1,
+            "subseed_strength": 0,
+            "batch_size": 1,
+            "n_iter": 1,
+            "steps": int(steps),
+            "cfg_scale": float(p.cfg_scale) if p.cfg_scale is not None else 7.0,  # unset: A1111's own default
+            "width": self.image_size,
+            "height": self.image_size,
+            "sampler_name": sampler,
+            "sampler_index": sampler,
+            "send_images": True,
+            "save_images": False,
+        }
+        body.update(p.a1111_options)
+        return body
 
     def _send_a1111(
         self, row: int, x: torch.Tensor, t: int, k: int, seed: int, caption: str | None, strength: float, steps: int
     ):
         p = self.params
         seed32 = int(seed) % (2**p.a1111_seed_bits)
-        body = {
-            "init_images": [png_b64(x)],
-            "denoising_strength": strength,
-            "steps": steps,
-            "seed": seed32,
-            "subseed": -1,
-            "subseed_strength": 0,
-            "prompt": caption if caption is not None else p.prompt,
-            "n_iter": 1,
-            "batch_size": 1,
-            "width": self.image_size,
-            "height": self.image_size,
-            "save_images": False,
-            "send_images": True,
-            **p.a1111_options,
-        }
-        if p.cfg_scale is not None:
-            body["cfg_scale"] = p.cfg_scale
+        body = self.a1111_body(png_b64(x), strength, steps, seed32, caption if caption is not None else p.prompt)
         # one image, plus room for `parameters` (which echo the request) and `info`
         cap = wire.max_answer_bytes(2, self.image_size, self.channels) + (4 << 20)
         answer = self.client.request("POST", "/sdapi/v1/img2img", json=body, max_bytes=cap)
@@ -392,6 +440,74 @@ class HTTPTarget(Target):
             self.stats.nfe += t // k
         return [row], self._decode(images[0])[None]
 
+    def _image_cap(self) -> int:
+        """The most bytes one returned image may take (an 8-bit PNG of up to 4x the model's size
+        per side, uncompressed, or anything smaller)."""
+        return 16 * wire.png_bytes_bound(self.image_size, self.channels) + (1 << 20)
+
+    def _send_hf(self, row: int, x: torch.Tensor, t: int, k: int, seed: int, caption: str | None):
+        """Hugging Face image-to-image: ``POST <url>`` ``{"inputs": <base64 PNG>, "parameters":
+        {...}}`` (``hf_parameters`` filled in) -> the image's bytes."""
+        p = self.params
+        vals = mapping.values(t, k, self.num_train_timesteps, seed, p.seed_bits, caption if caption is not None else p.prompt)
+        body = {"inputs": png_b64(x), "parameters": mapping.fill(p.hf_parameters, vals)}
+        raw, headers = self.client.request(
+            "POST", "", json=body, raw=True, max_bytes=self._image_cap(), headers={"Accept": "image/png"}
+        )
+        if headers.get("x-seed") is not None:  # a server that reports the seed it used (audit serve does)
+            try:
+                self._note_seeds(int(headers["x-seed"]) == vals["seed"])
+            except ValueError:
+                pass
+        with self._lock:
+            self.stats.nfe += t // k
+        return [row], self._decode_bytes(raw, "image-to-image", headers.get("content-type", ""))[None]
+
+    def _send_comfyui(self, row: int, x: torch.Tensor, t: int, k: int, seed: int, caption: str | None):
+        """ComfyUI: upload the image (``POST /upload/image``), queue the graph with it
+        (``POST /prompt``), poll ``GET /history/{prompt_id}`` until it has run, fetch the output
+        image (``GET /view``)."""
+        p = self.params
+        url = p.url
+        name = f"audit-{uuid.uuid4().hex}.png"
+        up = self.client.request(
+            "POST", "/upload/image", files={"image": (name, base64.b64decode(png_b64(x)), "image/png")},
+            data={"type": "input", "overwrite": "true"},
+        )
+        if not isinstance(up, dict) or not isinstance(up.get("name"), str):
+            raise RemoteError(f"{url} answered POST /upload/image without the stored file's `name`")
+        image = f"{up['subfolder']}/{up['name']}" if up.get("subfolder") else up["name"]
+        vals = mapping.values(t, k, self.num_train_timesteps, seed, p.seed_bits, caption if caption is not None else p.prompt, image)
+        graph = mapping.fill(self.workflow, vals)
+        queued = self.client.request("POST", "/prompt", json={"prompt": graph, "client_id": self.client_id})
+        pid = queued.get("prompt_id") if isinstance(queued, dict) else None
+        if not isinstance(pid, str) or not pid:
+            raise RemoteError(f"{url} answered POST /prompt without a `prompt_id`")
+        deadline = time.monotonic() + p.timeout_s
+        while True:
+            history = self.client.request("GET", f"/history/{pid}")
+            entry = history.get(pid) if isinstance(history, dict) else None
+            if isinstance(entry, dict):
+                status = entry.get("status") or {}
+                if status.get("status_str") == "error":
+                    msgs = [m for m in status.get("messages", []) if isinstance(m, list) and m and m[0] == "execution_error"]
+                    detail = msgs[0][1].get("exception_message", "") if msgs and isinstance(msgs[0][1], dict) else ""
+                    raise RemoteError(f"{url}: the graph failed ({detail or 'execution_error'})")
+                if status.get("completed", True):
+                    break
+            if time.monotonic() > deadline:
+                raise RemoteError(f"{url}: prompt {pid} did not finish within timeout_s={p.timeout_s}")
+            time.sleep(p.poll_s)
+        try:
+            ref = entry["outputs"][self.output_node]["images"][0]
+            query = {"filename": str(ref["filename"]), "subfolder": str(ref.get("subfolder", "")), "type": str(ref.get("type", "output"))}
+        except (KeyError, IndexError, TypeError):
+            raise RemoteError(f"{url}: the history of prompt {pid} has no image from node {self.output_node}") from None
+        raw, headers = self.client.request("GET", "/view", params=query, raw=True, max_bytes=self._image_cap())
+        with self._lock:
+            self.stats.nfe += t // k
+        return [row], self._decode_bytes(raw, "GET /view", headers.get("content-type", ""))[None]
+
     def _variations(self, x, t, k, seeds, captions, clip):
         """``[B, n, C, H, W]`` from the endpoint. Its images are 8-bit PNGs, already within
         [-1, 1]: ``clip`` changes nothing (``bounded_variations``)."""
@@ -399,24 +515,14 @@ class HTTPTarget(Target):
         xc = x.detach().to("cpu", torch.float32)
         if self.params.protocol == "audit":
             jobs = [(self._send_audit, rows, body) for rows, body in self._jobs_audit(xc, t, k, seeds, captions)]
-        else:
+        elif self.params.protocol == "a1111":
             strength, steps = self.a1111_steps(t, k)  # the same for every variation
             jobs = [
                 (self._send_a1111, i * n + j, xc[i], t, k, seeds[i][j], captions[i], strength, steps)
                 for i in range(B) for j in range(n)
             ]
-        out = torch.empty((B * n, self.channels, self.image_size, self.image_size), dtype=torch.float32)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.params.concurrency, thread_name_prefix="audit-http")
-        futures = [self._pool.submit(fn, *args) for fn, *args in jobs]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
-            for f in pending:
-                f.cancel()
-            wait(pending)  # let requests in flight finish before the error propagates
-            raise failed[0].exception()
-        for f in futures:
-            rows, values = f.result()
-            out[rows] = values
+        else:  # one request (chain) per variation
+            send = self._send_hf if self.params.protocol == "hf" else self._send_comfyui
+            jobs = [(send, i * n + j, xc[i], t, k, seeds[i][j], captions[i]) for i in range(B) for j in range(n)]
+        out = self._run_jobs(jobs, B * n)
         return out.reshape(B, n, *out.shape[1:]).to(x.device)

@@ -78,12 +78,12 @@ def test_a_server_that_ignores_seeds_is_recorded(served):
     tg.close()
 
 
-def test_cfg_scale_is_sent_only_when_set(served):
+def test_cfg_scale_unset_sends_a1111s_own_default(served):
     app = a1111_app(rgb_toy())
     url = served(app)
     unset = HTTPTarget(HTTPParams(url=url, protocol="a1111", image_size=8))
     unset.variation(images(1), 100, 50, [[1]])
-    assert app.state.calls["cfg_scale"] is None  # the server's own default applies
+    assert app.state.calls["cfg_scale"] == 7.0  # A1111's (and webuiapi's) default: every field is sent, as webuiapi does
     guided = HTTPTarget(HTTPParams(url=url, protocol="a1111", image_size=8, cfg_scale=7.5))
     guided.variation(images(1), 100, 50, [[1]])
     assert app.state.calls["cfg_scale"] == 7.5
