@@ -12,7 +12,7 @@ from .hookspecs import hookimpl
 from .records import ImageRecord
 from .reporting import Reporter, ReporterParams, RunView
 from .seeding import derive_seed, randn
-from .targets import NOISE, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
+from .targets import GRADIENTS, NOISE, TEXT, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
 
 # the list itself lives in audit_core/__init__.py (importable without torch); the same names here
 from . import __all__ as _public  # noqa: E402
