@@ -18,7 +18,7 @@ __all__ = [
     # attacks
     "Attack", "AttackParams", "AttackContext", "AttackOutput", "Batch", "flat_sum", "mean_over",
     # targets
-    "Target", "TargetParams", "TargetContext", "Stats", "VARIATION", "NOISE", "weights_sha256",
+    "Target", "TargetParams", "TargetContext", "Stats", "VARIATION", "NOISE", "GRADIENTS", "TEXT", "weights_sha256",
     # the maths and the randomness
     "ddim", "seeding", "randn", "derive_seed",
     # reporters and executors

@@ -13,7 +13,7 @@ from .plugin.hookspecs import hookimpl
 from .base.records import ImageRecord
 from .run.reporting import Reporter, ReporterParams, RunView
 from .base.seeding import derive_seed, randn
-from .plugin.targets import NOISE, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
+from .plugin.targets import GRADIENTS, NOISE, TEXT, VARIATION, Stats, Target, TargetContext, TargetParams, weights_sha256
 
 # the list itself lives in audit_core/__init__.py (importable without torch); the same names here
 from . import __all__ as _public  # noqa: E402

@@ -115,7 +115,7 @@ def test_old_from_import_and_factory_spelling_still_work():
 
     sys.modules.pop("audit_core.attacks", None)
     with pytest.warns(DeprecationWarning, match="audit_core.attacks moved to audit_core.plugin.attacks"):
-        from audit_core.plugin.attacks import Attack
+        from audit_core.attacks import Attack
     assert Attack is audit_core.Attack
     from audit_core.plugin import manager
 

@@ -30,8 +30,15 @@ from ..base.errors import ConfigError, ModelError
 
 VARIATION = "variation"  # black-box: V(x, t, k) only
 NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
+GRADIENTS = "gradients"  # white-box: gradients of the denoising loss w.r.t. the model's parameters
+TEXT = "text"  # eps conditions on each row's caption as a free-text prompt (text-to-image models)
 
-ACCESS_NAMES = {VARIATION: "variation API (black-box)", NOISE: "noise prediction (grey-box)"}
+ACCESS_NAMES = {
+    VARIATION: "variation API (black-box)",
+    NOISE: "noise prediction (grey-box)",
+    GRADIENTS: "gradients w.r.t. the model's parameters (white-box)",
+    TEXT: "text-conditional noise prediction (captions as prompts)",
+}
 #: weight files that are pickles (loading one can run code): refused unless ``allow_pickle``
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -241,6 +248,7 @@ class Target:
     #: names the target and its distribution: see audit_core.guard)
     GUARDED: ClassVar[tuple[str, ...]] = (
         "_variation", "_variations", "encode", "decode", "preprocess", "identity", "describe", "close", "nfe_per_query", "max_batch",
+        "grad_network",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -517,6 +525,41 @@ class Target:
         (a subclass that costs more per row, e.g. 2 with classifier-free guidance, adds to
         ``self.stats.nfe`` itself and is then left alone)."""
         raise NotImplementedError(f"target {self.name!r} has no noise-prediction access")
+
+    # ----- white-box (GRADIENTS) -------------------------------------------------------------
+    def grad_network(self) -> tuple[torch.nn.Module, Any]:
+        """White-box access, for a target that declares ``GRADIENTS``: ``(module, forward)``, the
+        noise predictor whose parameters gradients are taken with respect to, and
+        ``forward(z_t [N, ...], steps LongTensor[N], captions) -> eps [N, ...]`` (float32,
+        differentiable: no ``no_grad``; one timestep index per row). The core does the rest
+        (:meth:`param_grad_norms`)."""
+        raise NotImplementedError(f"target {self.name!r} gives no access to its parameters' gradients")
+
+    def param_grad_names(self) -> list[str]:
+        """The names of the parameter tensors :meth:`param_grad_norms` reports, in its column order."""
+        module, _ = self.grad_network()
+        return [name for name, _ in module.named_parameters()]
+
+    def param_grad_norms(
+        self,
+        z_t: torch.Tensor,
+        steps: Sequence[int] | torch.Tensor,
+        noise: torch.Tensor,
+        captions: Sequence[str | None] | None = None,
+        rows_per_sample: int = 1,
+    ) -> torch.Tensor:
+        """White-box: ``[S, L]``, for each sample (``rows_per_sample`` consecutive rows of ``z_t``;
+        ``S = N / rows_per_sample``) the l2 norm of the gradient of its denoising loss,
+        ``mean((eps(z_t[r], steps[r]) - noise[r])^2)`` over the sample's rows and elements, with
+        respect to each of the noise predictor's ``L`` parameter tensors (:meth:`param_grad_names`).
+        One sample at a time (a forward and a backward pass over its rows), so memory holds one
+        sample's activations and one gradient, whatever the batch. Counts one NFE per row."""
+        from . import gradients
+
+        module, forward = self.grad_network()
+        out = gradients.per_sample_grad_norms(module, forward, z_t, steps, noise, captions, rows_per_sample)
+        self.stats.nfe += int(z_t.shape[0])
+        return out
 
     def eps_fn(self, captions: Sequence[str | None] | None = None):
         """``eps`` bound to the captions, in the shape ``audit_core.ddim`` expects."""

@@ -7,7 +7,9 @@ It serves both access levels:
   then deterministic DDIM back to 0 via ``audit_core.base.ddim.variation``, clipped to [-1, 1] only
   when the caller asks (``clip``). All ``B * n`` rows go through the U-Net together, split only
   by ``max_batch``;
-- grey-box, the noise prediction ``eps(x_t, t)`` that SecMI, PIA and the loss attack call.
+- grey-box, the noise prediction ``eps(x_t, t)`` that SecMI, PIA and the loss attack call;
+- white-box, gradients of the denoising loss w.r.t. the U-Net's parameters (``GRADIENTS``:
+  ``grad_network`` hands the core the U-Net and a differentiable forward; GSA uses it).
 
 The DDIM math itself lives in ``audit_core.base.ddim``; this class only adapts the U-Net to it.
 Every U-Net evaluation of one image adds one to ``self.stats.nfe``.
@@ -22,7 +24,7 @@ import torch
 from pydantic import Field
 
 from audit_core.base.errors import DataError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
+from audit_core.plugin.targets import GRADIENTS, NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
 
 from . import loading
 
@@ -43,7 +45,7 @@ class DDIMTarget(Target):
 
     name = "ddim"
     kind = "pixel"
-    capabilities = frozenset({VARIATION, NOISE})
+    capabilities = frozenset({VARIATION, NOISE, GRADIENTS})
     Params = DDIMParams
 
     def __init__(self, params: DDIMParams, context: TargetContext | None = None):
@@ -127,6 +129,17 @@ class DDIMTarget(Target):
             out.append(e.to(z_t.device, torch.float32))
             self.stats.nfe += inp.shape[0]
         return torch.cat(out)
+
+    def grad_network(self):
+        """White-box: the U-Net and a differentiable forward, one timestep index per row (the core
+        computes per-sample gradient norms from it: ``Target.param_grad_norms``)."""
+
+        def forward(z: torch.Tensor, steps: torch.Tensor, captions: Sequence[str | None]) -> torch.Tensor:
+            self._check_shape(z)
+            out = self.unet(self._network_input(z), steps.to(self.device)).sample[:, : self.channels]
+            return out.float()
+
+        return self.unet, forward
 
     def _variations(
         self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from audit_core import ddim, seeding
 from audit_core.base.errors import DataError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, TargetContext
+from audit_core.plugin.targets import GRADIENTS, NOISE, VARIATION, TargetContext
 from audit_ddim import digits
 from audit_ddim.target import DDIMParams, DDIMTarget
 
@@ -29,7 +29,7 @@ def test_loads_a_saved_pipeline_and_reads_its_config(tiny_pipeline, load_target)
     expected = DDPMScheduler.from_pretrained(tiny_pipeline, subfolder="scheduler").alphas_cumprod
     assert target.alphas_cumprod.dtype == torch.float64 and target.alphas_cumprod.device.type == "cpu"
     assert torch.allclose(target.alphas_cumprod, expected.double())
-    assert target.capabilities == {VARIATION, NOISE} and target.kind == "pixel"
+    assert target.capabilities == {VARIATION, NOISE, GRADIENTS} and target.kind == "pixel"
     info = target.describe()
     assert info["T"] == 500 and info["model_path"] == str(tiny_pipeline) and info["channels"] == 3
 

@@ -20,6 +20,8 @@ error naming the image; the label then travels to ``eps``/``variation`` as the r
   ``guidance_scale`` g != 1 the prediction is ``eps_null + g (eps_class - eps_null)`` over all
   latent channels (2 NFEs per row). (DiTPipeline guides only the first 3 channels, a quirk of the
   original code; the attacks need a proper noise estimate, so all 4 are guided here.)
+- White-box (``GRADIENTS``): ``grad_network`` hands the core the transformer and a
+  differentiable forward on the class-conditional prediction (the training loss's).
 - Black-box: the variation API is the core's default for grey-box targets: encode, noise to t
   with the row's seed, deterministic DDIM t -> t-k -> ... -> 0 (``audit_core.base.ddim``), decode.
 
@@ -39,7 +41,9 @@ import torch
 from pydantic import Field
 
 from audit_core.base.errors import DataError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights, weights_sha256
+from audit_core.plugin.targets import (
+    GRADIENTS, NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights, weights_sha256,
+)
 
 REQUIRED = ("model_index.json", "transformer", "vae", "scheduler")
 
@@ -84,7 +88,7 @@ def read_num_classes(folder: Path) -> int:
 class DiTTarget(VaeLatentTarget):
     name = "dit"
     kind = "latent"
-    capabilities = frozenset({VARIATION, NOISE})
+    capabilities = frozenset({VARIATION, NOISE, GRADIENTS})
     Params = DiTParams
 
     def __init__(self, params: DiTParams, context: TargetContext | None = None):
@@ -207,6 +211,17 @@ class DiTTarget(VaeLatentTarget):
                 self.stats.nfe += 2 * chunk.shape[0]
             out.append(e.float())
         return torch.cat(out)
+
+    def grad_network(self):
+        """White-box: the transformer and a differentiable forward (one timestep index per row) on
+        the class-conditional prediction, variance half dropped."""
+
+        def forward(z: torch.Tensor, steps: torch.Tensor, captions: Sequence[str | None]) -> torch.Tensor:
+            z = z.to(self.device, self.dtype)
+            out = self.transformer(z, timestep=steps.to(self.device), class_labels=self._labels(list(captions))).sample
+            return (out[:, : self.latent_channels] if self.learned_sigma else out).float()
+
+        return self.transformer, forward
 
     def close(self) -> None:
         if self.device.type == "cuda":

@@ -6,6 +6,10 @@ Model space is the VAE's latent space: ``encode(x) = mean of the VAE posterior *
 - Grey-box: ``eps(z_t, t, captions)`` is the text-conditioned U-Net; with ``guidance_scale`` g != 1
   it is ``eps_uncond + g * (eps_cond - eps_uncond)`` (2 NFEs per row). The caption of each image is
   its prompt; images without one use the empty prompt.
+- Text-conditional (``TEXT``): each row's caption is its prompt, so an attack may query the
+  same latent under other captions (CLiD: the caption vs perturbed and empty ones).
+- White-box (``GRADIENTS``): ``grad_network`` hands the core the U-Net and a differentiable
+  forward on the conditional prediction (the training loss's; ``guidance_scale`` is not applied).
 - Black-box: the variation API is img2img at strength t/T with DDIM interval k — noise the latent
   to index t with the per-row seed, deterministic DDIM t -> t-k -> ... -> 0 (the core's
   ``audit_core.base.ddim``, which steps exactly like diffusers' ``DDIMScheduler`` over the timesteps
@@ -34,7 +38,9 @@ import torch
 from pydantic import Field
 
 from audit_core.base.errors import ConfigError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights
+from audit_core.plugin.targets import (
+    GRADIENTS, NOISE, TEXT, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights,
+)
 
 from . import memory
 
@@ -64,7 +70,7 @@ class SDParams(TargetParams):
 class StableDiffusionTarget(VaeLatentTarget):
     name = "stable-diffusion"
     kind = "latent"
-    capabilities = frozenset({VARIATION, NOISE})
+    capabilities = frozenset({VARIATION, NOISE, TEXT, GRADIENTS})
     Params = SDParams
     # a variation is the VAE decoder's image, clamped to [-1, 1] like the official SD pipeline's
     # output: `clip` changes nothing (the base class's `_variations` does the rest)
@@ -215,6 +221,16 @@ class StableDiffusionTarget(VaeLatentTarget):
                 self.stats.nfe += 2 * chunk.shape[0]
             out.append(e.float())
         return torch.cat(out)
+
+    def grad_network(self):
+        """White-box: the U-Net and a differentiable forward (one timestep index per row) on the
+        conditional prediction, the one the training loss uses (text embeddings are constants)."""
+
+        def forward(z: torch.Tensor, steps: torch.Tensor, captions: Sequence[str | None]) -> torch.Tensor:
+            cond = self.text_embeddings(list(captions))
+            return self.unet(self._network_input(z), steps.to(self.device), encoder_hidden_states=cond).sample.float()
+
+        return self.unet, forward
 
     def close(self) -> None:
         self._text_cache.clear()
