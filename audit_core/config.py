@@ -168,6 +168,13 @@ class InferenceCfg(Strict):
     max_queries: int | None = Field(None, ge=1)  # variation rows, both stages, cache hits included
     undecided: float = Field(0.2, gt=0, lt=1)  # stage 2 runs when alpha/2 < stage-1 p <= undecided
     stage2_factor: int = Field(2, ge=2, le=100)  # stage-2 n = stage2_factor x n
+    # the conclusion (audit_core.conclusion): below this share of suspects in common support with the
+    # reference (blind baseline), the conclusion is "inconclusive"
+    min_overlap: float = Field(0.5, gt=0, le=1)
+    # the power figure: the per-image AUC assumed for true members, unless a labelled calibration
+    # pair (an evaluation-mode run's scores.csv or run directory, same model and attacks) measures it
+    power_auc: float = Field(0.75, gt=0.5, lt=1)
+    power_calibration: str | None = None
 
 
 class MetricsCfg(Strict):
@@ -175,7 +182,11 @@ class MetricsCfg(Strict):
 
 
 #: attack names that results.json uses for something else
-RESERVED_ATTACK_NAMES = {"combined": "the combined set-level test of copyright mode"}
+RESERVED_ATTACK_NAMES = {
+    "combined": "the combined set-level test of copyright mode",
+    "blind": "the model-free baseline of copyright mode",
+    "power": "the power figure of copyright mode",
+}
 
 
 class AuditConfig(Strict):

@@ -202,11 +202,18 @@ def verdicts(results: dict) -> list[str]:
     """Plain one-line verdicts: per attack in evaluation mode (is AUC's interval above chance?);
     the set-level verdict in copyright mode (combined, else per attack)."""
     if results["run"]["mode"] == "copyright":
+        from .conclusion import NOT_ATTACKS, headline
+
         si = results.get("set_inference") or {}
         c = si.get("combined") or {}
+        if c.get("conclusion"):
+            ps = [f"p = {c['p_value']:.3g}"] if c.get("p_value") is not None else []
+            ps += [f"shift-adjusted p = {c['p_adjusted']:.3g}"] if c.get("p_adjusted") is not None else []
+            how = f"Combined ({c['method']}, {', '.join(ps)})" if ps else f"Combined ({c['method']})"
+            return [f"Conclusion: {c['conclusion'].upper()}. {headline(c['conclusion'])}. {how}."] + [f"  - {r}" for r in c.get("reasons") or []]
         if c.get("p_value") is not None:
             return [f"Verdict: Combined ({c['method']}, p = {c['p_value']:.3g}): {c['verdict']}"]
-        return [f"Verdict ({name}): {e['verdict']}" for name, e in si.items() if name != "combined"]
+        return [f"Verdict ({name}): {e['verdict']}" for name, e in si.items() if name not in NOT_ATTACKS]
     lines = []
     for name, a in results["attacks"].items():
         auc = a["metrics"]["auc"]
@@ -244,35 +251,39 @@ def reference_summary(ref: dict, console: Console | None = None) -> None:
                       f"{ref.get('generated_at') or 'an unknown time'}. {escape(ref.get('warning') or '')}", highlight=False)
     sc = ref.get("shift_check") or {}
     if sc.get("note"):
-        console.print(f"[bold]Shift check[/] (suspects vs reference, image statistics only): {escape(sc['note'])}", highlight=False)
+        ci = f" (95% CI {sc['ci'][0]:.2f}-{sc['ci'][1]:.2f})" if sc.get("ci") else ""
+        console.print(f"[bold]Shift check[/] (suspects vs reference, image statistics only){ci}: {escape(sc['note'])}", highlight=False)
 
 
 def set_inference_summary(si: dict, console: Console | None = None) -> None:
-    """Copyright mode: the set-level test per attack and the combined verdict."""
+    """Copyright mode: the set-level test per attack, the blind baseline and the power figure."""
+    from .conclusion import NOT_ATTACKS, describe_power
+
     console = console or out
-    table = Table(title="Was the suspect set used?", caption="suspects vs reference, one-sided Mann-Whitney U; evidence: p <= alpha; flagged at FPR alpha")
-    for col in ("attack", "suspects", "reference", "flagged", "p-value", "AUC", "evidence"):
+    table = Table(title="Was the suspect set used?", caption="suspects vs reference, one-sided Mann-Whitney U; p <= alpha; "
+                  "adj. p: after what the images alone explain; flagged at FPR alpha")
+    for col in ("attack", "suspects", "reference", "flagged", "p-value", "adj. p", "AUC", "p <= alpha"):
         table.add_column(col, justify="left" if col == "attack" else "right")
     for name, e in si.items():
-        if name == "combined" or e.get("p_value") is None:
+        if name in NOT_ATTACKS or e.get("p_value") is None:
             continue
+        adj = e.get("p_adjusted")
         table.add_row(
             escape(name), str(e["n_suspects"]), str(e["n_reference"]), str(e["flagged"]), f"{e['p_value']:.3g}",
-            f"{e['effect_auc']:.3f}", "yes" if e["p_value"] <= e["alpha"] else "no",
+            "-" if adj is None else f"{adj:.3g}", f"{e['effect_auc']:.3f}", "yes" if e["p_value"] <= e["alpha"] else "no",
         )
     console.print(table)
     for name, e in si.items():
-        for note in e.get("notes", []) if name != "combined" else []:
+        for note in e.get("notes", []) if name not in NOT_ATTACKS else []:
             console.print(f"[yellow]{escape(name)}:[/] {escape(note)}", highlight=False)
-    power = si.get("combined", {}).get("power")
-    if power:
-        k = power["smallest_set_size"]
-        size = f"about {k} images" if k is not None else f"more than {max(int(s) for s in power['power_by_set_size'])} images"
+    b = si.get("blind")
+    if b:
         console.print(
-            f"[bold]Power:[/] a set of true members would be flagged at alpha = {power['alpha']:g} with probability "
-            f">= {power['target_power']:.0%} from {size} ({escape(power['note'])}).",
-            highlight=False,
-        )
+            f"[bold]Blind baseline[/] (images only, no model): AUC {b['auc']:.2f} [{b['ci'][0]:.2f}, {b['ci'][1]:.2f}]; "
+            f"{b['overlap']:.0%} of the suspects in common support with the reference.", highlight=False)
+    power = si.get("power")
+    if power:
+        console.print(f"[bold]Power:[/] {escape(describe_power(power))}.", highlight=False)
 
 
 def sweep_tables(sweeps: dict[str, Any], console: Console | None = None) -> None:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import console as term
-from . import combine, environment, guard, inference, metrics, plugins, preflight, results, secrets, second_stage, shift, sweeps
+from . import blind, combine, conclusion, environment, guard, inference, metrics, plugins, preflight, results, secrets, second_stage, shift, sweeps
 from .attacks import Attack, AttackContext, check_access, check_preset, resolve_params
 from .batching import resolve_batch_size
 from .cache import QueryCache
@@ -122,6 +122,7 @@ class Runner:
         check_run_dir(self.run_dir)  # a folder of the user's files is refused before anything is loaded
         self.data: LoadedData = load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"))
         second_stage.check_config(self.loaded, self.data.mode, entries)  # before the model loads
+        self.power_calibration = conclusion.check_config(self.loaded, self.data.mode)
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {
@@ -462,13 +463,20 @@ class Runner:
         if mode == "copyright":
             inf = cfg.inference
             combining = {pa.name for pa in self.attacks if pa.cls.combines}
-            block = inference.set_inference(
-                rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining | {pa.name for pa in stage2}
-            )
+            exclude = combining | {pa.name for pa in stage2}
+            block = inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, exclude)
             if second is not None:
                 block["combined"] = second.combined(block["combined"], rows)
+            baseline, stats14 = blind.for_records(records, cfg.run.seed)  # images only: the blind baseline
+            reference = shift.reference_block(self, stats14)  # provenance + shift check
+            block = conclusion.apply(
+                block, rows, baseline, alpha=inf.alpha, method=inf.combine, seed=cfg.run.seed, permutations=inf.permutations,
+                min_overlap=inf.min_overlap, shift_auc=reference["shift_check"].get("auc"), power_auc=inf.power_auc,
+                power_calibration=getattr(self, "power_calibration", None), exclude=exclude,
+                stage2=second.selection() if second is not None else None,
+            )
             res = results.with_set_inference(res, block)
-            res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
+            res = results.with_reference(res, reference)
         split_col = any(pa.splits for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:

@@ -41,7 +41,7 @@ def render_markdown(results: dict) -> str:
     attacks = {str(k): v for k, v in (results.get("attacks") or {}).items() if isinstance(v, dict)}
     verdicts = [summary.attack_verdict(n, a, results) for n, a in attacks.items()]
     head = summary.plain_verdict(results, verdicts)
-    icon = {"leak": "🔴", "evidence": "🔴", "none": "🟢", "inverted": "🟠"}.get(head["level"], "⚪")
+    icon = {"leak": "🔴", "evidence": "🔴", "none": "🟢", "inverted": "🟠", "inconclusive": "🟠"}.get(head["level"], "⚪")
     pos, neg = summary.group_titles(results)
     out = [f"# Privacy audit: {md(info.get('name') or 'run')}", ""]
     counts = (
