@@ -471,7 +471,8 @@ class Runner:
             reference = shift.reference_block(self, stats14)  # provenance + shift check
             block = conclusion.apply(
                 block, rows, baseline, alpha=inf.alpha, method=inf.combine, seed=cfg.run.seed, permutations=inf.permutations,
-                min_overlap=inf.min_overlap, shift_auc=reference["shift_check"].get("auc"), power_auc=inf.power_auc,
+                min_overlap=inf.min_overlap, max_shift_auc=inf.max_shift_auc,
+                shift_auc=reference["shift_check"].get("auc"), power_auc=inf.power_auc,
                 power_calibration=getattr(self, "power_calibration", None), exclude=exclude,
                 stage2=second.selection() if second is not None else None,
             )
