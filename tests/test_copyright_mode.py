@@ -260,7 +260,10 @@ def test_copyright_run_flags_bright_suspects(copyright_config, audit_cli, tmp_pa
     # one attack: the rank combination is its permutation rank-sum test (9999 relabellings)
     assert si["combined"]["method"] == "rank" and si["combined"]["attacks"] == ["brightness"]
     assert si["combined"]["p_value"] < 0.01 and si["combined"]["min_p_value"] == pytest.approx(1e-4)
-    assert si["combined"]["power"]["smallest_set_size"] is not None
+    # the images alone tell these sets apart (brighter suspects) and the attack measures brightness:
+    # the plain test rejects, the conclusion does not accuse
+    assert si["combined"]["conclusion"] == "inconclusive" and si["blind"]["auc"] >= 0.95
+    assert si["power"]["source"] == "assumed" and si["power"]["images_needed"] is not None
     assert "suspects (positive class)" in results["attacks"]["brightness"]["metrics_note"]
     assert "calibrated" not in results["attacks"]["brightness"]
     assert e["effect_auc"] == pytest.approx(results["attacks"]["brightness"]["metrics"]["auc"]["value"])
@@ -279,9 +282,9 @@ def test_copyright_run_flags_bright_suspects(copyright_config, audit_cli, tmp_pa
     assert sum(r["flagged"] == "true" for r in reference) <= 0.05 * 40
 
     flat = " ".join(output.split())
-    assert "Was the suspect set used?" in flat and "│ brightness │ 12 │ 40 │ 12 │" in flat and "│ 1.000 │ yes │" in flat
-    assert "Conclusion: EVIDENCE" in flat and "p-values: combined (rank) p = " in flat and "same distribution apart from membership" in flat
-    assert "Power: a set of true members would be flagged" in flat
+    assert "Was the suspect set used?" in flat and "│ 12 │ 40 │ 12 │" in flat and "│ 1.000 │ yes │" in flat
+    assert "Combined (rank" in flat and "Conclusion: INCONCLUSIVE" in flat and "audit reference check" in flat
+    assert "Power: a set of true members reaches p <= 0.05 with 80% power" in flat and "assumed" in flat
 
 
 def test_copyright_run_on_a_null_set_finds_no_evidence(copyright_config, audit_cli, tmp_path):

@@ -76,7 +76,7 @@ def test_copyright_run_validates(toy_plugin, image_folder, write_config, audit_c
     assert code == 0, out
     data = _check(tmp_path / "run")
     assert data["run"]["n_suspects"] == 4 and data["run"]["n_reference"] == 5 and "n_members" not in data["run"]
-    assert set(data["set_inference"]) == {"variation-similarity", "combined", "preflight"}  # preflight: issue 30
+    assert set(data["set_inference"]) == {"variation-similarity", "combined", "preflight", "blind", "power"}
     header = (tmp_path / "run" / "scores.csv").read_text().splitlines()[0]
     assert header == "attack,image_id,path,label,score,flagged,p_value"
 

@@ -174,6 +174,15 @@ class InferenceCfg(Strict):
     strict_preflight: bool = False
     # copyright mode: the split-reference sanity check on the run's reference scores (audit_core.sanity)
     sanity: bool = False
+    # the conclusion (audit_core.copyright.conclusion): below this share of suspects in common support with the
+    # reference (blind baseline), the conclusion is "inconclusive"
+    min_overlap: float = Field(0.5, gt=0, le=1)
+    # ... and from this blind-baseline (or shift-check) AUC on: the images alone tell the sets apart
+    max_shift_auc: float = Field(0.8, gt=0.5, le=1)
+    # the power figure: the per-image AUC assumed for true members, unless a labelled calibration
+    # pair (an evaluation-mode run's scores.csv or run directory, same model and attacks) measures it
+    power_auc: float = Field(0.75, gt=0.5, lt=1)
+    power_calibration: str | None = None
 
 
 class MetricsCfg(Strict):

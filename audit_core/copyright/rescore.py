@@ -153,11 +153,19 @@ class SecondStage:
         merged with stage 1's by :func:`two_stage.combined_block`."""
         r, inf = self.runner, self.runner.cfg.inference
         stage2 = None
-        if self.ran:
-            rescored = {pa.name.removesuffix(two_stage.SUFFIX) for pa in self.entries}
-            names = [pa.name for pa in r.attacks if not pa.cls.combines and pa.name not in rescored]
-            names += [pa.name for pa in self.entries]
-            ids = set(self.ids())
+        selection = self.selection()
+        if selection is not None:
+            names, ids = selection
             by_attack = {n: [row for row in rows if row.attack == n and row.image_id in ids] for n in names}
             stage2 = inference.rank_block(by_attack, inf.alpha, r.cfg.run.seed, inf.permutations)
         return two_stage.combined_block(stage1, stage2, self.plan, self.ran, inf.alpha)
+
+    def selection(self) -> tuple[list[str], set[str]] | None:
+        """Stage 2's test, when it ran: (the entries it combines: the rescored ones in place of their
+        stage-1 originals, the other attacks as they were; the ids of the suspects and the share)."""
+        if not self.ran:
+            return None
+        rescored = {pa.name.removesuffix(two_stage.SUFFIX) for pa in self.entries}
+        names = [pa.name for pa in self.runner.attacks if not pa.cls.combines and pa.name not in rescored]
+        names += [pa.name for pa in self.entries]
+        return names, set(self.ids())

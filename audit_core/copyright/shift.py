@@ -54,8 +54,9 @@ def image_stats(img) -> np.ndarray:
     ])
 
 
-def shift_check(records: list[ImageRecord], seed: int = 0) -> dict[str, Any]:
-    """Cross-validated AUC of a suspects-vs-reference classifier on :func:`image_stats`."""
+def shift_check(records: list[ImageRecord], seed: int = 0, stats: np.ndarray | None = None) -> dict[str, Any]:
+    """Cross-validated AUC of a suspects-vs-reference classifier on :func:`image_stats` (``stats``:
+    those statistics already computed, one row per record), with a stratified bootstrap interval."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -68,12 +69,15 @@ def shift_check(records: list[ImageRecord], seed: int = 0) -> dict[str, Any]:
     n_min = int(min((y == 1).sum(), (y == 0).sum()))
     if n_min < 2:
         return {"auc": None, "note": "too few images in one set for a cross-validated shift check", "features": list(FEATURES)}
-    x = np.stack([image_stats(open_image(r)) for r in records])
+    x = np.asarray(stats) if stats is not None else np.stack([image_stats(open_image(r)) for r in records])
     folds = min(5, n_min)
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_predict(clf, x, y, cv=cv, method="decision_function")
     auc = float(roc_auc_score(y, scores))
+    from .blind import bootstrap_auc_ci
+
+    ci = bootstrap_auc_ci(np.asarray(scores, dtype=np.float64), y, seed)
     if auc >= EASY:
         note = (f"AUC {auc:.2f}: simple image statistics alone tell the suspects from the reference; the attacks' "
                 f"separation may reflect this distribution shift rather than membership. Prefer a reference closer "
@@ -82,7 +86,9 @@ def shift_check(records: list[ImageRecord], seed: int = 0) -> dict[str, Any]:
         note = f"AUC {auc:.2f}: some distribution shift between suspects and reference; read the verdict with care."
     else:
         note = f"AUC {auc:.2f}: simple image statistics hardly tell the suspects from the reference."
-    return {"auc": round(auc, 4), "note": note, "folds": folds, "classifier": "logistic regression on image statistics",
+    if auc >= 0.6 and ci[0] <= 0.5:
+        note += f" Its 95% interval ({ci[0]:.2f}-{ci[1]:.2f}) includes 0.5: with these set sizes that may be chance."
+    return {"auc": round(auc, 4), "ci": [round(v, 4) for v in ci], "note": note, "folds": folds, "classifier": "logistic regression on image statistics",
             "features": list(FEATURES)}
 
 
@@ -114,9 +120,10 @@ def provenance(spec: str | None, base_dir: Path, records: list[ImageRecord]) -> 
     return out
 
 
-def reference_block(runner: Any) -> dict[str, Any]:
-    """Copyright mode's results["reference"]: provenance + shift check."""
+def reference_block(runner: Any, stats: np.ndarray | None = None) -> dict[str, Any]:
+    """Copyright mode's results["reference"]: provenance + shift check (``stats``: the records'
+    :func:`image_stats`, when already computed)."""
     records = runner.data.records
     block = provenance(runner.cfg.data.reference, Path(runner.loaded.base_dir), records)
-    block["shift_check"] = shift_check(records, runner.cfg.run.seed)
+    block["shift_check"] = shift_check(records, runner.cfg.run.seed, stats)
     return block

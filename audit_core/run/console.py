@@ -339,8 +339,15 @@ def verdicts(results: dict) -> list[str]:
     """Plain one-line verdicts: per attack in evaluation mode (is AUC's interval above chance?);
     the set-level verdict in copyright mode (combined, else per attack)."""
     if results["run"]["mode"] == "copyright":
+        from ..copyright.conclusion import NOT_ATTACKS, headline
+
         si = results.get("set_inference") or {}
         c = si.get("combined") or {}
+        if c.get("conclusion"):
+            ps = [f"p = {c['p_value']:.3g}"] if c.get("p_value") is not None else []
+            ps += [f"shift-adjusted p = {c['p_adjusted']:.3g}"] if c.get("p_adjusted") is not None else []
+            how = f"Combined ({c['method']}, {', '.join(ps)})" if ps else f"Combined ({c['method']})"
+            return [f"Conclusion: {c['conclusion'].upper()}. {headline(c['conclusion'])}. {how}."] + [f"  - {r}" for r in c.get("reasons") or []]
         if c.get("p_value") is not None:
             return [f"Verdict: Combined ({c['method']}, p = {c['p_value']:.3g}): {c['verdict']}"]
         return [f"Verdict ({name}): {e['verdict']}" for name, e in si.items() if name not in SET_INFERENCE_BLOCKS and isinstance(e, dict)]
@@ -405,7 +412,8 @@ def reference_summary(ref: dict, console: Console | None = None) -> None:
                       f"{ref.get('generated_at') or 'an unknown time'}. {escape(ref.get('warning') or '')}", highlight=False)
     sc = ref.get("shift_check") or {}
     if sc.get("note"):
-        console.print(f"[bold]Shift check[/] (suspects vs reference, image statistics only): {escape(sc['note'])}", highlight=False)
+        ci = f" (95% CI {sc['ci'][0]:.2f}-{sc['ci'][1]:.2f})" if sc.get("ci") else ""
+        console.print(f"[bold]Shift check[/] (suspects vs reference, image statistics only){ci}: {escape(sc['note'])}", highlight=False)
 
 
 def sweep_tables(sweeps: dict[str, Any], console: Console | None = None) -> None:

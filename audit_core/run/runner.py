@@ -27,7 +27,7 @@ from . import console as term
 from ..stats import combine, metrics, results
 from . import attest, data_preflight, environment, preflight, sanity, sweeps, thumbnails
 from ..plugin import factory, guard, manager as plugins
-from ..copyright import inference, rescore as second_stage, shift
+from ..copyright import blind, conclusion, inference, rescore as second_stage, shift
 from ..base import secrets
 from ..plugin.attacks import Attack, AttackContext, check_access, check_preset, resolve_params
 from .batching import resolve_batch_size
@@ -107,6 +107,7 @@ class Runner:
         # copyright mode: suspects vs reference compared as files (format, size, mode, bit depth,
         # JPEG quality); warns, or with inference.strict_preflight refuses, before the model loads
         self.data_preflight = data_preflight.check(loaded, self.data, self.console)
+        self.power_calibration = conclusion.check_config(self.loaded, self.data.mode)
         # ---- everything is valid: build (the target loads its model here)
         self.cache, self.sweep_note = self._open_cache()  # the one cache handle, given to the target
         self.target_context = {
@@ -509,11 +510,19 @@ class Runner:
         if mode == "copyright":
             inf = cfg.inference
             combining = {pa.name for pa in self.attacks if pa.cls.combines}
-            block = inference.set_inference(
-                rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, combining | {pa.name for pa in stage2}
-            )
+            exclude = combining | {pa.name for pa in stage2}
+            block = inference.set_inference(rows, inf.alpha, inf.combine, cfg.run.seed, inf.permutations, exclude)
             if second is not None:
                 block["combined"] = second.combined(block["combined"], rows)
+            baseline, stats14 = blind.for_records(records, cfg.run.seed)  # images only: the blind baseline
+            reference = shift.reference_block(self, stats14)  # provenance + shift check
+            block = conclusion.apply(
+                block, rows, baseline, alpha=inf.alpha, method=inf.combine, seed=cfg.run.seed, permutations=inf.permutations,
+                min_overlap=inf.min_overlap, max_shift_auc=inf.max_shift_auc,
+                shift_auc=reference["shift_check"].get("auc"), power_auc=inf.power_auc,
+                power_calibration=getattr(self, "power_calibration", None), exclude=exclude,
+                stage2=second.selection() if second is not None else None,
+            )
             if getattr(self, "data_preflight", None) is not None:
                 block["preflight"] = self.data_preflight
             if inf.sanity:  # the split-reference check, from the reference scores already here
@@ -523,7 +532,7 @@ class Runner:
             self._own(*thumbnails.paths(self.run_dir, [r.id for r in records if r.label == 1]))
             thumbnails.write(self.run_dir, [r for r in records if r.label == 1])  # the report's per-suspect table
             res = results.with_set_inference(res, block)
-            res = results.with_reference(res, shift.reference_block(self))  # provenance + shift check
+            res = results.with_reference(res, reference)
         split_col = any(pa.splits for pa in self.attacks)
         out = secrets.scrub_obj(results.to_dict(res))
         try:

@@ -16,26 +16,18 @@ the images alike. Here the attacks are combined *before* testing:
    attacks, which is the same error control as Bonferroni's; its smallest value is
    ``1 / (1 + permutations)``.
 
-The **power estimate** answers "would a set of ``n`` true members be flagged?". It resamples sets
-of ``n`` images from the suspects (assumed members: an optimistic estimate when only some are) and
-tests each against the reference with the normal approximation of the same permutation
-distribution; the smallest ``n`` at which at least ``target`` (80 %) of the resampled sets reach
-``p <= alpha`` is reported.
+The power figure (how many true members a set needs) is :mod:`audit_core.copyright.conclusion`'s: it
+never resamples the suspects.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 PERMUTATIONS = 9999
-#: set sizes tried by the power estimate (the first at which the target power is reached is reported)
-POWER_SIZES = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500)
-POWER_TARGET = 0.8
-POWER_DRAWS = 400
 
 
 def pooled_rank_statistic(table: np.ndarray) -> np.ndarray:
@@ -76,67 +68,14 @@ def permutation_test(statistic: np.ndarray, suspect: np.ndarray, permutations: i
     }
 
 
-def normal_p_value(sets: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """The normal approximation of :func:`permutation_test`'s p-value for each row of ``sets``
-    ``[D, k]`` (a set of k suspects' statistics) tested against ``reference`` ``[n_ref]``: the
-    suspects' mean against the permutation distribution of a k-subset mean of the pooled
-    ``n_ref + k`` values (finite-population variance)."""
-    sets = np.atleast_2d(np.asarray(sets, dtype=np.float64))
-    ref = np.asarray(reference, dtype=np.float64)
-    k, n = sets.shape[1], len(ref) + sets.shape[1]
-    total = ref.sum() + sets.sum(axis=1)
-    total_sq = (ref**2).sum() + (sets**2).sum(axis=1)
-    mu = total / n
-    var = np.maximum(total_sq / n - mu**2, 1e-300)
-    sd = np.sqrt(var / k * (n - k) / max(n - 1, 1))
-    return stats.norm.sf((sets.mean(axis=1) - mu) / sd)
-
-
-def power_estimate(
-    suspect_stat: np.ndarray,
-    reference_stat: np.ndarray,
-    alpha: float,
-    seed: int = 0,
-    target: float = POWER_TARGET,
-    draws: int = POWER_DRAWS,
-) -> dict[str, Any]:
-    """The smallest set size at which resampled sets of suspects reach ``p <= alpha`` in at least
-    ``target`` of ``draws`` draws, with the power at every size tried (see the module notes)."""
-    sus = np.asarray(suspect_stat, dtype=np.float64)
-    ref = np.asarray(reference_stat, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    curve: dict[str, float] = {}
-    smallest = None
-    for k in POWER_SIZES:
-        picks = sus[rng.integers(0, len(sus), size=(draws, k))]  # sets of k suspects, with replacement
-        p = normal_p_value(picks, ref)
-        power = float((p <= alpha).mean())
-        curve[str(k)] = round(power, 3)
-        if power >= target:
-            smallest = k
-            break
-    return {
-        "smallest_set_size": smallest,
-        "target_power": target,
-        "alpha": alpha,
-        "power_by_set_size": curve,
-        "note": (
-            f"sets of suspects resampled ({draws} per size) and tested against the {len(ref)} reference images; "
-            f"this assumes the suspects are training members, so it is optimistic when only some are"
-            + ("" if smallest is not None else f"; not reached up to {POWER_SIZES[-1]} images")
-        ),
-    }
-
-
 def combined_rank_test(
     table: np.ndarray, suspect: np.ndarray, names: list[str], alpha: float, seed: int = 0, permutations: int = PERMUTATIONS
 ) -> dict[str, Any]:
     """The ``combined`` block of ``set_inference`` for ``combine: rank``: the permutation test of
-    the pooled-rank statistic over ``names`` and the power estimate."""
+    the pooled-rank statistic over ``names`` (the power figure is :mod:`audit_core.copyright.conclusion`'s)."""
     s = np.asarray(suspect, dtype=bool)
     c = pooled_rank_statistic(table)
     test = permutation_test(c, s, permutations, seed)
-    power = power_estimate(c[s], c[~s], alpha, seed)
     return {
         "method": "rank",
         "attacks": list(names),
@@ -149,7 +88,6 @@ def combined_rank_test(
         "null_mean": test["null_mean"],
         "permutations": permutations,
         "min_p_value": 1 / (1 + permutations),
-        "power": power,
         "note": (
             f"per image, the mean over {len(names)} attack(s) of its pooled rank (suspects and reference together, "
             f"no labels used); the suspects' mean compared with {permutations} seeded random relabellings. "

@@ -195,6 +195,56 @@ class SetInference(_Open):
     alpha: Optional[float] = None
     threshold: Optional[float] = None
     flagged: Optional[int] = None
+    p_adjusted: Optional[float] = Field(
+        None, description="the shift-adjusted test's p-value (residuals of the score after what the blind features "
+        "explain, fitted on the reference alone and cross-fitted; suspects in common support vs the reference)")
+
+
+class Combined(SetInference):
+    """Copyright mode's combined test and the run's conclusion (audit_core.copyright.conclusion)."""
+
+    conclusion: Optional[Literal["evidence", "no evidence", "inconclusive"]] = Field(
+        None, description="evidence only when the plain and the shift-adjusted tests both reject, with common support "
+        "and no near-perfect image-only separation")
+    reasons: Optional[list[str]] = Field(None, description="short sentences for the auditor; an inconclusive one says what to do next")
+
+
+class Blind(_Open):
+    """The model-free baseline: how well the images alone tell suspects from reference (audit_core.copyright.blind)."""
+
+    auc: float = Field(description="cross-fitted AUC of the blind classifier (suspects vs reference)")
+    ci: list[float] = Field(description="its 95 % stratified bootstrap interval")
+    method: str
+    folds: int
+    features: list[str] = Field(description="the image statistics the classifier (and the adjustment) uses")
+    overlap: float = Field(description="share of suspects in common support with the reference")
+
+
+class Power(_Open):
+    """How many true members a set needs (never computed by resampling the suspects)."""
+
+    images_needed: Optional[int] = Field(description="smallest set size with 80 % power at alpha (None: more than 500)")
+    assumption: str
+    source: Literal["calibration", "assumed"]
+
+
+class SetInferenceBlock(_Open):
+    """Copyright mode's ``set_inference``: one entry per attack, ``combined``, ``blind`` and ``power``."""
+
+    __pydantic_extra__: dict[str, SetInference] = Field(init=False)  # type: ignore[assignment]
+    combined: Optional[Combined] = None
+    blind: Optional[Blind] = None
+    power: Optional[Power] = None
+    preflight: Optional["Preflight"] = None
+    sanity: Optional["Sanity"] = None
+
+    @model_serializer(mode="wrap")
+    def _ordered(self, handler):  # the attacks first, as before, then combined, blind, power, preflight, sanity
+        data = handler(self)
+        fixed = [k for k in ("combined", "blind", "power", "preflight", "sanity") if k in data]
+        out = {k: v for k, v in data.items() if k not in fixed}
+        out.update({k: data[k] for k in fixed})
+        return out
 
 
 class Preflight(_Open):
@@ -221,15 +271,14 @@ def attack_entries(si: Any) -> dict[str, dict]:
     return {str(k): v for k, v in si.items() if k not in SET_INFERENCE_BLOCKS and isinstance(v, dict)}
 
 
-#: an entry of ``set_inference``: an attack's test (or ``combined``), the preflight, the sanity
-#: check, or another run-level block (kept as given)
-SetInferenceEntry = Annotated[Union[SetInference, Preflight, Sanity, dict[str, Any]], Field(union_mode="left_to_right")]
+SetInferenceBlock.model_rebuild()  # its preflight and sanity fields name the two models above
 
 
 class ShiftCheck(_Open):
     """A model-free suspects-vs-reference classifier on image statistics (audit_core.shift)."""
 
     auc: Optional[float] = Field(description="its stratified cross-validated ROC AUC (None: too few images)")
+    ci: Optional[list[float]] = Field(None, description="the AUC's 95 % stratified bootstrap interval")
     note: str
 
 
@@ -253,7 +302,7 @@ class Results(_Closed):
     target: dict[str, Any] = Field(description="the target's describe() (secrets redacted)")
     attacks: dict[str, AttackResult]
     sweeps: Optional[dict[str, SweepResult]] = None
-    set_inference: Optional[dict[str, SetInferenceEntry]] = None
+    set_inference: Optional[SetInferenceBlock] = None
     reference: Optional[Reference] = None
 
 
@@ -402,13 +451,7 @@ def with_sweeps(results: Results, block: dict[str, Any], points: dict[str, tuple
 def with_set_inference(results: Results, block: dict[str, Any]) -> Results:
     """Add copyright mode's ``set_inference`` block (from :func:`audit_core.inference.set_inference`)."""
     out = results.model_copy(deep=True)
-    models = {"preflight": Preflight, "sanity": Sanity}
-    out.set_inference = {
-        k: models[k].model_validate(v) if k in models else (
-            dict(v) if k in SET_INFERENCE_BLOCKS and k != "combined" else SetInference.model_validate(v)
-        )
-        for k, v in block.items()
-    }
+    out.set_inference = SetInferenceBlock.model_validate(block)
     return out
 
 

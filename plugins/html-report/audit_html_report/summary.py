@@ -19,6 +19,16 @@ except ImportError:  # pragma: no cover - an audit-core without it
 #: the three conclusions of copyright mode (results.json ``set_inference.combined.conclusion``)
 CONCLUSIONS = {"evidence": "leak", "no evidence": "none", "inconclusive": "inconclusive"}
 
+#: keys of a ``set_inference`` block that are not attacks
+SET_KEYS = frozenset({"combined", "blind", "power"})
+#: the headline of each copyright-mode conclusion (results.json ``set_inference.combined.conclusion``)
+CONCLUSION_TITLES = {
+    "evidence": "Evidence that these images were used in training",
+    "no evidence": "No evidence that these images were used in training",
+    "inconclusive": "Inconclusive: these sets cannot tell membership from other differences",
+}
+CONCLUSION_LEVELS = {"evidence": "leak", "no evidence": "none", "inconclusive": "inconclusive"}
+
 #: (results.json key, column title)
 METRICS: tuple[tuple[str, str], ...] = (
     ("auc", "AUC"),
@@ -226,9 +236,12 @@ def headline(results: dict, verdicts: list[dict]) -> dict[str, str]:
         si = results.get("set_inference") or {}
         comb = si.get("combined") if isinstance(si, dict) else None
         hits = [v["name"] for v in verdicts if v["level"] == "evidence"]
-        said = conclusion(results)
-        if said is not None and said[0] == "inconclusive":
-            return {"level": "inconclusive", "title": INCONCLUSIVE, "text": "; ".join(said[1])}
+        if isinstance(comb, dict) and comb.get("conclusion") in CONCLUSION_LEVELS:
+            return {
+                "level": CONCLUSION_LEVELS[comb["conclusion"]],
+                "title": CONCLUSION_TITLES[comb["conclusion"]],
+                "text": " ".join(str(r) for r in comb.get("reasons") or []),
+            }
         if isinstance(comb, dict) and as_float(comb.get("p_value")) is not None:
             hit = bool(evidence(comb)) if said is None else said[0] == "evidence"
             return {
@@ -472,6 +485,9 @@ def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
             }
         how = f"{comb.get('method')}-combined over {len(comb.get('attacks') or [])} attacks" if src is comb and len(comb.get("attacks") or []) > 1 else f"attack {best[0]}" if best else ""
         flags = ""
+        conclusion = comb.get("conclusion")
+        if conclusion in CONCLUSION_LEVELS:  # the run's conclusion (audit_core.copyright.conclusion) decides the headline
+            return conclusion_verdict(comb, how)
         top = _most_flagged(si)
         if top:
             e = top[1]
@@ -554,6 +570,26 @@ def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
         "means": "On this model, with these attacks and images, membership does not show in the scores.",
         "not_means": not_proof,
     }
+
+
+def conclusion_verdict(comb: dict, how: str) -> dict[str, Any]:
+    """:func:`plain_verdict` of a copyright run with a three-way ``conclusion``: its title and colour
+    from the conclusion, its lead and meaning from the reasons."""
+    c = comb["conclusion"]
+    reasons = [str(r) for r in comb.get("reasons") or []]
+    p, pa, alpha = as_float(comb.get("p_value")), as_float(comb.get("p_adjusted")), as_float(comb.get("alpha"))
+    ps = f"p = {pval(p)}" + (f", shift-adjusted p = {pval(pa)}" if pa is not None else "") + (f", α = {alpha:g}" if alpha is not None else "")
+    lead = (reasons[0] if reasons else "") + (f" ({how}; {ps})" if how else f" ({ps})")
+    means = " ".join(reasons[1:])
+    not_means = {
+        "evidence": "It does not say which suspects were used, or how many: the test concerns the set as a whole. It "
+        "rests on a reference that is comparable to the suspects after what the images alone explain.",
+        "no evidence": "It does not show that the suspects were not used: the attacks may be too weak for this model, "
+        "only a few suspects may have been used, or the sets may be too small (see the power figure).",
+        "inconclusive": "It is neither evidence of use nor evidence of non-use: the reference differs from the suspects "
+        "in ways that move the attacks' scores by themselves.",
+    }[c]
+    return {"level": CONCLUSION_LEVELS[c], "title": CONCLUSION_TITLES[c], "lead": lead, "means": means, "not_means": not_means}
 
 
 def key_numbers(results: dict, verdicts: list[dict]) -> list[dict[str, str]]:
