@@ -421,3 +421,104 @@ def test_a_new_run_directory_must_be_creatable(tmp_path):
     with pytest.raises(AuditError, match=r"file\.txt is a file, not a folder"):
         check_run_dir(tmp_path / "file.txt" / "a" / "run")
     check_run_dir(tmp_path / "a" / "b" / "run")  # missing folders above are created later
+
+
+# --------------------------------------------------------------------------- details the mutants showed
+def test_manifest_file_format_and_relative_run_dirs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = Path("rel-run")
+    run.mkdir()
+    m = Manifest(run)
+    m.add(run / "x.txt")  # relative, under the (relative) run directory
+    m.add("y.txt")
+    assert m.files == {"x.txt", "y.txt"}
+    assert (run / MANIFEST).read_text() == json.dumps({"format": "audit-run/1", "files": ["x.txt", "y.txt"]}, indent=1) + "\n"
+
+
+def test_check_run_dir_messages_and_legacy_rules(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt", "results.json"):
+        (mine / name).write_text("x")
+    with pytest.raises(AuditError) as info:
+        check_run_dir(mine)
+    msg = str(info.value)
+    assert "e.g. a.txt, b.txt, c.txt)" in msg and f"(e.g. {mine / 'audit-run'})" in msg
+    legacy_plus = tmp_path / "legacy-plus"
+    legacy_plus.mkdir()
+    (legacy_plus / "state.sqlite").write_bytes(b"")
+    (legacy_plus / "thesis.tex").write_text("x")
+    with pytest.raises(AuditError, match=r"e\.g\. thesis\.tex\)"):
+        check_run_dir(legacy_plus)
+    # a link of the user's own, not where the run keeps its files, is no reason to refuse
+    run = tmp_path / "run"
+    write_manifest(run, ["results.json"])
+    (run / "results.json").write_text("{}")
+    (run / "my-link").symlink_to(tmp_path)
+    check_run_dir(run)
+
+
+def test_clear_goes_on_after_a_linked_entry(tmp_path):
+    run, theirs = tmp_path / "run", tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "x").write_text("keep")
+    run.mkdir()
+    (run / "a-link").symlink_to(theirs, target_is_directory=True)
+    (run / "b.txt").write_text("run's")
+    clear_run_dir(Manifest(run, {"a-link/x", "b.txt"}))
+    assert (theirs / "x").read_text() == "keep" and not (run / "b.txt").exists()
+
+
+def test_cache_links_and_odd_entries_are_foreign(tmp_path):
+    """Links named like cache files are not cache files (never followed), a file named like a
+    shard is foreign, and a foreign file after the marker is still found."""
+    key = "ab" + "2" * 62
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "f").write_text("x")
+    cases = {
+        "shard-link": lambda d: (d / "ab").symlink_to(target, target_is_directory=True),
+        "entry-link": lambda d: ((d / "ab").mkdir(), (d / "ab" / f"{key}.qc").symlink_to(target / "f")),
+        "tmp-link": lambda d: (d / ".audit-tmp-x.tmp").symlink_to(target / "f"),
+        "shard-file": lambda d: (d / "ab").write_text("x"),
+        "after-marker": lambda d: ((d / MARKER).write_text("{}"), (d / "zz-user.txt").write_text("x")),
+    }
+    for name, make in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        make(d)
+        assert QueryCache(d, create=False).foreign_example() is not None, name
+
+
+def test_cache_folder_creation_clear_and_trim_ownership(tmp_path):
+    import numpy as np
+
+    from audit_core.cache import encode_entry
+
+    nested = tmp_path / "a" / "b" / "cache"
+    QueryCache(nested)  # missing parents are created
+    assert (nested / MARKER).is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cache.dir: .*file is not a folder"):
+        QueryCache(tmp_path / "file")
+    with pytest.raises(ConfigError, match=r"cache\.dir: cannot create .*: Not a directory"):
+        QueryCache(tmp_path / "file" / "sub")
+    key = "ab" + "3" * 62
+
+    def entry(folder):
+        (folder / "ab").mkdir(parents=True, exist_ok=True)
+        (folder / "ab" / f"{key}.qc").write_bytes(encode_entry(key, np.zeros(4, np.float32)))
+
+    unmarked = tmp_path / "unmarked"  # cache files only: adopted by clear
+    entry(unmarked)
+    assert QueryCache(unmarked, create=False).clear() == 1 and (unmarked / MARKER).is_file()
+    marked = tmp_path / "marked"
+    QueryCache(marked)
+    entry(marked)
+    assert QueryCache(marked, create=False).clear() == 1
+    foreign = tmp_path / "foreign"
+    entry(foreign)
+    (foreign / ".bashrc").write_text("x")
+    assert QueryCache(foreign, create=False).trim(1) == 0  # not ours: nothing evicted
+    assert (foreign / "ab" / f"{key}.qc").exists()
+    assert QueryCache(tmp_path / "missing", create=False).clear() == 0

@@ -284,7 +284,9 @@ def record_settings(store: RunStore, settings: dict[str, Any]) -> None:
     """Remember the settings the stored scores are made with (merged over the earlier ones: a
     setting a resumed run does not use is still checked by a later one that does)."""
     old = store.get_meta(SETTINGS_KEY) or {}
-    store.set_meta(SETTINGS_KEY, {**old, **settings})
+    merged = {**old, **settings}
+    if merged != old:  # nothing to write for a run whose scores depend on none of them
+        store.set_meta(SETTINGS_KEY, merged)
 
 
 def clear_run_dir(manifest: Manifest) -> None:
