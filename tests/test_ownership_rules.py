@@ -493,7 +493,7 @@ def test_cache_links_and_odd_entries_are_foreign(tmp_path):
 def test_cache_folder_creation_clear_and_trim_ownership(tmp_path):
     import numpy as np
 
-    from audit_core.cache import encode_entry
+    from audit_core.data.cache import encode_entry
 
     nested = tmp_path / "a" / "b" / "cache"
     QueryCache(nested)  # missing parents are created
