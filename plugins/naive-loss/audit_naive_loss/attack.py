@@ -58,6 +58,11 @@ class NaiveLoss(Attack):
         if p.draws < 1:
             raise ConfigError(f"attack {self.context.name!r}: draws={p.draws} must be >= 1")
 
+    def rows_per_image(self) -> int:
+        """``draws`` noised copies of each image at once (what the core's memory check counts;
+        grey-box: no variation queries)."""
+        return self.params.draws
+
     def describe(self) -> dict[str, Any]:
         return {
             "statistic": "-mean over draws of sum((eps(x_t, t) - z)^2)",

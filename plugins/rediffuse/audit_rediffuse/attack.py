@@ -179,6 +179,11 @@ class ReDiffuse(Attack):
             return 2 * p.n
         return p.n
 
+    def with_budget(self, factor: int) -> dict[str, Any] | None:
+        """``n`` x ``factor`` for copyright mode's second stage; None with ``n: auto`` (its budget
+        is adaptive already: stage 1 only)."""
+        return None if self.params.n == "auto" else {"n": self.params.n * factor}
+
     def describe(self) -> dict[str, Any]:
         p = self.params
         out: dict[str, Any] = {"variant": self.variant, "distance": p.distance}
