@@ -21,8 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import DataError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
+from audit_core import DataError, ModelError, NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
 
 from . import loading
 

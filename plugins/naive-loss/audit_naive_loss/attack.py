@@ -24,10 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from audit_core import ddim, seeding
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum, mean_over
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import NOISE
+from audit_core import ddim, seeding, Attack, AttackOutput, AttackParams, Batch, flat_sum, mean_over, ConfigError, NOISE
 
 
 #: the official ReDiffuse scripts' setting for the naive loss (github lijingwei0502/diffusion_mia):

@@ -33,8 +33,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import ConfigError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights
+from audit_core import (
+    ConfigError, ModelError, NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder,
+    require_weights,
+)
 
 from . import memory
 
