@@ -28,6 +28,17 @@ __all__ = [
     "ImageRecord", "resolve_path",
     # errors: AuditError and subclasses are bad input (exit 2); PluginFailure a plugin's bug (exit 1)
     "AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure",
+    # what the shipped plugins use besides (tests/test_public_imports.py keeps them to this list)
+    # ... target helpers: weights on disk, device and dtype, latent targets, generators
+    "PICKLE_SUFFIXES", "pipeline_folder", "require_weights", "resolve_device", "resolve_dtype", "VaeLatentTarget",
+    "Generator", "GeneratorParams", "build_generator",
+    # ... images: decoding, 16-bit modes, tensors, base64 PNG (the http wire format)
+    "to_tensor", "to_8bit", "SIXTEEN_BIT_MODES", "tensor_to_uint8", "png_b64", "b64_bytes",
+    # ... statistics, secrets, config values, results
+    "metrics", "calibration_split", "CombiningAttack", "secrets", "parse_value", "load_yaml", "LABEL_NAMES",
+    "SET_INFERENCE_BLOCKS", "queries_curve", "thumbnail_path",
+    # ... the atomic writer (temporary file, fsync, rename; registered secrets scrubbed); a warning printed once
+    "write_text", "warn",
 ]
 
 
@@ -46,11 +57,14 @@ def lazy_exports(package: str, names: list[str], module: str):
     return __getattr__
 
 
+_MODULES = {"ddim": ".base.ddim", "seeding": ".base.seeding", "secrets": ".base.secrets", "metrics": ".stats.metrics"}
+
+
 def __getattr__(name: str):
-    if name in ("ddim", "seeding"):  # submodules: `from . import seeding` must not load the whole API
+    if name in _MODULES:  # submodules: `from . import seeding` must not load the whole API
         import importlib
 
-        return importlib.import_module(f".base.{name}", __name__)
+        return importlib.import_module(_MODULES[name], __name__)
     if name in __all__:
         from . import api
 

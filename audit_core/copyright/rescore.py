@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import inference, two_stage
 from ..plugin import factory, manager as plugins
-from ..plugin.prepared import PreparedAttack, rows_per_image
+from ..plugin.prepared import PreparedAttack, queries_per_image
 from ..stats import results
 from ..plugin.attacks import AttackContext
 from ..base.errors import ConfigError
@@ -49,6 +51,11 @@ def check_config(loaded: Any, mode: str, entries: list) -> None:
         )
 
 
+def _shown(updates: dict[str, Any]) -> str:
+    """``n=8, t=100``: the stage-2 param updates, for an error message."""
+    return ", ".join(f"{k}={v!r}" for k, v in updates.items())
+
+
 class SecondStage:
     """One run's plan, stage-2 entries and outcome."""
 
@@ -59,9 +66,10 @@ class SecondStage:
     # ------------------------------------------------------------------ before any query
     @classmethod
     def plan(cls, runner: Any) -> SecondStage | None:
-        """The budgeted plan and the stage-2 entries (each attack with an integer ``n`` rebuilt
-        with ``stage2_factor x n`` and its own seed_key), or None without a budget. A budget below
-        stage 1 is a ConfigError."""
+        """The budgeted plan and the stage-2 entries (each attack whose ``with_budget(stage2_factor)``
+        gives param updates, rebuilt with them and its own seed_key), or None without a budget. The
+        queries counted are what each attack states (``queries_per_image()``: for ``n: auto``, its
+        ``max_n``). A budget below stage 1 is a ConfigError."""
         if not wanted(runner.cfg, runner.data.mode):
             return None
         inf = runner.cfg.inference
@@ -70,20 +78,24 @@ class SecondStage:
         for pa in runner.attacks:
             if pa.cls.combines or VARIATION not in pa.cls.requires:
                 continue  # grey-box attacks send no variation queries; their scores are reused
-            rows1[pa.name] = rows_per_image(pa.attack, pa.params)
-            n = getattr(pa.params, "n", None)
-            if not isinstance(n, int) or isinstance(n, bool):
-                continue  # no integer n (e.g. n: auto): stage 1 only
-            params = pa.cls.Params.model_validate({**pa.params.model_dump(), "n": n * inf.stage2_factor})
+            rows1[pa.name] = queries_per_image(pa.attack)
+            updates = pa.attack.with_budget(inf.stage2_factor) if callable(getattr(pa.attack, "with_budget", None)) else None
+            if not updates:
+                continue  # the attack cannot scale its queries (e.g. n: auto): stage 1 only
             name = pa.name + two_stage.SUFFIX
+            try:
+                params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: the second stage's {name!r} ({_shown(updates)}): {exc}") from None
             ctx = AttackContext(name=name, seed_key=pa.seed_key, run_seed=runner.cfg.run.seed, distances=plugins.registry("distances"))
             attack = factory.construct(pa.cls, params, runner.target, ctx)
             try:
                 attack.check()
             except ConfigError as exc:
-                raise ConfigError(f"{where}: the second stage's {name!r} (n={params.n}): {exc}") from None
+                raise ConfigError(f"{where}: the second stage's {name!r} ({_shown(updates)}): {exc}") from None
             entries.append(PreparedAttack(pa.cfg, name, pa.cls, params, attack, pa.seed_key))
-            rows2[name] = (params.n, rows_per_image(attack, params))
+            q = queries_per_image(attack)
+            rows2[name] = (q, q)
         if not entries:
             raise ConfigError(
                 f"{where}: the second stage needs an attack that averages variations with an integer n "

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from ..base import ddim, seeding
 from ..base.params import PluginParams
 from ..base.errors import ConfigError
-from .targets import ACCESS_NAMES, Target
+from .targets import ACCESS_NAMES, VARIATION, Target
 
 
 class AttackParams(PluginParams):
@@ -135,6 +135,30 @@ class Attack:
     def describe(self) -> dict[str, Any]:
         """Extra JSON-able facts for results.json (variant, distance, ...)."""
         return {}
+
+    # what one image costs: the core sizes its memory check, the query budget and the second
+    # stage from these and never reads an attack's params (override where the defaults are wrong)
+    def queries_per_image(self) -> int:
+        """The most ``target.variation`` rows (variation queries) one image can cost: for an
+        adaptive budget, its ceiling. Default: 1 for an attack that requires VARIATION, else 0."""
+        return 1 if VARIATION in self.requires else 0
+
+    def rows_per_image(self) -> int:
+        """Image-sized rows one image holds at once while scored (variations, or a grey-box
+        attack's noise draws): the memory check multiplies the batch size by it. Default:
+        ``max(1, queries_per_image())``."""
+        return max(1, int(self.queries_per_image()))
+
+    def nfe_per_image(self) -> float | None:
+        """U-Net evaluations one image costs, when the attack knows (None: unknown); the core warns
+        when the target's counters measure something else. Default: ``expected_nfe_per_image``."""
+        return self.expected_nfe_per_image
+
+    def with_budget(self, factor: int) -> dict[str, Any] | None:
+        """Param updates that make this attack spend ``factor`` times its queries per image (what
+        copyright mode's second stage rescores with), or None when it cannot (the default: such an
+        entry is scored in stage 1 only)."""
+        return None
 
     def needs_calibration(self) -> bool:
         """True when the attack sets some params from labelled calibration images (an adaptive

@@ -186,8 +186,10 @@ def checked_scores(attack: Attack, out: Any, batch: Batch) -> np.ndarray:
 
 
 def expected_nfe(attack: Attack) -> float | None:
-    """The attack's ``expected_nfe_per_image`` (attribute, else its ``describe()`` entry)."""
-    value = getattr(attack, "expected_nfe_per_image", None)
+    """The attack's :meth:`~audit_core.Attack.nfe_per_image` (else its ``expected_nfe_per_image``
+    attribute, else its ``describe()`` entry)."""
+    fn = getattr(attack, "nfe_per_image", None)
+    value = fn() if callable(fn) else getattr(attack, "expected_nfe_per_image", None)
     if value is None:
         value = (attack.describe() or {}).get("expected_nfe_per_image")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -28,6 +28,15 @@ class VariationSimilarity(Attack):
         when the target's counters measure something else)."""
         return self.params.n * (self.params.t // self.params.k) if self.target.nfe_per_query(self.params.t, self.params.k) else None
 
+    # what an image costs: the core sizes its memory check and copyright mode's query budget
+    # from these (the defaults assume one variation per image and no second stage)
+    def queries_per_image(self) -> int:
+        return self.params.n
+
+    def with_budget(self, factor: int) -> dict:
+        """Param updates that spend ``factor`` x the queries (copyright mode's second stage)."""
+        return {"n": self.params.n * factor}
+
     def check(self) -> None:
         self.check_t(self.params.t)
         self.check_divides(self.params.t, self.params.k)

@@ -37,9 +37,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit_core import ddim, seeding
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import NOISE, TEXT
+from audit_core import Attack, AttackOutput, AttackParams, Batch, flat_sum
+from audit_core import ConfigError
+from audit_core import NOISE, TEXT
 
 from . import captions as perturbations
 

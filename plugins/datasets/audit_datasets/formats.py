@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit_core.base.errors import DataError
+from audit_core import DataError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

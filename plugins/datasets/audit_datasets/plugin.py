@@ -17,11 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audit_core import hookimpl
-from audit_core.base.errors import DataError
+from audit_core import hookimpl, DataError
 
 if TYPE_CHECKING:
-    from audit_core.base.records import ImageRecord
+    from audit_core import ImageRecord
 
 # the readers (numpy, the config module) are imported when a data set is read, not at start-up
 ARRAY_SETS = {
@@ -42,7 +41,7 @@ def _formats():
 
 
 def _path(value: str | None, base_dir: str | None, key: str) -> Path:
-    from audit_core.base.config import resolve_path
+    from audit_core import resolve_path
 
     if not value:
         raise DataError(f"data.{key} is required with data.dataset")
@@ -56,7 +55,7 @@ def _arrays(name: str, root: str):
 
 def make_loader(name: str):
     def loader(subset: str, options: dict) -> list[ImageRecord]:
-        from audit_core.base.records import ImageRecord
+        from audit_core import ImageRecord
 
         formats = _formats()
         root = _path(options.get("root"), options.get("base_dir"), "root")

@@ -45,7 +45,7 @@ def info(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Also accept pickled .bin weights."),
 ) -> None:
     """Load a model folder as the ddim target would, and print its description as JSON."""
-    from audit_core.plugin.targets import TargetContext
+    from audit_core import TargetContext
 
     from .target import DDIMParams, DDIMTarget
 

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from audit_core.base.errors import DataError
-from audit_core.base.records import ImageRecord
+from audit_core import DataError, ImageRecord
 
 SPLIT_FILE = Path(__file__).parent / "demo" / "digits_split.json"
 SIZE = 16  # the 8x8 digits are upscaled (bilinear) to SIZE x SIZE

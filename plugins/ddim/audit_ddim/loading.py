@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from audit_core.base.errors import ModelError
-from audit_core.plugin.targets import PICKLE_SUFFIXES, TargetContext
+from audit_core import ModelError, PICKLE_SUFFIXES, TargetContext
 
 DEMO_DIR = Path(__file__).parent / "demo"
 #: ``builtin:NAME`` model references shipped with this package

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audit_core.base.errors import ModelError
+from audit_core import ModelError
 
 PAPER_CONFIG = {"ch": 128, "ch_mult": (1, 2, 2, 2), "attn": (1,), "num_res_blocks": 2, "dropout": 0.1, "T": 1000, "img_size": 32}
 

@@ -23,8 +23,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import DataError, ModelError
-from audit_core.plugin.targets import GRADIENTS, NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
+from audit_core import DataError, ModelError, GRADIENTS, NOISE, VARIATION, Target, TargetContext, TargetParams, weights_sha256
 
 from . import loading
 

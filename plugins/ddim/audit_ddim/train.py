@@ -130,7 +130,7 @@ def save_grid(images: torch.Tensor, path: Path, scale: int = 4) -> None:
     import numpy as np
     from PIL import Image
 
-    from audit_core.data import tensor_to_uint8
+    from audit_core import tensor_to_uint8
 
     n, _, h, w = images.shape
     cols = int(math.ceil(math.sqrt(n)))

@@ -40,9 +40,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import DataError, ModelError
-from audit_core.plugin.targets import (
-    GRADIENTS, NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights, weights_sha256,
+from audit_core import (
+    DataError, ModelError, GRADIENTS, NOISE, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder,
+    require_weights, weights_sha256,
 )
 
 REQUIRED = ("model_index.json", "transformer", "vae", "scheduler")

@@ -51,9 +51,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from audit_core.stats import metrics
-from audit_core.plugin.attacks import AttackParams
-from audit_core.stats.combine import CombiningAttack
+from audit_core import metrics, AttackParams, CombiningAttack
 
 #: weight of the mean standardised score that breaks exact ties of rank-mean
 TIE_BREAK = 1e-9

@@ -40,8 +40,8 @@ import torch
 from pydantic import Field, field_validator
 
 from audit_core import secrets
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import TargetContext, TargetParams
+from audit_core import ConfigError
+from audit_core import TargetContext, TargetParams
 from audit_http import mapping
 from audit_http.client import RETRY_STATUS, RemoteError, Retrier, RetryPolicy
 from audit_http.remote import RemoteTarget
@@ -187,7 +187,7 @@ class GradioTarget(RemoteTarget):
 
         from gradio_client import handle_file
 
-        from audit_core.data import png_b64
+        from audit_core import png_b64
 
         p = self.params
         path = self.tmp / f"{uuid.uuid4().hex}.png"

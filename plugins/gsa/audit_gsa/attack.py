@@ -38,9 +38,9 @@ import torch
 from pydantic import Field
 
 from audit_core import ddim, seeding
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import GRADIENTS
+from audit_core import Attack, AttackOutput, AttackParams, Batch
+from audit_core import ConfigError
+from audit_core import GRADIENTS
 
 from .classifier import LogisticModel, fit_logistic, logits
 

@@ -186,7 +186,7 @@ def suspect_table(run: Any, results: dict, attacks: list[str]) -> dict[str, Any]
     if not by_id:
         return None
     try:
-        from audit_core.run.thumbnails import thumbnail_path
+        from audit_core import thumbnail_path
     except ImportError:  # an older core writes no thumbnails
         thumbnail_path = None  # type: ignore[assignment]
     out_rows = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from audit_core.run.reporting import Reporter, ReporterParams, RunView
+from audit_core import Reporter, ReporterParams, RunView
 
 from . import __version__, summary
 from .markdown import md
@@ -138,7 +138,7 @@ class EvidenceReport(Reporter):
     Params = EvidenceParams
 
     def render(self, run: RunView) -> list[Path]:
-        from audit_core.run.runner import write_text  # the core's atomic writer (secrets scrubbed)
+        from audit_core import write_text  # the core's atomic writer (secrets scrubbed)
 
         c = evidence_context(run)
         env = Environment(loader=PackageLoader("audit_html_report", "templates"), autoescape=True, undefined=StrictUndefined,

@@ -17,7 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from pydantic import Field, field_validator
 
-from audit_core.run.reporting import Reporter, ReporterParams, RunView
+from audit_core import Reporter, ReporterParams, RunView
 
 from . import __version__, copyright, images, plots, summary, tables
 from .summary import as_float
@@ -70,7 +70,7 @@ class HtmlReport(Reporter):
     Params = HtmlParams
 
     def render(self, run: RunView) -> list[Path]:
-        from audit_core.run.runner import write_text  # the core's atomic writer (secrets scrubbed)
+        from audit_core import write_text  # the core's atomic writer (secrets scrubbed)
 
         html = self.render_html(run)
         path = run.dir / self.params.filename

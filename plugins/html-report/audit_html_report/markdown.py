@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from audit_core.run.reporting import Reporter, RunView
+from audit_core import Reporter, RunView
 
 from . import __version__, copyright, summary
 from .summary import run_warnings
@@ -149,7 +149,7 @@ class MarkdownReport(Reporter):
     Params = MarkdownParams
 
     def render(self, run: RunView) -> list[Path]:
-        from audit_core.run.runner import write_text  # the core's atomic writer (secrets scrubbed)
+        from audit_core import write_text  # the core's atomic writer (secrets scrubbed)
 
         path = run.dir / self.params.filename
         write_text(path, render_markdown(run.results if isinstance(run.results, dict) else {}, getattr(run, "attestation", None)))

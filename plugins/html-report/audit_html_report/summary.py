@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from audit_core.base.records import LABEL_NAMES
+from audit_core import LABEL_NAMES
 
 try:  # the set_inference keys that are not attacks (older cores: the combined test only)
-    from audit_core.base.records import SET_INFERENCE_BLOCKS
+    from audit_core import SET_INFERENCE_BLOCKS
 except ImportError:  # pragma: no cover - an audit-core without it
     SET_INFERENCE_BLOCKS = ("combined", "preflight", "sanity", "blind", "power")
 
@@ -381,7 +381,7 @@ def queries_curve_rows(results: dict) -> list[dict[str, Any]]:
     """The AUC-vs-queries curve of a run with an adaptive budget (fixed and adaptive sweep points on
     the same held-out images, cheapest first; :func:`audit_core.run.sweeps.queries_curve`), formatted;
     [] when the run has none or the block is not as expected."""
-    from audit_core.run.sweeps import queries_curve
+    from audit_core import queries_curve
 
     sw = results.get("sweeps")
     if not isinstance(sw, dict) or not sw:

@@ -100,8 +100,8 @@ def config_sections(config_text: str | None) -> dict[str, Any] | None:
     missing or unreadable (the raw text is still shown)."""
     if not config_text:
         return None
-    from audit_core.base.config import load_yaml  # bounded: a deeply nested file is refused, not a RecursionError
-    from audit_core.base.errors import AuditError
+    from audit_core import load_yaml  # bounded: a deeply nested file is refused, not a RecursionError
+    from audit_core import AuditError
 
     try:
         cfg = load_yaml(config_text, "config.resolved.yaml")[0]

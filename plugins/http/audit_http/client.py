@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from audit_core.base.errors import PluginError
+from audit_core import PluginError
 
 #: statuses worth another try: request timeout, rate limit, server errors that are usually transient
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

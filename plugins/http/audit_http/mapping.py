@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from audit_core.base.errors import ConfigError
+from audit_core import ConfigError
 
 PLACEHOLDERS = ("t", "k", "strength", "steps", "total_steps", "seed", "prompt", "image")
 _EXACT = re.compile(r"^\{(\w+)\}$")

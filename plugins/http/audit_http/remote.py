@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from audit_core.plugin.targets import VARIATION, Target, TargetContext
+from audit_core import VARIATION, Target, TargetContext
 
 
 class RemoteTarget(Target):
@@ -55,7 +55,7 @@ class RemoteTarget(Target):
 
     def _no_seed(self, where: str) -> None:
         """The service takes no seed: say so once, in the run's notes and on the terminal."""
-        from audit_core.plugin.guard import warn
+        from audit_core import warn
 
         msg = (
             f"{where} has no {{seed}}: the endpoint cannot take a seed, so its variations are not reproducible "

@@ -50,8 +50,7 @@ import torch
 from pydantic import ValidationError
 
 from audit_core import __version__
-from audit_core.base.errors import AuditError, ConfigError, PluginError
-from audit_core.plugin.targets import VARIATION, Target, TargetContext
+from audit_core import AuditError, ConfigError, PluginError, VARIATION, Target, TargetContext
 
 from .protocol import (
     PROTOCOL,
@@ -86,7 +85,9 @@ def png_payload(data: str, size: int, where: str) -> bytes:
     """base64 PNG (a ``data:image/png;base64,`` prefix is accepted) -> its bytes, after checking
     from the header alone (nothing is decoded) that it is a ``size`` x ``size`` image of a usable
     mode: what a queued request holds until its turn at the model."""
-    from audit_core.data import b64_bytes
+    from PIL import Image, UnidentifiedImageError
+
+    from audit_core import SIXTEEN_BIT_MODES, b64_bytes
 
     if not data:
         raise BadRequest(f"{where}: expected a base64 string")
@@ -101,7 +102,7 @@ def image_payload(raw: bytes, size: int, where: str) -> bytes:
     """:func:`png_payload` for an image's bytes (a raw request body, an upload)."""
     from PIL import Image, UnidentifiedImageError
 
-    from audit_core.data import SIXTEEN_BIT_MODES
+    from audit_core import SIXTEEN_BIT_MODES
 
     try:
         img = Image.open(io.BytesIO(raw))
@@ -122,7 +123,7 @@ def decode_png(raw: bytes, channels: int, size: int, where: str) -> torch.Tensor
     target's channels."""
     from PIL import Image
 
-    from audit_core.data import DataError, to_8bit, to_tensor
+    from audit_core import DataError, to_8bit, to_tensor
 
     try:
         img = Image.open(io.BytesIO(raw))
@@ -291,7 +292,7 @@ class Service:
 
     def respond(self, plan: Plan, out: torch.Tensor, nfe: int, seconds: float) -> dict[str, Any]:
         """The answer: ``variations[i][j]`` is variation j of image i, as it came from the target."""
-        from audit_core.data import png_b64
+        from audit_core import png_b64
 
         return {
             "protocol": PROTOCOL,
@@ -567,9 +568,9 @@ def create_app(service: Service, token: str | None = None, protocol: str = "audi
         except (BadRequest, _TooLarge, _TooSlow, _Busy):
             raise
         except Exception:
-            from audit_core.base.secrets import scrub
+            from audit_core import secrets
 
-            log.error("internal error while serving a request:\n%s", scrub(traceback.format_exc()))
+            log.error("internal error while serving a request:\n%s", secrets.scrub(traceback.format_exc()))
             return JSONResponse({"error": "internal server error"}, status_code=500)
         finally:
             service.pending -= 1
@@ -584,7 +585,7 @@ def create_app(service: Service, token: str | None = None, protocol: str = "audi
 # ----------------------------------------------------------------------------- building
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``--param key=value`` (value parsed as YAML: numbers, booleans, lists)."""
-    from audit_core.base.config import parse_value
+    from audit_core import parse_value
 
     out: dict[str, Any] = {}
     for item in items:
@@ -682,7 +683,7 @@ def serve(
     checked (port, token, bind address, target params) before the model is loaded."""
     import uvicorn
 
-    from audit_core.base import secrets
+    from audit_core import secrets
 
     token = secrets.from_env(token_env, "--token-env") if token_env else None
     check_bind(host, port, token, insecure_no_auth)

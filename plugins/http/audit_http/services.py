@@ -100,7 +100,7 @@ def _admit(service: Service):
 def _png(x) -> bytes:
     import base64
 
-    from audit_core.data import png_b64
+    from audit_core import png_b64
 
     return base64.b64decode(png_b64(x))
 
@@ -141,9 +141,9 @@ def hf_plan(service: Service, body: bytes, content_type: str) -> Plan:
             raise BadRequest("`t` and `k` go together, as integers")
         if "strength" in params or "num_inference_steps" in params:
             raise BadRequest("give either t and k, or strength and num_inference_steps")
-        from audit_core.base.ddim import tk_problem
+        from audit_core import ddim
 
-        if problem := tk_problem(t, k, T):
+        if problem := ddim.tk_problem(t, k, T):
             raise BadRequest(f"`t`/`k`: {problem}")
     else:
         t, k = steps_to_tk(
@@ -264,7 +264,7 @@ def mount_a1111(api: Any, service: Service) -> None:
             out = await run_plan(service, request, plan)
             if not hasattr(out, "shape"):
                 return out
-            from audit_core.data import png_b64
+            from audit_core import png_b64
 
             images = await run_in_threadpool(lambda: [png_b64(out[j, 0]) for j in range(out.shape[0])])
         finally:

@@ -49,10 +49,7 @@ from urllib.parse import urlsplit
 import torch
 from pydantic import Field, ValidationError, field_validator
 
-from audit_core.base import secrets
-from audit_core.data import png_b64
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import TargetContext, TargetParams
+from audit_core import secrets, png_b64, ConfigError, TargetContext, TargetParams
 
 from . import mapping
 from . import protocol as wire  # `protocol` is also a param's name
@@ -156,7 +153,7 @@ def from_png_b64(data: str, channels: int, size: int, source: str = "the endpoin
     ``source`` (the URL) names the culprit in errors."""
     from PIL import Image
 
-    from audit_core.data import b64_bytes, to_tensor
+    from audit_core import b64_bytes, to_tensor
 
     if not isinstance(data, str):
         raise RemoteError(f"{source} returned a {type(data).__name__} where a base64 PNG belongs")

@@ -22,8 +22,7 @@ from typing import Any
 
 from pydantic import Field
 
-from audit_core.base import secrets
-from audit_core.plugin.generators import Generator, GeneratorParams
+from audit_core import secrets, Generator, GeneratorParams
 
 from .client import Client, RemoteError, RetryPolicy
 
@@ -126,7 +125,7 @@ def mount_txt2img(api: Any, generator: Generator, checkpoint: str | None = None)
 def serve_generator(app: Any, name: str, model: str | None, device: str = "auto") -> Generator:
     """Build the registered generator ``name`` (its ``model`` param: the served folder) and mount
     it on ``app`` (an ``audit serve`` app; its FastAPI app when wrapped in the token guard)."""
-    from audit_core.copyright.reference import build_generator
+    from audit_core import build_generator
 
     gcls, gparams = build_generator(name, {} if model is None else {"model": model}, device)
     generator = gcls(gparams, device)

@@ -24,10 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from audit_core import ddim, seeding
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum, mean_over
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import NOISE
+from audit_core import ddim, seeding, Attack, AttackOutput, AttackParams, Batch, flat_sum, mean_over, ConfigError, NOISE
 
 
 #: the official ReDiffuse scripts' setting for the naive loss (github lijingwei0502/diffusion_mia):
@@ -57,6 +54,11 @@ class NaiveLoss(Attack):
         self.check_t(p.t, "t")
         if p.draws < 1:
             raise ConfigError(f"attack {self.context.name!r}: draws={p.draws} must be >= 1")
+
+    def rows_per_image(self) -> int:
+        """``draws`` noised copies of each image at once (what the core's memory check counts;
+        grey-box: no variation queries)."""
+        return self.params.draws
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -31,10 +31,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from audit_core import ddim, seeding
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import NOISE
+from audit_core import ddim, seeding, Attack, AttackOutput, AttackParams, Batch, ConfigError, NOISE
 
 #: the paper's settings (configs/config.yaml of wjfu99/MIA-Gen; hard-coded in mx-ethan-rao/SimA's PFAMI)
 PAPER_TS: list[int] = list(range(0, 451, 50))

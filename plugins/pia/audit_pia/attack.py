@@ -26,10 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from audit_core import ddim
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import NOISE, Target
+from audit_core import ddim, Attack, AttackOutput, AttackParams, Batch, flat_sum, ConfigError, NOISE, Target
 
 #: mean |N(0, 1)| = sqrt(2 / pi): PIAN rescales e0 to this mean absolute value
 HALF_NORMAL_MEAN = math.sqrt(2.0 / math.pi)

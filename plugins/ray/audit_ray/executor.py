@@ -23,8 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
-from audit_core.base.errors import ConfigError
-from audit_core.run.executors import BatchResult, Executor, ExecutorParams, Job, WorkBatch
+from audit_core import ConfigError, BatchResult, Executor, ExecutorParams, Job, WorkBatch
 
 
 class RayParams(ExecutorParams):
@@ -46,7 +45,7 @@ class _Worker:
     def __init__(self, job: Job, torch_threads: int):
         import torch
 
-        from audit_core.run.executors import build_local
+        from audit_core import build_local
 
         torch.set_num_threads(torch_threads)
         self.job = job
@@ -56,7 +55,7 @@ class _Worker:
         return os.getpid()
 
     def score(self, batch: WorkBatch) -> BatchResult:
-        from audit_core.run.executors import execute_batch
+        from audit_core import execute_batch
 
         ctx = self.job.attack_context
         return execute_batch(self.target, self.attack, batch, ctx["run_seed"], ctx["seed_key"], self.job.keep_maps)

@@ -43,7 +43,7 @@ import math
 import numpy as np
 import torch
 
-from audit_core.plugin.attacks import AttackOutput, Batch
+from audit_core import AttackOutput, Batch
 
 #: floor for a distance before its log (an exact reconstruction would give log 0)
 TINY = 1e-30

@@ -53,11 +53,10 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch
+from audit_core import Attack, AttackOutput, AttackParams, Batch
 
 from . import adaptive
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import VARIATION, Target
+from audit_core import ConfigError, VARIATION, Target
 
 #: the paper's defaults per variant (pixel = DDIM on CIFAR/STL; latent = Stable Diffusion)
 PIXEL_DEFAULTS: dict[str, Any] = {"t": 200, "k": 100, "n": 10, "distance": "l2"}
@@ -178,6 +177,11 @@ class ReDiffuse(Attack):
         if self.variant == "latent" and p.latent_reference == "variation":
             return 2 * p.n
         return p.n
+
+    def with_budget(self, factor: int) -> dict[str, Any] | None:
+        """``n`` x ``factor`` for copyright mode's second stage; None with ``n: auto`` (its budget
+        is adaptive already: stage 1 only)."""
+        return None if self.params.n == "auto" else {"n": self.params.n * factor}
 
     def describe(self) -> dict[str, Any]:
         p = self.params

@@ -23,9 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from audit_core import ddim
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.plugin.targets import NOISE
+from audit_core import ddim, Attack, AttackOutput, AttackParams, Batch, flat_sum, NOISE
 
 
 #: the official ReDiffuse scripts' setting for SecMI (github lijingwei0502/diffusion_mia, attack_num 1):

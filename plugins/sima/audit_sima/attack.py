@@ -31,11 +31,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from audit_core import ddim
-from audit_core.stats import metrics
-from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
-from audit_core.base.errors import ConfigError
-from audit_core.plugin.targets import NOISE
+from audit_core import ddim, metrics, Attack, AttackOutput, AttackParams, Batch, flat_sum, ConfigError, NOISE
 
 #: the official DDPM sweep (DDPM/attack.py with --interval 10 --attack_num 20): t = 0, 10, ..., 200
 OFFICIAL_SWEEP: list[int] = list(range(0, 201, 10))

@@ -16,9 +16,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import ModelError
-from audit_core.plugin.generators import Generator, GeneratorParams
-from audit_core.plugin.targets import require_weights, resolve_device, resolve_dtype
+from audit_core import ModelError, Generator, GeneratorParams, require_weights, resolve_device, resolve_dtype
 
 from .target import REQUIRED
 

@@ -135,7 +135,7 @@ def plan(
 ) -> MemoryPlan:
     """Rows per U-Net and VAE pass and the peak estimate; raises ``ConfigError`` (exit 2) when
     not even one row fits the limit, or when the rows asked for do not."""
-    from audit_core.base.errors import ConfigError
+    from audit_core import ConfigError
 
     sizes = component_sizes(folder, ("unet", "vae", "text_encoder"))
     weights = sum(count for count, _ in sizes.values()) * element_bytes

@@ -37,9 +37,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import ConfigError, ModelError
-from audit_core.plugin.targets import (
-    GRADIENTS, NOISE, TEXT, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder, require_weights,
+from audit_core import (
+    ConfigError, ModelError, GRADIENTS, NOISE, TEXT, VARIATION, TargetContext, TargetParams, VaeLatentTarget, pipeline_folder,
+    require_weights,
 )
 
 from . import memory

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from audit_core.base.errors import ConfigError, ModelError
-from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetContext, TargetParams
+from audit_core import ConfigError, ModelError, NOISE, VARIATION, Target, TargetContext, TargetParams
 
 
 class Params(TargetParams):
