@@ -352,7 +352,8 @@ def _plain_help(cmd) -> None:
         _plain_help(sub)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The ``audit`` command (also ``python -m audit_core``, which passes its own ``prog_name``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
         from ..plugin import guard
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cmd = typer.main.get_command(build_app())
         _plain_help(cmd)
-        cmd(args=args, standalone_mode=True)
+        cmd(args=args, prog_name=prog_name, standalone_mode=True)
     except AuditError as exc:
         _fail(str(exc), 2)
     except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log
