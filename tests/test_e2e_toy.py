@@ -115,13 +115,72 @@ class _BrokenReporter:
         register(Broken)
 
 
-def test_a_crashing_reporter_is_a_warning_and_the_run_is_kept(toy_config, audit_cli, register_plugin, tmp_path):
+def test_a_crashing_reporter_fails_the_run_other_reports_written_results_kept(toy_config, audit_cli, register_plugin, tmp_path):
     register_plugin(_BrokenReporter(), name="broken-reporter")
     out = tmp_path / "run"
-    code, output = audit_cli("run", toy_config(reports=[{"plugin": "broken"}]), "--output", out)
+    cfg = toy_config(reports=[{"plugin": "broken"}, {"plugin": "html-report"}])
+    code, output = audit_cli("run", cfg, "--output", out)
+    flat = " ".join(output.split())
+    assert code == 1, output  # a CI job gating on the report must not pass
+    assert "reporter 'broken' (registered in-process as 'broken-reporter') failed: ZeroDivisionError: bug in a reporter" in flat
+    assert f"re-render with `audit report {out}`" in flat and "--keep-going" in flat and no_traceback(output)
+    assert "AUC" in output  # the summary of the finished run is still shown
+    assert json.loads((out / "results.json").read_text())["attacks"]  # results kept
+    assert (out / "report.html").is_file()  # the reporter after the broken one still ran
+    code, output = audit_cli("report", out)  # and on re-rendering
+    assert code == 1 and "ZeroDivisionError" in output and no_traceback(output), output
+
+
+def test_keep_going_makes_a_crashing_reporter_a_warning(toy_config, audit_cli, register_plugin, tmp_path):
+    register_plugin(_BrokenReporter(), name="broken-reporter")
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy_config(reports=[{"plugin": "broken"}]), "--output", out, "--keep-going")
     assert code == 0, output
-    assert "reporter 'broken' (registered in-process as 'broken-reporter') failed" in output and "ZeroDivisionError" in output and no_traceback(output)
+    assert "reporter 'broken' (registered in-process as 'broken-reporter') failed" in output and "ZeroDivisionError" in output
+    assert audit_cli("report", out, "--keep-going")[0] == 0
+
+
+class _MisdirectedReporter:
+    """A reporter that writes into a folder that does not exist."""
+
+    from audit_core import hookimpl
+
+    @hookimpl
+    def register_reporters(self, register):
+        from audit_core.run.reporting import Reporter
+
+        class Misdirected(Reporter):
+            name = "misdirected"
+
+            def render(self, view):
+                path = view.dir / "no-such-folder" / "junit.xml"
+                path.write_text("<testsuite/>")
+                return [path]
+
+        register(Misdirected)
+
+
+def test_a_reporter_that_cannot_write_names_itself_and_the_path(toy_config, audit_cli, register_plugin, tmp_path):
+    register_plugin(_MisdirectedReporter(), name="misdirected-reporter")
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy_config(reports=[{"plugin": "misdirected"}]), "--output", out)
+    flat = " ".join(output.split())
+    assert code == 2, output
+    assert f"reporter 'misdirected' (registered in-process as 'misdirected-reporter') cannot write {out / 'no-such-folder' / 'junit.xml'}" in flat
+    assert "No such file or directory" in flat and no_traceback(output)
     assert json.loads((out / "results.json").read_text())["attacks"]
+
+
+def test_report_passes_params_to_the_reporter(toy_config, audit_cli, tmp_path):
+    out = tmp_path / "run"
+    assert audit_cli("run", toy_config(), "--output", out)[0] == 0
+    code, output = audit_cli("report", out, "--reporter", "html-report", "--param", "title=Quarterly audit XYZ")
+    assert code == 0, output
+    assert "Quarterly audit XYZ" in (out / "report.html").read_text()
+    code, output = audit_cli("report", out, "--reporter", "html-report", "--param", "no_such_param=1")
+    assert code == 2 and "no_such_param" in output and no_traceback(output), output
+    code, output = audit_cli("report", out, "--param", "title=x")
+    assert code == 2 and "--param needs exactly one --reporter" in output, output
 
 
 def test_report_on_a_corrupt_results_file_exits_2(toy_config, audit_cli, tmp_path):

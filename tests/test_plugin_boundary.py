@@ -200,6 +200,10 @@ def _broken(kind: str):
                 return out.scores
             if kind == "count":
                 return AttackOutput(scores=out.scores[:-1])
+            if kind == "int":  # ties by rounding: refused, not averaged into a meaningless AUC
+                return AttackOutput(scores=(out.scores * 1000).long())
+            if kind == "column":  # [B, 1]: refused, not flattened
+                return AttackOutput(scores=out.scores[:, None])
             raise AssertionError(kind)
 
     return Broken
@@ -211,7 +215,9 @@ def _broken(kind: str):
         ("nan", "attack 'bad-nan' (registered in-process as 'bad') returned non-finite scores (NaN) for 1 of 3 images (e.g. members/img0003.png)."),
         ("raise", "attack 'bad-raise' (registered in-process as 'bad') failed in score(): RuntimeError: boom."),
         ("tensor", "attack 'bad-tensor' (registered in-process as 'bad') returned a bare torch.Tensor from score(). score() must return AttackOutput(scores=...)"),
-        ("count", "attack 'bad-count' (registered in-process as 'bad') returned 2 scores (shape [2]) for a batch of 3 images."),
+        ("count", "attack 'bad-count' (registered in-process as 'bad') returned scores of shape [2] for a batch of 3 images."),
+        ("int", "attack 'bad-int' (registered in-process as 'bad') returned scores of dtype torch.int64. Scores must be a floating-point Tensor"),
+        ("column", "attack 'bad-column' (registered in-process as 'bad') returned scores of shape [3, 1] for a batch of 3 images."),
     ],
 )
 def test_a_misbehaving_attack_is_a_plugin_failure_and_the_run_resumes(kind, message, register_plugin, toy_run_config, audit_cli, tmp_path):

@@ -56,6 +56,11 @@ def _root(
         guard.debug = True
 
 
+_KEEP_GOING = typer.Option(
+    "--keep-going", help="A reporter that crashes is a warning (exit 0) instead of a failed command (exit 1); the other reports are written either way."
+)
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="The audit.yaml to run.")],
@@ -78,13 +83,16 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a finished run of a different config in the run directory (with --resume: discard its results).")
     ] = False,
+    keep_going: Annotated[bool, _KEEP_GOING] = False,
 ) -> None:
     """Run the audit described by CONFIG and write a run directory."""
     from ..base.config import load_config
     from ..run.defaults import with_defaults
     from ..run.runner import Runner
 
-    runner = Runner(with_defaults(load_config(config, set_)), output=output, resume=resume, force=force, console=err_console)
+    runner = Runner(
+        with_defaults(load_config(config, set_)), output=output, resume=resume, force=force, console=err_console, keep_going=keep_going
+    )
     _execute(runner, ["audit", "run", str(config)], set_)
 
 
@@ -124,6 +132,10 @@ def _execute(runner, command: list[str], set_: list[str]) -> None:
 
     try:
         run_dir = runner.run()
+    except (AuditError, PluginFailure):
+        if getattr(runner, "reports_failed", False):  # the run itself finished: show what it found
+            term.summary(runner.results, console)
+        raise
     except (Interrupted, KeyboardInterrupt):
         run_dir = getattr(runner, "run_dir", None)
         saved = run_dir is not None and (run_dir / "state.sqlite").exists()
@@ -190,6 +202,14 @@ def report(
         list[str],
         typer.Option("--reporter", "-r", metavar="NAME", help="Render this reporter (repeatable), e.g. html-report; default: the run's own."),
     ] = [],  # noqa: B006
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param", "-p", metavar="KEY=VALUE",
+            help="A param of the --reporter (repeatable; the value is read as YAML, e.g. title=Audit or open=true).",
+        ),
+    ] = [],  # noqa: B006
+    keep_going: Annotated[bool, _KEEP_GOING] = False,
 ) -> None:
     """Re-render the reports of a finished run without running attacks, or add a reporter."""
     from ..run.reporting import RunView, build_reporter, render_reports, reporters_from_config
@@ -198,12 +218,13 @@ def report(
     if not (run_dir / "results.json").is_file():
         raise AuditError(f"{run_dir} is not a finished run directory (no results.json)")
     view = RunView(run_dir)  # a corrupt results.json is an error even when no reporter is configured
-    reps = [build_reporter(name) for name in reporter] if reporter else reporters_from_config(run_dir)
-    paths = render_reports(view, reps)
+    params = _reporter_params(param, reporter)
+    reps = [build_reporter(name, params) for name in reporter] if reporter else reporters_from_config(run_dir)
+    paths = render_reports(view, reps, keep_going=keep_going, own=lambda *p: Manifest.load(run_dir).add(*p))  # the run's files
     if paths:
         from ..run import attest
 
-        Manifest.load(run_dir).add(*paths, attest.REPORTS_ATTESTATION)  # the run's files: scrubbed and cleared with it
+        Manifest.load(run_dir).add(attest.REPORTS_ATTESTATION)  # the run's files: scrubbed and cleared with it
         attest.write_reports_attestation(run_dir, paths)  # the reports statement follows the new reports
         if (run_dir / attest.SIGNATURES).is_file():
             console.print(
@@ -268,6 +289,22 @@ def verify(
         console.print(f"{run_dir}: {len(outcome.failures)} check(s) failed", soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(1)
     console.print(f"{run_dir}: verified", soft_wrap=True, highlight=False, markup=False)
+
+
+def _reporter_params(items: list[str], reporters: list[str]) -> dict:
+    """``--param key=value`` items as a dict (values read as YAML scalars, as ``--set`` does)."""
+    from ..base.config import parse_value
+
+    if items and len(reporters) != 1:
+        raise AuditError("--param needs exactly one --reporter NAME to apply to, e.g. audit report RUN --reporter html-report --param title=X")
+    params: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise AuditError(f"--param {item!r}: expected KEY=VALUE, e.g. --param title=Audit")
+        params[key] = parse_value(value)
+    return params
 
 
 _CacheDir = Annotated[
@@ -376,7 +413,8 @@ def _plain_help(cmd) -> None:
         _plain_help(sub)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The ``audit`` command (also ``python -m audit_core``, which passes its own ``prog_name``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args[1:]:  # `audit run x.yaml --debug` works like `audit --debug run x.yaml`
         from ..plugin import guard
@@ -386,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cmd = typer.main.get_command(build_app())
         _plain_help(cmd)
-        cmd(args=args, standalone_mode=True)
+        cmd(args=args, prog_name=prog_name, standalone_mode=True)
     except AuditError as exc:
         _fail(str(exc), 2)
     except PluginFailure as exc:  # a plugin's bug: one paragraph naming it, traceback in the log

@@ -164,10 +164,17 @@ def checked_scores(attack: Attack, out: Any, batch: Batch) -> np.ndarray:
         )
     if not isinstance(out.scores, torch.Tensor):
         raise guard.failure(attack, f"returned AttackOutput.scores of type {type(out.scores).__name__}", hint="It must be a torch.Tensor of shape [B].")
-    if out.scores.numel() != n or (out.scores.dim() > 1 and out.scores.shape[0] != n):
+    if out.scores.dim() != 1 or out.scores.shape[0] != n:
         raise guard.failure(
-            attack, f"returned {out.scores.numel()} scores (shape {list(out.scores.shape)}) for a batch of {n} images",
-            hint="score() must return one score per image, in batch order (shape [B]).",
+            attack, f"returned scores of shape {list(out.scores.shape)} for a batch of {n} images",
+            hint=f"score() must return one score per image, in batch order: a Tensor of shape [B] = [{n}] "
+            "(a [B, 1] tensor is not flattened for you: use .squeeze(1) or .flatten()).",
+        )
+    if not out.scores.is_floating_point():
+        raise guard.failure(
+            attack, f"returned scores of dtype {out.scores.dtype}",
+            hint="Scores must be a floating-point Tensor (e.g. .float()): integer or boolean scores tie by rounding "
+            "and make the AUC meaningless.",
         )
     scores = out.scores.detach().double().cpu().numpy().reshape(-1)
     bad = ~np.isfinite(scores)

@@ -121,23 +121,59 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
 
 
-def render_reports(view: RunView, reporters: list[Reporter], console: Any = None) -> list[Path]:
-    """Render every reporter. A reporter that crashes (a bug in a plugin) costs its own report
-    only: the scores and results are already saved, so it is a warning, not a failed run."""
-    from . import console as term
+def render_reports(
+    view: RunView, reporters: list[Reporter], console: Any = None, keep_going: bool = False, own: Any = None
+) -> list[Path]:
+    """Render every reporter, each even when one before it failed; ``own(*paths)`` is called with
+    the files written (so they join the run's manifest) before any error is raised.
+
+    A reporter that crashes (a bug in a plugin) fails the command with a :class:`PluginFailure`
+    (exit 1) naming the reporter, its distribution and the exception; with ``keep_going`` it is a
+    warning instead (the old behaviour). A reporter that cannot write its file (a missing folder,
+    permissions, a full disk) is an :class:`AuditError` (exit 2) naming the reporter and the path.
+    Either way the scores and results are already saved and stay."""
+    from ..base.errors import PluginFailure
     from ..plugin import guard
+    from . import console as term
 
     paths: list[Path] = []
+    bugs: list[str] = []
+    io: list[str] = []
+    logs: list[str] = []
     for rep in reporters:
+        name = guard.who(rep)
         try:
             paths.extend(rep.render(view))
-        except (OSError, AuditError):
-            raise
+        except OSError as exc:
+            where = exc.filename or view.dir
+            io.append(f"{name} cannot write {where}: {exc.strerror or exc}")
+        except AuditError as exc:
+            io.append(f"{name}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not lose a finished run
             guard.set_log_dir(view.dir)
-            guard.failure(rep, "failed", exc, resumable=False)  # its traceback to <run_dir>/audit.log
-            term.reporter_failed(console, guard.who(rep).removeprefix("reporter "), exc, view.dir)
-    return paths
+            fail = guard.failure(rep, "failed", exc, resumable=False)  # its traceback to <run_dir>/audit.log
+            if keep_going:
+                term.reporter_failed(console, name.removeprefix("reporter "), exc, view.dir)
+            else:
+                bugs.append(f"{name} failed: {type(exc).__name__}: {exc}")
+                if fail.log:
+                    logs.append(fail.log)
+    if own is not None and paths:
+        own(*paths)
+    if not bugs and not io:
+        return paths
+    written = f" The other reports were written ({len(paths)} file(s))." if paths else ""
+    tail = (
+        f" The scores and results are saved in {view.dir}; re-render with `audit report {view.dir}` once fixed."
+        + written
+    )
+    if bugs:
+        msg = "; ".join(bugs + io) + "." + tail + " This is a bug in that plugin, not in your config"
+        msg += " (`--keep-going` turns a failed reporter into a warning)."
+        if logs:
+            msg += f" Traceback: {logs[0]}"
+        raise PluginFailure(msg, logs[0] if logs else None)
+    raise AuditError("; ".join(io) + "." + tail)
 
 
 def sweeps_markdown(sweeps_block: dict[str, Any]) -> str:

@@ -55,8 +55,11 @@ class Runner:
         resume: bool | None = False,  # None: not said (an unfinished run in the way is refused)
         force: bool = False,
         console: Console | None = None,
+        keep_going: bool = False,  # a crashing reporter is a warning, not a failed run (exit 1)
     ):
         self.loaded = loaded = with_defaults(loaded)
+        self.keep_going = keep_going
+        self.reports_failed = False
         self.cfg = loaded.cfg
         self.output = output
         self.resume = resume
@@ -551,6 +554,10 @@ class Runner:
             manifest.add(*paths)
 
     def render_reports(self) -> list[Path]:
-        paths = render_reports(RunView(self.run_dir), self.reporters, self.console) if self.reporters else []
-        self._own(*paths)
-        return paths
+        if not self.reporters:
+            return []
+        try:
+            return render_reports(RunView(self.run_dir), self.reporters, self.console, self.keep_going, own=self._own)
+        except Exception:
+            self.reports_failed = True  # the results are saved: the CLI still prints the summary
+            raise
