@@ -250,7 +250,7 @@ def sign(
 ) -> None:
     """Sign a run's attestation offline (DSSE envelopes in signatures.intoto.jsonl) and re-render
     its reports to show the key's fingerprint."""
-    from ..run.attest import sign_run
+    from .sign import sign_run
 
     fpr, paths = sign_run(run_dir, key, passphrase_env, err_console)
     for p in paths:

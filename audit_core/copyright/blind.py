@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import shift
+from .shift import bootstrap_auc_ci  # noqa: F401  (lives beside the shift check, which uses it too)
 
 NATIVE = 64  # side of the native-resolution central crop for the NATIVE_FEATURES
 NATIVE_FEATURES = (
@@ -188,22 +189,6 @@ def auc(scores: np.ndarray, y: np.ndarray) -> float:
     r = st.rankdata(scores)
     n1, n0 = int((y == 1).sum()), int((y == 0).sum())
     return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def bootstrap_auc_ci(scores: np.ndarray, y: np.ndarray, seed: int, draws: int = BOOTSTRAP) -> list[float]:
-    """95 % stratified bootstrap interval of :func:`auc` (suspects and reference resampled apart)."""
-    from scipy import stats as st
-
-    rng = np.random.default_rng([seed, 0xB1])
-    pos, neg = scores[y == 1], scores[y == 0]
-    n1, n0 = len(pos), len(neg)
-    vals = np.empty(draws)
-    for b in range(draws):
-        both = np.concatenate([pos[rng.integers(0, n1, n1)], neg[rng.integers(0, n0, n0)]])
-        r = st.rankdata(both)
-        vals[b] = (r[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-    lo, hi = np.quantile(vals, [0.025, 0.975])
-    return [float(lo), float(hi)]
 
 
 # --------------------------------------------------------------------------------- the baseline

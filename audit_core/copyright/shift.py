@@ -75,8 +75,6 @@ def shift_check(records: list[ImageRecord], seed: int = 0, stats: np.ndarray | N
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_predict(clf, x, y, cv=cv, method="decision_function")
     auc = float(roc_auc_score(y, scores))
-    from .blind import bootstrap_auc_ci
-
     ci = bootstrap_auc_ci(np.asarray(scores, dtype=np.float64), y, seed)
     if auc >= EASY:
         note = (f"AUC {auc:.2f}: simple image statistics alone tell the suspects from the reference; the attacks' "
@@ -127,3 +125,19 @@ def reference_block(runner: Any, stats: np.ndarray | None = None) -> dict[str, A
     block = provenance(runner.cfg.data.reference, Path(runner.loaded.base_dir), records)
     block["shift_check"] = shift_check(records, runner.cfg.run.seed, stats)
     return block
+
+
+def bootstrap_auc_ci(scores: np.ndarray, y: np.ndarray, seed: int, draws: int = 1000) -> list[float]:
+    """95 % stratified bootstrap interval of :func:`auc` (suspects and reference resampled apart)."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng([seed, 0xB1])
+    pos, neg = scores[y == 1], scores[y == 0]
+    n1, n0 = len(pos), len(neg)
+    vals = np.empty(draws)
+    for b in range(draws):
+        both = np.concatenate([pos[rng.integers(0, n1, n1)], neg[rng.integers(0, n0, n0)]])
+        r = st.rankdata(both)
+        vals[b] = (r[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+    lo, hi = np.quantile(vals, [0.025, 0.975])
+    return [float(lo), float(hi)]

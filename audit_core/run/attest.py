@@ -64,7 +64,7 @@ def statement_bytes(subjects: list[tuple[str, str]], predicate_type: str, predic
     from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
     from in_toto_attestation.v1.statement import Statement
 
-    predicate = json.loads(json.dumps(predicate))  # plain JSON values only
+    predicate = _printable(json.loads(json.dumps(predicate)))  # plain JSON values only, valid UTF-8
     stmt = Statement([ResourceDescriptor(name=n, digest={"sha256": d}).pb for n, d in subjects], predicate_type, predicate)
     stmt.validate()
     out = json_format.MessageToDict(stmt.pb)
@@ -72,6 +72,20 @@ def statement_bytes(subjects: list[tuple[str, str]], predicate_type: str, predic
         raise AssertionError("the in-toto library changed the predicate")
     out["predicate"] = predicate
     return (json.dumps(out, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _printable(v: Any) -> Any:
+    """Every string as UTF-8 can hold it: a file name that is not UTF-8 (lone surrogates) as
+    ``\\xNN`` escapes, as image ids are (:func:`audit_core.data.printable_name`)."""
+    from ..data import printable_name
+
+    if isinstance(v, str):
+        return printable_name(v)
+    if isinstance(v, dict):
+        return {printable_name(str(k)): _printable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_printable(x) for x in v]
+    return v
 
 
 def _floats(v: Any) -> Any:
@@ -354,45 +368,3 @@ def info(run_dir: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- audit sign
-def sign_run(run_dir: Path, key: Path, passphrase_env: str | None = None, console: Any = None) -> tuple[str, list[Path]]:
-    """``audit sign``: sign the run's attestation (DSSE, offline), re-render the run's reports so
-    they show the signing key's fingerprint, re-write the reports statement and sign it too.
-    Returns (fingerprint, files written). Refuses (exit 2) a run whose outputs no longer match
-    their attestation: a signature vouches for what was run, so nothing changed is signed."""
-    from ..base import signing
-    from .reporting import RunView, render_reports, reporters_from_config
-    from .rundir import Manifest
-    from .store import write_text
-
-    run_dir = Path(run_dir)
-    private = signing.load_private_key(key, passphrase_env)  # every key problem first (exit 2)
-    att = run_dir / ATTESTATION
-    if not run_dir.is_dir() or not att.is_file():
-        raise AuditError(f"{run_dir} is not an attested run directory (no {ATTESTATION}); run the audit first")
-    data = att.read_bytes()
-    try:
-        stmt = parse_statement(data, ATTESTATION)
-    except ValueError as exc:
-        raise AuditError(str(exc)) from None
-    for s in stmt.get("subject") or []:
-        p = run_dir / s["name"]
-        if not p.is_file() or sha256_file(p) != s["digest"].get("sha256"):
-            raise AuditError(
-                f"{s['name']} does not match {ATTESTATION} (changed or missing since the run); nothing is signed. "
-                f"`audit verify {run_dir}` lists every difference"
-            )
-    fpr = signing.fingerprint(private.public_key())
-    manifest = Manifest.load(run_dir)
-    manifest.add(SIGNATURES, REPORTS_ATTESTATION)
-    first = signing.sign(data, private)
-    write_text(run_dir / SIGNATURES, signing.bundle_text([first]))  # the reports read the fingerprint from it
-    reps = reporters_from_config(run_dir)
-    paths = render_reports(RunView(run_dir), reps, console) if reps else []
-    if paths:
-        manifest.add(*paths)
-    envelopes = [first]
-    rep = write_reports_attestation(run_dir, paths)
-    if rep is not None:
-        envelopes.append(signing.sign(rep.read_bytes(), private))
-    write_text(run_dir / SIGNATURES, signing.bundle_text(envelopes))
-    return fpr, [*paths, *([rep] if rep else []), run_dir / SIGNATURES]

@@ -26,14 +26,14 @@ def _write_pickle(path, data):
 
 @pytest.fixture
 def cifar10_root(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
+    folder = tmp_path / "data" / "cifar-10-batches-py"  # data.root (tmp_path / "data") apart from run folders
+    folder.mkdir(parents=True)
     images = []
     for b in range(1, 6):
         rows, hwc = _rows(2, b)
         images.append(hwc)
         _write_pickle(folder / f"data_batch_{b}", {b"data": rows, b"labels": [0, 1]})
-    return tmp_path, np.concatenate(images)
+    return tmp_path / "data", np.concatenate(images)
 
 
 def split_file(tmp_path, members, nonmembers, name="split.npz"):
