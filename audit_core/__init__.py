@@ -58,6 +58,12 @@ def lazy_exports(package: str, names: list[str], module: str):
 
 
 _MODULES = {"ddim": ".base.ddim", "seeding": ".base.seeding", "secrets": ".base.secrets", "metrics": ".stats.metrics"}
+#: names that load without torch (a plugin's registration module imports them at discovery time)
+_LIGHT = {
+    **dict.fromkeys(("AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure"), ".base.errors"),
+    "ImageRecord": ".base.records", "LABEL_NAMES": ".base.records", "SET_INFERENCE_BLOCKS": ".base.records",
+    "resolve_path": ".base.config", "parse_value": ".base.config", "load_yaml": ".base.config", "warn": ".base.terminal",
+}
 
 
 def __getattr__(name: str):
@@ -65,6 +71,10 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module(_MODULES[name], __name__)
+    if name in _LIGHT:
+        import importlib
+
+        return getattr(importlib.import_module(_LIGHT[name], __name__), name)
     if name in __all__:
         from . import api
 

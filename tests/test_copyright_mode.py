@@ -283,8 +283,8 @@ def test_copyright_run_flags_bright_suspects(copyright_config, audit_cli, tmp_pa
 
     flat = " ".join(output.split())
     assert "Was the suspect set used?" in flat and "│ 12 │ 40 │ 12 │" in flat and "│ 1.000 │ yes │" in flat
-    assert "Combined (rank" in flat and "Conclusion: INCONCLUSIVE" in flat and "audit reference check" in flat
-    assert "Power: a set of true members reaches p <= 0.05 with 80% power" in flat and "assumed" in flat
+    assert "p-values: combined (rank) p = " in flat and "Conclusion: INCONCLUSIVE" in flat and "audit reference check" in flat
+    assert "Power: " in flat and "would be needed for evidence at this alpha" in flat and "assumed" in flat
 
 
 def test_copyright_run_on_a_null_set_finds_no_evidence(copyright_config, audit_cli, tmp_path):

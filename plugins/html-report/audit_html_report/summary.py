@@ -20,12 +20,12 @@ except ImportError:  # pragma: no cover - an audit-core without it
 CONCLUSIONS = {"evidence": "leak", "no evidence": "none", "inconclusive": "inconclusive"}
 
 #: keys of a ``set_inference`` block that are not attacks
-SET_KEYS = frozenset({"combined", "blind", "power"})
+SET_KEYS = frozenset({"combined", "blind", "power", "preflight", "sanity"})
 #: the headline of each copyright-mode conclusion (results.json ``set_inference.combined.conclusion``)
 CONCLUSION_TITLES = {
     "evidence": "Evidence that these images were used in training",
     "no evidence": "No evidence that these images were used in training",
-    "inconclusive": "Inconclusive: these sets cannot tell membership from other differences",
+    "inconclusive": "Inconclusive: this comparison cannot tell whether these images were used in training",
 }
 CONCLUSION_LEVELS = {"evidence": "leak", "no evidence": "none", "inconclusive": "inconclusive"}
 
@@ -242,6 +242,7 @@ def headline(results: dict, verdicts: list[dict]) -> dict[str, str]:
                 "title": CONCLUSION_TITLES[comb["conclusion"]],
                 "text": " ".join(str(r) for r in comb.get("reasons") or []),
             }
+        said = conclusion(results)
         if isinstance(comb, dict) and as_float(comb.get("p_value")) is not None:
             hit = bool(evidence(comb)) if said is None else said[0] == "evidence"
             return {
@@ -485,9 +486,6 @@ def plain_verdict(results: dict, verdicts: list[dict]) -> dict[str, Any]:
             }
         how = f"{comb.get('method')}-combined over {len(comb.get('attacks') or [])} attacks" if src is comb and len(comb.get("attacks") or []) > 1 else f"attack {best[0]}" if best else ""
         flags = ""
-        conclusion = comb.get("conclusion")
-        if conclusion in CONCLUSION_LEVELS:  # the run's conclusion (audit_core.copyright.conclusion) decides the headline
-            return conclusion_verdict(comb, how)
         top = _most_flagged(si)
         if top:
             e = top[1]

@@ -119,6 +119,10 @@ def test_an_older_copyright_run_still_renders_its_power_and_no_table_without_sco
     run = copy_run(run_copyright)
     res = json.loads((run / "results.json").read_text())
     del res["set_inference"]["preflight"]
+    for key in ("power", "blind"):  # an older run: no power block of its own, the resampled estimate in combined
+        res["set_inference"].pop(key, None)
+    res["set_inference"]["combined"]["power"] = {"power_by_set_size": {"5": 0.5, "10": 0.85}, "smallest_set_size": 10,
+                                                  "alpha": 0.05, "target_power": 0.8, "note": "resampled"}
     (run / "results.json").write_text(json.dumps(res))
     html = _render(run)
     assert 'id="verdict"' in html and 'id="preflight"' not in html

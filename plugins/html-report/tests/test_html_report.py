@@ -172,7 +172,7 @@ def test_copyright_mode(run_copyright):
     # the title follows the run's three-way conclusion (issue 30)
     titles = {"evidence": "Evidence that these images were used in training",
               "no evidence": "No evidence that these images were used in training",
-              "inconclusive": "Inconclusive: these sets cannot tell membership from other differences"}
+              "inconclusive": "Inconclusive: this comparison cannot tell whether these images were used in training"}
     want = titles[results["set_inference"]["combined"]["conclusion"]]
     assert f"<h2>{want}</h2>" in html and html.count(want) == 1
     for name, entry in results["set_inference"].items():  # combined's verdict opens with the title itself
