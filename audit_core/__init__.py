@@ -39,6 +39,8 @@ __all__ = [
     "SET_INFERENCE_BLOCKS", "queries_curve", "thumbnail_path",
     # ... the atomic writer (temporary file, fsync, rename; registered secrets scrubbed); a warning printed once
     "write_text", "warn",
+    # ... the one factory every plugin object is made through (lookup, defaults and presets, strict params)
+    "build_plugin",
 ]
 
 
@@ -63,6 +65,7 @@ _LIGHT = {
     **dict.fromkeys(("AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure"), ".base.errors"),
     "ImageRecord": ".base.records", "LABEL_NAMES": ".base.records", "SET_INFERENCE_BLOCKS": ".base.records",
     "resolve_path": ".base.config", "parse_value": ".base.config", "load_yaml": ".base.config", "warn": ".base.terminal",
+    "build_plugin": ".plugin.factory",
 }
 
 

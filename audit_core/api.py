@@ -20,6 +20,7 @@ from .base.config import load_yaml, parse_value
 from .base.records import LABEL_NAMES, SET_INFERENCE_BLOCKS
 from .copyright.reference import build_generator
 from .data import SIXTEEN_BIT_MODES, b64_bytes, png_b64, tensor_to_uint8, to_8bit, to_tensor
+from .plugin.factory import build_plugin
 from .plugin.generators import Generator, GeneratorParams
 from .plugin.targets import PICKLE_SUFFIXES, VaeLatentTarget, pipeline_folder, require_weights, resolve_device, resolve_dtype
 from .run.store import write_text

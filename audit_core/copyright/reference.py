@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from pydantic import ValidationError
 
 from ..base.errors import ConfigError, DataError
+from ..plugin import factory
 
 STATE = "reference.json"
 MANIFEST = "manifest.csv"
@@ -67,17 +67,11 @@ def read_captions(path: Path) -> list[tuple[str, str]]:
 
 
 def build_generator(name: str, params: dict[str, Any], device: str):
-    """The registered generator ``name`` with validated params (not yet loaded: no model work)."""
-    from ..plugin.factory import lookup
+    """The registered generator ``name`` with validated params (not yet loaded: no model work);
+    create it with ``build_plugin("generators", gcls, gparams, device)``."""
 
-    gcls = lookup("generators", name)
-    try:
-        gparams = gcls.Params.model_validate(params)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "params"
-        raise ConfigError(f"--generator {name}: --param {where}: {err['msg']}") from None
-    return gcls, gparams
+    gcls = factory.lookup("generators", name, where="--generator")
+    return gcls, factory.validate(gcls, factory.resolve_values(gcls, params), at=("--param",), label="--generator " + name)
 
 
 def _cache_key(identity: str, prompt: str, seed: int) -> str:
@@ -169,7 +163,7 @@ def build(
         cache = QueryCache()
     try:
         if todo:
-            gen = gcls(gparams, device)
+            gen = factory.build("generators", gcls, gparams, device)
             identity, described = gen.identity(), gen.describe()
             _write_text(state_path, json.dumps({**settings, "identity_sha256": hashlib.sha256(identity.encode()).hexdigest(),
                                                  "describe": described, "started": started, "finished": None}, indent=2))

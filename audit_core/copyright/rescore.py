@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from . import inference, two_stage
 from ..plugin import factory, manager as plugins
 from ..plugin.prepared import PreparedAttack, queries_per_image
@@ -83,16 +81,10 @@ class SecondStage:
             if not updates:
                 continue  # the attack cannot scale its queries (e.g. n: auto): stage 1 only
             name = pa.name + two_stage.SUFFIX
-            try:
-                params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
-            except ValidationError as exc:
-                raise ConfigError(f"{where}: the second stage's {name!r} ({_shown(updates)}): {exc}") from None
             ctx = AttackContext(name=name, seed_key=pa.seed_key, run_seed=runner.cfg.run.seed, distances=plugins.registry("distances"))
-            attack = factory.construct(pa.cls, params, runner.target, ctx)
-            try:
-                attack.check()
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: the second stage's {name!r} ({_shown(updates)}): {exc}") from None
+            params, attack = factory.with_params(  # validated, built and checked by the factory
+                pa.cls, pa.params, updates, runner.target, ctx, where=f"{where}: the second stage's {name!r} ({_shown(updates)})"
+            )
             entries.append(PreparedAttack(pa.cfg, name, pa.cls, params, attack, pa.seed_key))
             q = queries_per_image(attack)
             rows2[name] = (q, q)

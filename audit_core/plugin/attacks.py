@@ -208,21 +208,20 @@ class Attack:
 def resolve_params(attack_cls: type[Attack], target: Target, params: dict[str, Any]) -> dict[str, Any]:
     """The param values to validate for one attack entry: the target-dependent defaults, then the
     named preset's values (``params.preset``), then the user's own values (which always win).
-    Raises ConfigError (naming the available presets) for an unknown preset."""
-    values = dict(attack_cls.defaults_for(target))
-    check_preset(attack_cls, params)
-    if params.get("preset") is not None:
-        values.update(attack_cls.presets[params["preset"]])
-    return {**values, **params}
+    Raises ConfigError (naming the available presets) for an unknown preset. The factory's
+    :func:`audit_core.plugin.factory.resolve_values` (kept here for old callers)."""
+    from .factory import check_preset as _check, resolve_values
+
+    _check(attack_cls, params)
+    return resolve_values(attack_cls, params, target)
 
 
 def check_preset(attack_cls: type[Attack], params: dict[str, Any]) -> None:
     """Raise ConfigError, naming the available presets, when ``params.preset`` is not one of the
-    attack's (no target needed: checked before the model loads)."""
-    name = params.get("preset")
-    if name is not None and (not isinstance(name, str) or name not in attack_cls.presets):
-        avail = ", ".join(sorted(attack_cls.presets)) or "none"
-        raise ConfigError(f"unknown preset {name!r} for attack plugin {attack_cls.name!r} (presets: {avail})")
+    attack's (no target needed: checked before the model loads). See the factory's."""
+    from .factory import check_preset as _check
+
+    _check(attack_cls, params)
 
 
 def check_access(attack_cls: type[Attack], target: Target, attack_name: str) -> None:

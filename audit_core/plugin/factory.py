@@ -45,24 +45,88 @@ def lookup(what: str, name: str, where: str | None = None) -> Any:
     raise PluginError(unknown_message(what, name, where))
 
 
-def validate(cls: type, values: dict, config: Any = None, at: tuple = (), label: str | None = None) -> Any:
-    """``cls.Params`` validated from ``values``; errors (exit 2) name the key, its line (with a
-    loaded config; ``at`` is where the params sit in it) and the valid keys."""
+def _strict(model: type) -> type:
+    """``model`` itself when it refuses unknown keys, else a subclass that does: every kind's
+    params are strict, a third-party ``Params`` that forgot ``extra="forbid"`` included (the
+    errors then name the unknown key and the valid keys like any other)."""
+    if model.model_config.get("extra") == "forbid":
+        return model
+    strict = _STRICT.get(model)
+    if strict is None:
+        strict = type(model.__name__, (model,), {"model_config": {**model.model_config, "extra": "forbid"}, "__module__": model.__module__})
+        _STRICT[model] = strict
+    return strict
+
+
+_STRICT: dict[type, type] = {}
+
+
+def _owner(cls: type) -> str:
+    return f"{SINGULAR.get(_kind_of(cls), 'plugin')} plugin {getattr(cls, 'name', '')!r}"
+
+
+def validate(cls: type, values: Any, config: Any = None, at: tuple = (), label: str | None = None) -> Any:
+    """``cls.Params`` validated from ``values`` (an instance of it is returned as it is). The
+    one wording of a param error (exit 2): ``KEY (WHERE): what is wrong`` naming the key, its line
+    (with a loaded ``config``; ``at`` is where the params sit in it) or ``label`` (the command-line
+    option or caller it came from), and for an unknown key a did-you-mean and the valid keys.
+    Unknown keys are refused for every kind, also when a ``Params`` class allows them."""
     from pydantic import ValidationError
 
     from ..base.config import format_validation_error
+    from ..base.errors import ConfigError
 
-    owner = f"{SINGULAR.get(_kind_of(cls), 'plugin')} plugin {getattr(cls, 'name', '')!r}"
+    model = cls.Params
+    if isinstance(values, model):
+        return values
+    values = dict(values or {})
+    strict = _strict(model)
     if config is not None:
-        return config.validate_params(cls.Params, values, at, owner=owner)
-    try:
-        return cls.Params.model_validate(values)
-    except ValidationError as exc:
-        from ..base.errors import ConfigError
+        checked = config.validate_params(strict, values, at, owner=_owner(cls))
+    else:
+        try:
+            checked = strict.model_validate(values)
+        except ValidationError as exc:
+            text = format_validation_error(exc, {}, label or "params", at or ("params",), model=strict, owner=_owner(cls))
+            raise ConfigError(f"invalid {_owner(cls)} params: {text.removeprefix('invalid config: ')}") from None
+    return checked if strict is model else model.model_validate(values)
 
-        text = format_validation_error(exc, {}, label or "params", at or ("params",), model=cls.Params, owner=owner)
-        kind = SINGULAR.get(_kind_of(cls), "plugin")
-        raise ConfigError(f"{kind} {getattr(cls, 'name', '')!r}: {text.removeprefix('invalid config: ')}") from None
+
+def resolve_values(cls: type, values: dict, target: Any = None, config: Any = None, at: tuple = (), label: str | None = None) -> dict:
+    """The param values to validate for ``cls``: the target-dependent defaults
+    (``cls.defaults_for(target)``, attacks), then the named preset's values (``params.preset``),
+    then the given values, which always win. Presets and defaults are applied here and nowhere
+    else. An unknown preset is a ConfigError naming ``params.preset``'s line (or ``label``) and
+    the presets there are."""
+    from ..base.errors import ConfigError
+
+    values = dict(values or {})
+    out: dict[str, Any] = {}
+    if target is not None and callable(getattr(cls, "defaults_for", None)):
+        out.update(cls.defaults_for(target))
+    if "preset" in values and hasattr(cls, "presets"):
+        try:
+            check_preset(cls, values)
+        except ConfigError as exc:
+            place = config.where(*at, "preset") if config is not None else (label or "params")
+            from ..base.config import dotted
+
+            raise ConfigError(f"{dotted((*at, 'preset')) if at else 'params.preset'} ({place}): {exc}") from None
+        if values.get("preset") is not None:
+            out.update(cls.presets[values["preset"]])
+    return {**out, **values}
+
+
+def check_preset(cls: type, values: dict) -> None:
+    """Raise ConfigError, naming the available presets, when ``values['preset']`` is not one of
+    ``cls.presets`` (no target needed: checked before the model loads)."""
+    from ..base.errors import ConfigError
+
+    name = (values or {}).get("preset")
+    presets = getattr(cls, "presets", {}) or {}
+    if name is not None and (not isinstance(name, str) or name not in presets):
+        avail = ", ".join(sorted(presets)) or "none"
+        raise ConfigError(f"unknown preset {name!r} for {_owner(cls)} (presets: {avail})".replace(" plugin plugin", " plugin"))
 
 
 def construct(cls: type, *args: Any, **kwargs: Any) -> Any:
@@ -77,27 +141,110 @@ def construct(cls: type, *args: Any, **kwargs: Any) -> Any:
         raise failure(cls, "failed while being created", exc) from exc
 
 
-def build(
+def checked(obj: Any, where: str | None = None) -> Any:
+    """``obj`` after its ``check()`` (an attack's: params against the target); a ConfigError it
+    raises is prefixed with ``where`` (the params' key and line)."""
+    from ..base.errors import ConfigError
+
+    check = getattr(obj, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ConfigError as exc:
+            if where is None:
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
+    return obj
+
+
+def build(what: str, name: Any, values: Any, *args: Any, **kw: Any) -> Any:
+    """THE way a plugin object is made: look up ``name`` among the ``what`` plugins (or take the
+    class already looked up), resolve its values (:func:`resolve_values`: the target's defaults,
+    then the preset, then ``values``; an already validated ``Params`` instance is used as it
+    is), validate them with its ``Params`` (:func:`validate`) and create it as
+    ``cls(params, *args)`` (:func:`construct`). Keywords: with a loaded ``config``, ``at`` is
+    the entry's path in it (``("attacks", 0)``) and ``params_at`` where its params sit (default
+    ``at + ("params",)``); without one, ``where`` names the source in messages; ``target`` (for
+    an attack's target-dependent defaults); ``check``: run the object's ``check()`` (an
+    attack's), a ConfigError from it prefixed with the params' place (or with ``check`` itself
+    when it is a string); ``requires``: an access level (``VARIATION``...) the class must offer
+    (a PluginError before anything is created). :func:`build_with_params` also returns the validated params."""
+    return build_with_params(what, name, values, *args, **kw)[1]
+
+
+def build_with_params(
     what: str,
-    name: str,
-    values: dict,
+    name: Any,
+    values: Any,
     *args: Any,
     config: Any = None,
     at: tuple = (),
     params_at: tuple | None = None,
     where: str | None = None,
-) -> Any:
-    """The factory: look up ``name`` among the ``what`` plugins, validate ``values`` with its
-    ``Params``, and create it as ``cls(params, *args)``. With a loaded ``config``, ``at`` is the
-    entry's path in it (``("attacks", 0)``) and ``params_at`` where its params sit (default
-    ``at + ("params",)``); without one, ``where`` names the source in messages."""
-    if config is not None:
-        from ..base.config import dotted
+    target: Any = None,
+    check: bool | str = False,
+    requires: str | None = None,
+) -> tuple[Any, Any]:
+    """``(params, object)``: :func:`build`, with the validated params it was created from."""
+    from ..base.config import dotted
 
-        where = f"{dotted((*at, 'plugin'))} ({config.where(*at, 'plugin')})"
-    cls = lookup(what, name, where)
-    params = validate(cls, values, config, (*at, "params") if params_at is None else params_at, label=where)
-    return construct(cls, params, *args)
+    p_at = (*at, "params") if params_at is None else params_at
+    if isinstance(name, type):
+        cls = name
+    else:
+        if config is not None:
+            where = f"{dotted((*at, 'plugin'))} ({config.where(*at, 'plugin')})"
+        cls = lookup(what, name, where)
+    if requires is not None and requires not in getattr(cls, "capabilities", ()):
+        from .targets import ACCESS_NAMES
+
+        need = ACCESS_NAMES.get(requires, requires).split(" (")[0]
+        raise PluginError(f"{SINGULAR.get(what, what)} {getattr(cls, 'name', name)!r} has no {need} to serve")
+    if not isinstance(values, cls.Params):
+        values = resolve_values(cls, values, target, config, p_at, label=where)
+    params = validate(cls, values, config, p_at, label=where)
+    obj = construct(cls, params, *args)
+    if check:
+        place = check if isinstance(check, str) else (
+            f"{dotted(p_at)} ({config.where(*p_at)})" if config is not None else where
+        )
+        checked(obj, place)
+    return params, obj
+
+
+def with_params(cls: type, params: Any, updates: dict, *args: Any, where: str | None = None, check: bool = True) -> tuple[Any, Any]:
+    """``(params, object)``: the plugin ``cls`` (already looked up) created anew with ``params``
+    updated by ``updates`` (an attack's calibrated params, its second-stage budget) and the same
+    constructor arguments ``args``: validated with the one wording and checked; every ConfigError
+    is prefixed with ``where`` (what asked for the update)."""
+    from ..base.errors import ConfigError
+
+    try:
+        new = validate(cls, {**params.model_dump(), **updates}, label="updated params")
+        obj = construct(cls, new, *args)
+        if check:
+            checked(obj)
+    except ConfigError as exc:
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+    return new, obj
+
+
+def validate_written(cls: type, values: dict, config: Any = None, at: tuple = (), label: str | None = None) -> None:
+    """Check params as written, before the target exists: every error but a missing key (the
+    target's defaults may fill it in later) is raised with the one wording."""
+    from pydantic import ValidationError
+
+    try:
+        _strict(cls.Params).model_validate(dict(values or {}))
+    except ValidationError as exc:
+        if any(e["type"] != "missing" for e in exc.errors()):
+            validate(cls, values, config, at, label)  # raises, naming the key and its line
+
+
+#: the public name of :func:`build` (``audit_core.build_plugin``)
+build_plugin = build
 
 
 def _kind_of(cls: type) -> str:

@@ -253,11 +253,11 @@ def build_local(job: Job):
     cache = QueryCache(ctx.pop("cache_dir"), ctx.pop("cache_max_bytes")) if ctx.get("cache_dir") else None
     ctx.pop("cache_dir", None)
     ctx.pop("cache_max_bytes", None)
-    target = factory.build("targets", job.target_plugin, job.target_params, TargetContext(cache=cache, **ctx))
+    target = factory.build("targets", job.target_plugin, job.target_params, TargetContext(cache=cache, **ctx), where="job.target_plugin")
     distances = plugins.registry("distances")
     actx = AttackContext(distances=distances, **job.attack_context)
-    attack = factory.build("attacks", job.attack_plugin, job.attack_params, target, actx)
-    attack.check()  # validates and prepares the attack, as the runner does
+    # params as the runner resolved them; validated, built and checked (as the runner does)
+    attack = factory.build("attacks", job.attack_plugin, job.attack_params, target, actx, where="job.attack_plugin", check=True)
     return target, attack
 
 

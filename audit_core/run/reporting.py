@@ -110,11 +110,9 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
 def build_reporter(name: str, params: dict | None = None, where: tuple[str, str] = ("--reporter", "command line")) -> Reporter:
     """The reporter plugin ``name`` with validated ``params``; errors name ``where`` (key, place)."""
     from ..plugin import factory
-    from ..plugin.factory import lookup_plugin
 
     key, place = where
-    rcls = lookup_plugin("reporters", name, (key,), place)
-    return factory.construct(rcls, factory.validate(rcls, params or {}, at=(key, "params"), label=place))
+    return factory.build("reporters", name, params or {}, where=f"{key} ({place})", params_at=(key, "params"))
 
 
 def _one_line(exc: ValidationError) -> str:

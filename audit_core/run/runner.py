@@ -120,7 +120,7 @@ class Runner:
             "channels_last": cfg.run.channels_last,
             "compile": cfg.run.compile,
         }
-        self.target: Target = factory.construct(tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
+        self.target: Target = factory.build("targets", tcls, tparams, TargetContext(cache=self.cache, **self.target_context))
         self.target_cls, self.target_params = tcls, tparams
         self.batch_size, batch_why = resolve_batch_size(cfg.run.batch_size, self.target)
         term.target_ready(self.console, self.target, self.batch_size, batch_why if cfg.run.batch_size == "auto" else None)
@@ -132,25 +132,18 @@ class Runner:
         for i, acfg in entries:
             acls = self._lookup("attacks", acfg.plugin, ("attacks", i, "plugin"))
             check_access(acls, self.target, acfg.key)
-            try:
-                values = resolve_params(acls, self.target, acfg.params)  # defaults, preset, yours
-            except ConfigError as exc:
-                raise ConfigError(f"attacks[{i}].params.preset ({loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
-            params = factory.validate(acls, values, loaded, ("attacks", i, "params"))
             seed_key = acfg.seed_key or acfg.key
             ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
-            attack = factory.construct(acls, params, self.target, ctx)
-            try:
-                attack.check()
-            except ConfigError as exc:  # out-of-range or inconsistent params: name the config line
-                raise ConfigError(f"attacks[{i}].params ({loaded.where('attacks', i, 'params')}): {exc}") from None
+            params, attack = factory.build_with_params(  # defaults, preset, yours; validated, built, checked
+                "attacks", acls, acfg.params, self.target, ctx, config=loaded, at=("attacks", i), target=self.target, check=True
+            )
             self.attacks.append(PreparedAttack(acfg, acfg.key, acls, params, attack, seed_key))
             params_where[acfg.key] = f"attacks[{i}].params ({loaded.where('attacks', i, 'params')})"
         combine.check_components(self.attacks, lambda pa: params_where[pa.name])
         self.second = second_stage.SecondStage.plan(self)  # None unless inference.max_queries; before any query
         preflight.check(loaded, self.data, self.attacks, self.target, self.console, batch_size=self.batch_size)  # sizes, memory, identical sets
-        self.executor: Executor = factory.construct(ecls, eparams)
-        self.reporters: list[Reporter] = [factory.construct(rcls, params) for rcls, params in reporters]
+        self.executor: Executor = factory.build("executors", ecls, eparams)
+        self.reporters: list[Reporter] = [factory.build("reporters", rcls, params) for rcls, params in reporters]
         self.fingerprint = self._fingerprint()
         self._discard_state = resume_policy(self.run_dir, self.fingerprint, self.resume, self.force).discard
         self.score_settings = self._score_settings()
@@ -206,15 +199,9 @@ class Runner:
                 f"attacks[{i}].scorer ({self.loaded.where('attacks', i, 'scorer')}): attack {acfg.key!r} "
                 f"(plugin {acfg.plugin!r}) yields no residual maps, so `scorer: classifier` cannot be used"
             )
-        try:
-            check_preset(acls, acfg.params)
-        except ConfigError as exc:
-            raise ConfigError(f"attacks[{i}].params.preset ({self.loaded.where('attacks', i, 'params', 'preset')}): {exc}") from None
-        try:
-            acls.Params.model_validate(acfg.params)
-        except ValidationError as exc:
-            if any(e["type"] != "missing" for e in exc.errors()):
-                factory.validate(acls, acfg.params, self.loaded, ("attacks", i, "params"))  # raises, naming the line
+        at = ("attacks", i, "params")
+        factory.resolve_values(acls, acfg.params, None, self.loaded, at)  # an unknown preset, naming its line
+        factory.validate_written(acls, acfg.params, self.loaded, at)
 
     def _open_cache(self) -> tuple[Any, str | None]:
         """The query cache (``cache.enabled``), else for a run with sweeps a run-local one so the
@@ -384,9 +371,7 @@ class Runner:
         else:
             updates = pa.attack.calibrated_params(scores, labels)
         self._calibration_updates[pa.name] = updates
-        params = pa.cls.Params.model_validate({**pa.params.model_dump(), **updates})
-        attack = factory.construct(pa.cls, params, self.target, pa.attack.context)
-        attack.check()
+        params, attack = factory.with_params(pa.cls, pa.params, updates, self.target, pa.attack.context)
         return attack, params
 
     def _job(self, pa: PreparedAttack, attack: Attack | None = None, params: Any = None) -> Job:

@@ -168,14 +168,12 @@ def assert_batch_size_independent(audit_cli, config, out_dir: Path, sizes=(1, 8)
 
 
 def make_attack(cls: type[Attack], target: Target, name: str | None = None, run_seed: int = 0, **params: Any) -> Attack:
-    """An attack ready to score, built as the runner builds it: ``cls.Params`` validated from
-    the target-dependent defaults and ``params`` (strict types, unknown keys refused), the
-    installed distances, and ``check()`` run. ``name`` (default ``cls.name``) is the entry name
-    the per-image seeds derive from."""
+    """An attack ready to score, built as the runner builds it (by the same factory,
+    :func:`audit_core.plugin.factory.build`): the target-dependent defaults, then the named
+    preset (``preset="..."``), then ``params``; ``cls.Params`` validated (strict types, unknown
+    keys refused), the installed distances, and ``check()`` run. ``name`` (default ``cls.name``)
+    is the entry name the per-image seeds derive from."""
     from ..plugin import factory, manager as plugins
 
-    values = {**cls.defaults_for(target), **params}
     ctx = AttackContext(name=name or cls.name, seed_key=name or cls.name, run_seed=run_seed, distances=plugins.registry("distances"))
-    attack = factory.construct(cls, factory.validate(cls, values, label="make_attack"), target, ctx)
-    attack.check()
-    return attack
+    return factory.build("attacks", cls, params, target, ctx, target=target, where="make_attack", check=True)

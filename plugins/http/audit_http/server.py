@@ -601,19 +601,15 @@ def build_target(plugin: str, model: str | None, device: str = "auto", params: d
     """A registered target with Params ``{model: PATH, **params}`` (errors exit with 2)."""
     from pathlib import Path
 
-    from audit_core.plugin.factory import construct, lookup
+    from audit_core import build_plugin
 
-    tcls = lookup("targets", plugin, where="--target")
     values = dict(params or {})
     if model is not None:
         values["model"] = model
-    try:
-        tparams = tcls.Params.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(f"target {plugin!r}: {first_error(exc).replace('`', '')}") from None
-    if VARIATION not in tcls.capabilities:
-        raise PluginError(f"target {plugin!r} has no variation API to serve")
-    return construct(tcls, tparams, TargetContext(device=device, cache=None, config_dir=str(Path.cwd())))
+    return build_plugin(  # looked up, validated (the one wording), created; refused without a variation API
+        "targets", plugin, values, TargetContext(device=device, cache=None, config_dir=str(Path.cwd())),
+        where="--target", requires=VARIATION,
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -125,9 +125,8 @@ def mount_txt2img(api: Any, generator: Generator, checkpoint: str | None = None)
 def serve_generator(app: Any, name: str, model: str | None, device: str = "auto") -> Generator:
     """Build the registered generator ``name`` (its ``model`` param: the served folder) and mount
     it on ``app`` (an ``audit serve`` app; its FastAPI app when wrapped in the token guard)."""
-    from audit_core import build_generator
+    from audit_core import build_plugin
 
-    gcls, gparams = build_generator(name, {} if model is None else {"model": model}, device)
-    generator = gcls(gparams, device)
+    generator = build_plugin("generators", name, {} if model is None else {"model": model}, device, where="--generator")
     mount_txt2img(getattr(app, "app", app), generator)
     return generator
