@@ -40,8 +40,8 @@ def run_check(config: Any, set_: list[str], output: Any = None, resume: bool | N
         def load_data(self):  # the reference alone, in two halves
             return split_records(super().load_data(), seed)
 
-        def _fingerprint(self) -> str:  # never mistaken for (or resumed as) the audit itself
-            return hashlib.sha256((super()._fingerprint() + "\0reference-check").encode()).hexdigest()
+        def _fingerprint(self, *args) -> str:  # never mistaken for (or resumed as) the audit itself
+            return hashlib.sha256((super()._fingerprint(*args) + "\0reference-check").encode()).hexdigest()
 
     runner = ReferenceCheck(loaded, output=out, resume=resume, force=force, console=term.err)
     try:

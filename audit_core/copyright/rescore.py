@@ -1,10 +1,12 @@
 """The runner's side of copyright mode's second stage: check the config, plan the budget and build
 the stage-2 entries before any query, decide from the stored stage-1 scores, rescore, and merge
-the two looks into the ``combined`` block. The rule and its error control are
-:mod:`audit_core.two_stage`'s; docs/copyright-mode.md explains both."""
+the two looks into the ``combined`` block. It takes the run plan's pieces (never the Runner). The
+rule and its error control are :mod:`audit_core.copyright.two_stage`'s; docs/copyright-mode.md
+explains both."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import inference, two_stage
@@ -54,122 +56,140 @@ def _shown(updates: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in updates.items())
 
 
+@dataclass(frozen=True)
 class SecondStage:
-    """One run's plan, stage-2 entries and outcome."""
+    """One run's second stage as planned before any query (part of the run plan): the budget
+    (:class:`two_stage.Plan`), the stage-2 entries, and what deciding and rescoring need (the
+    inference settings, the records, the stage-1 attacks, the run seed). Whether it ran is the
+    run's outcome, passed to the methods that report it (``ran``)."""
 
-    def __init__(self, runner: Any, plan: two_stage.Plan, entries: list):
-        self.runner, self.plan, self.entries = runner, plan, entries
-        self.ran = False
+    plan: two_stage.Plan
+    entries: tuple
+    inference: Any
+    records: tuple
+    attacks: tuple  # the stage-1 entries (PreparedAttack)
+    run_seed: int
 
     # ------------------------------------------------------------------ before any query
     @classmethod
-    def plan(cls, runner: Any) -> SecondStage | None:
-        """The budgeted plan and the stage-2 entries (each attack whose ``with_budget(stage2_factor)``
-        gives param updates, rebuilt with them and its own seed_key), or None without a budget. The
-        queries counted are what each attack states (``queries_per_image()``: for ``n: auto``, its
-        ``max_n``). A budget below stage 1 is a ConfigError."""
-        if not wanted(runner.cfg, runner.data.mode):
-            return None
-        inf = runner.cfg.inference
-        where = f"inference.max_queries ({runner.loaded.where('inference', 'max_queries')})"
-        rows1, rows2, entries = {}, {}, []
-        for pa in runner.attacks:
-            if pa.cls.combines or VARIATION not in pa.cls.requires:
-                continue  # grey-box attacks send no variation queries; their scores are reused
-            rows1[pa.name] = queries_per_image(pa.attack)
-            updates = pa.attack.with_budget(inf.stage2_factor) if callable(getattr(pa.attack, "with_budget", None)) else None
-            if not updates:
-                continue  # the attack cannot scale its queries (e.g. n: auto): stage 1 only
-            name = pa.name + two_stage.SUFFIX
-            ctx = AttackContext(name=name, seed_key=pa.seed_key, run_seed=runner.cfg.run.seed, distances=plugins.registry("distances"))
-            params, attack = factory.with_params(  # validated, built and checked by the factory
-                pa.cls, pa.params, updates, runner.target, ctx, where=f"{where}: the second stage's {name!r} ({_shown(updates)})"
-            )
-            entries.append(PreparedAttack(pa.cfg, name, pa.cls, params, attack, pa.seed_key))
-            q = queries_per_image(attack)
-            rows2[name] = (q, q)
-        if not entries:
-            raise ConfigError(
-                f"{where}: the second stage needs an attack that averages variations with an integer n "
-                f"(e.g. rediffuse); none of this run's attacks does. Remove inference.max_queries"
-            )
-        labels = [r.label for r in runner.data.records]
-        n_sus = sum(1 for v in labels if v == 1)
-        try:
-            plan = two_stage.make_plan(
-                max_queries=inf.max_queries, stage1_queries=two_stage.stage1_cost(rows1, len(labels)), stage2_rows=rows2,
-                n_suspects=n_sus, n_reference=len(labels) - n_sus, factor=inf.stage2_factor, undecided=inf.undecided,
-                where=where,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        return cls(runner, plan, entries)
+    def plan_for(cls, runner: Any) -> SecondStage | None:
+        """Old entry point (took the Runner): :func:`plan_second_stage` from its pieces."""
+        return plan_second_stage(
+            inference=runner.cfg.inference, mode=runner.data.mode, records=runner.data.records, attacks=runner.attacks,
+            target=runner.target, run_seed=runner.cfg.run.seed,
+            where=f"inference.max_queries ({runner.loaded.where('inference', 'max_queries')})",
+        )
 
     # ------------------------------------------------------------------ after stage 1
     def ids(self) -> list[str]:
         """The suspects and the seeded reference share, in record order."""
-        recs, seed = self.runner.data.records, self.runner.cfg.run.seed
+        recs, seed = self.records, self.run_seed
         share = set(two_stage.reference_share([r.id for r in recs if r.label == 0], self.plan.n_reference_share, seed))
         return [r.id for r in recs if r.label == 1 or r.id in share]
 
     def stage1_combined(self, store: Any) -> dict[str, Any]:
         """The stage-1 combined rank test from the stored scores: the same rows, order and seed
-        as the ``combined`` block finalize computes."""
-        r, inf = self.runner, self.runner.cfg.inference
+        as the ``combined`` block of results.json."""
+        inf = self.inference
         sus, ref = LABEL_NAMES["copyright"][1], LABEL_NAMES["copyright"][0]
         by_attack = {}
-        for pa in r.attacks:
+        for pa in self.attacks:
             if pa.cls.combines:
                 continue
             stored = store.scores(pa.name)
             by_attack[pa.name] = [
                 results.ScoreRow(pa.name, rec.id, rec.path or "", sus if rec.label == 1 else ref, float(stored[rec.id][0]), "all")
-                for rec in r.data.records if rec.id in stored
+                for rec in self.records if rec.id in stored
             ]
-        return inference.rank_block(by_attack, inf.alpha, r.cfg.run.seed, inf.permutations)
+        return inference.rank_block(by_attack, inf.alpha, self.run_seed, inf.permutations)
 
-    def run(self, store: Any, progress: Any) -> None:
+    def run(self, store: Any, progress: Any, score: Any) -> bool:
         """Rescore the suspects and the reference share with the stage-2 entries when the stage-1
-        verdict is undecided (decided from the stored scores, so a resumed run decides the same).
-        ``progress``: the runner's progress tracker (a context manager, entered here)."""
-        r, inf = self.runner, self.runner.cfg.inference
-        self.ran = False
+        verdict is undecided (decided from the stored scores, so a resumed run decides the same);
+        True when it ran. ``progress``: a progress tracker (a context manager, entered here);
+        ``score(store, progress, entry, records)`` scores and stores one entry's records."""
+        inf = self.inference
         if not self.plan.feasible or not two_stage.undecided(self.stage1_combined(store)["p_value"], inf.alpha, inf.undecided):
-            return
+            return False
         ids = set(self.ids())
-        todo_all = [rec for rec in r.data.records if rec.id in ids]
+        todo_all = [rec for rec in self.records if rec.id in ids]
         with progress:
             for pa in self.entries:
                 done = store.done_ids(pa.name)
                 todo = [rec for rec in todo_all if rec.id not in done]
                 progress.start(pa.name, len(todo_all), len(todo_all) - len(todo))
-                r._score_records(store, progress, pa, pa.attack, pa.params, todo)
-        self.ran = True
+                score(store, progress, pa, todo)
+        return True
 
     # ------------------------------------------------------------------ results
-    def entries_scored(self) -> list:
+    def entries_scored(self, ran: bool) -> list:
         """The stage-2 entries that ran (their results go beside the attacks')."""
-        return list(self.entries) if self.ran else []
+        return list(self.entries) if ran else []
 
-    def combined(self, stage1: dict[str, Any], rows: list) -> dict[str, Any]:
+    def combined(self, stage1: dict[str, Any], rows: list, ran: bool) -> dict[str, Any]:
         """The ``combined`` block of the run: stage 2's rank test (the rescored entries in place of
         their stage-1 originals, the other attacks as they were, on the suspects and the share)
         merged with stage 1's by :func:`two_stage.combined_block`."""
-        r, inf = self.runner, self.runner.cfg.inference
+        inf = self.inference
         stage2 = None
-        selection = self.selection()
+        selection = self.selection(ran)
         if selection is not None:
             names, ids = selection
             by_attack = {n: [row for row in rows if row.attack == n and row.image_id in ids] for n in names}
-            stage2 = inference.rank_block(by_attack, inf.alpha, r.cfg.run.seed, inf.permutations)
-        return two_stage.combined_block(stage1, stage2, self.plan, self.ran, inf.alpha)
+            stage2 = inference.rank_block(by_attack, inf.alpha, self.run_seed, inf.permutations)
+        return two_stage.combined_block(stage1, stage2, self.plan, ran, inf.alpha)
 
-    def selection(self) -> tuple[list[str], set[str]] | None:
+    def selection(self, ran: bool) -> tuple[list[str], set[str]] | None:
         """Stage 2's test, when it ran: (the entries it combines: the rescored ones in place of their
         stage-1 originals, the other attacks as they were; the ids of the suspects and the share)."""
-        if not self.ran:
+        if not ran:
             return None
         rescored = {pa.name.removesuffix(two_stage.SUFFIX) for pa in self.entries}
-        names = [pa.name for pa in self.runner.attacks if not pa.cls.combines and pa.name not in rescored]
+        names = [pa.name for pa in self.attacks if not pa.cls.combines and pa.name not in rescored]
         names += [pa.name for pa in self.entries]
         return names, set(self.ids())
+
+
+def plan_second_stage(
+    *, inference: Any, mode: str, records: Any, attacks: Any, target: Any, run_seed: int, where: str
+) -> SecondStage | None:
+    """The budgeted plan and the stage-2 entries (each attack whose ``with_budget(stage2_factor)``
+    gives param updates, rebuilt by the factory with them and its own seed_key), or None without a
+    budget. The queries counted are what each attack states (``queries_per_image()``: for ``n:
+    auto``, its ``max_n``); no param is read. A budget below stage 1 is a ConfigError naming
+    ``where`` (``inference.max_queries``'s line)."""
+    inf = inference
+    if inf.max_queries is None or mode != "copyright":
+        return None
+    rows1, rows2, entries = {}, {}, []
+    for pa in attacks:
+        if pa.cls.combines or VARIATION not in pa.cls.requires:
+            continue  # grey-box attacks send no variation queries; their scores are reused
+        rows1[pa.name] = queries_per_image(pa.attack)
+        updates = pa.attack.with_budget(inf.stage2_factor) if callable(getattr(pa.attack, "with_budget", None)) else None
+        if not updates:
+            continue  # the attack cannot scale its queries (e.g. n: auto): stage 1 only
+        name = pa.name + two_stage.SUFFIX
+        ctx = AttackContext(name=name, seed_key=pa.seed_key, run_seed=run_seed, distances=plugins.registry("distances"))
+        params, attack = factory.with_params(  # validated, built and checked by the factory
+            pa.cls, pa.params, updates, target, ctx, where=f"{where}: the second stage's {name!r} ({_shown(updates)})"
+        )
+        entries.append(PreparedAttack(pa.cfg, name, pa.cls, params, attack, pa.seed_key))
+        q = queries_per_image(attack)
+        rows2[name] = (q, q)
+    if not entries:
+        raise ConfigError(
+            f"{where}: the second stage needs an attack that averages variations with an integer n "
+            f"(e.g. rediffuse); none of this run's attacks does. Remove inference.max_queries"
+        )
+    labels = [r.label for r in records]
+    n_sus = sum(1 for v in labels if v == 1)
+    try:
+        plan = two_stage.make_plan(
+            max_queries=inf.max_queries, stage1_queries=two_stage.stage1_cost(rows1, len(labels)), stage2_rows=rows2,
+            n_suspects=n_sus, n_reference=len(labels) - n_sus, factor=inf.stage2_factor, undecided=inf.undecided,
+            where=where,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return SecondStage(plan, tuple(entries), inf, tuple(records), tuple(attacks), run_seed)

@@ -118,12 +118,17 @@ def provenance(spec: str | None, base_dir: Path, records: list[ImageRecord]) -> 
     return out
 
 
-def reference_block(runner: Any, stats: np.ndarray | None = None) -> dict[str, Any]:
-    """Copyright mode's results["reference"]: provenance + shift check (``stats``: the records'
-    :func:`image_stats`, when already computed)."""
-    records = runner.data.records
-    block = provenance(runner.cfg.data.reference, Path(runner.loaded.base_dir), records)
-    block["shift_check"] = shift_check(records, runner.cfg.run.seed, stats)
+def reference_block(
+    records: Any, spec: str | None = None, base_dir: Any = ".", seed: int = 0, stats: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Copyright mode's results["reference"]: provenance (``spec``: ``data.reference``, relative
+    to ``base_dir``) + shift check (``stats``: the records' :func:`image_stats`, when already
+    computed). Takes the run plan's pieces; an old caller's Runner (anything with ``.data``) still works."""
+    if hasattr(records, "data") and hasattr(records, "cfg"):  # the old signature: reference_block(runner, stats)
+        runner, stats = records, spec if stats is None and not isinstance(spec, str) else stats
+        records, spec, base_dir, seed = runner.data.records, runner.cfg.data.reference, runner.loaded.base_dir, runner.cfg.run.seed
+    block = provenance(spec, Path(base_dir), records)
+    block["shift_check"] = shift_check(records, seed, stats)
     return block
 
 
