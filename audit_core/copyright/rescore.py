@@ -70,16 +70,6 @@ class SecondStage:
     attacks: tuple  # the stage-1 entries (PreparedAttack)
     run_seed: int
 
-    # ------------------------------------------------------------------ before any query
-    @classmethod
-    def plan_for(cls, runner: Any) -> SecondStage | None:
-        """Old entry point (took the Runner): :func:`plan_second_stage` from its pieces."""
-        return plan_second_stage(
-            inference=runner.cfg.inference, mode=runner.data.mode, records=runner.data.records, attacks=runner.attacks,
-            target=runner.target, run_seed=runner.cfg.run.seed,
-            where=f"inference.max_queries ({runner.loaded.where('inference', 'max_queries')})",
-        )
-
     # ------------------------------------------------------------------ after stage 1
     def ids(self) -> list[str]:
         """The suspects and the seeded reference share, in record order."""

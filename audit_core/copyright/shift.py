@@ -123,10 +123,7 @@ def reference_block(
 ) -> dict[str, Any]:
     """Copyright mode's results["reference"]: provenance (``spec``: ``data.reference``, relative
     to ``base_dir``) + shift check (``stats``: the records' :func:`image_stats`, when already
-    computed). Takes the run plan's pieces; an old caller's Runner (anything with ``.data``) still works."""
-    if hasattr(records, "data") and hasattr(records, "cfg"):  # the old signature: reference_block(runner, stats)
-        runner, stats = records, spec if stats is None and not isinstance(spec, str) else stats
-        records, spec, base_dir, seed = runner.data.records, runner.cfg.data.reference, runner.loaded.base_dir, runner.cfg.run.seed
+    computed). Takes the run plan's pieces, never the Runner."""
     block = provenance(spec, Path(base_dir), records)
     block["shift_check"] = shift_check(records, seed, stats)
     return block
