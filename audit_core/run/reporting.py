@@ -112,7 +112,8 @@ def build_reporter(name: str, params: dict | None = None, where: tuple[str, str]
     from ..plugin import factory
 
     key, place = where
-    return factory.build("reporters", name, params or {}, where=f"{key} ({place})", params_at=(key, "params"))
+    rcls = factory.lookup("reporters", name, where=f"{key} ({place})")
+    return factory.build("reporters", rcls, params or {}, where=place, params_at=(key, "params"))
 
 
 def _one_line(exc: ValidationError) -> str:
