@@ -14,12 +14,7 @@ import audit_core
 ROOT = Path(__file__).resolve().parents[1]
 
 #: (module, name) still reached past the API, each with its reason
-ALLOWED = {
-    # audit serve builds a target from --target/--param: public once issue 29's one plugin
-    # contract (a single build(kind, name, params, where)) lands
-    ("audit_core.plugin.factory", "construct"),
-    ("audit_core.plugin.factory", "lookup"),
-}
+ALLOWED: set[tuple[str, str]] = set()  # none: audit serve builds its target with the public build_plugin
 
 
 def plugin_files() -> list[Path]:
