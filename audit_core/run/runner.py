@@ -45,6 +45,7 @@ from .store import LOCK_FILE, STATE_FILE, RunLock, RunStore, disk_error, write_t
 from ..plugin.targets import Target, TargetContext
 from ..plugin.factory import lookup_plugin  # noqa: F401  (old import path: audit_core.run.runner.lookup_plugin)
 from ..plugin.prepared import PreparedAttack
+from ..plugin.names import check_named_plugins
 
 
 class Runner:
@@ -76,7 +77,8 @@ class Runner:
         cfg = self.cfg
         self._lookup("targets", cfg.target.plugin, ("target", "plugin"))
         for i, a in enumerate(cfg.attacks):
-            self._lookup("attacks", a.plugin, ("attacks", i, "plugin"))
+            acls = self._lookup("attacks", a.plugin, ("attacks", i, "plugin"))
+            check_named_plugins(acls, a.params, lambda p, i=i: f"attacks[{i}].params.{p} ({self.loaded.where('attacks', i, 'params', p)})")
         self._lookup("executors", cfg.run.executor.plugin, ("run", "executor", "plugin"))
         for i, r in enumerate(cfg.reports):
             self._lookup("reporters", r.plugin, ("reports", i, "plugin"))
