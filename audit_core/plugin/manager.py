@@ -277,8 +277,10 @@ class RegistryView(Mapping):
         return len(self._names)
 
     def __reduce__(self):  # pickled (e.g. to a worker process) as the plain dict it stands for,
-        # qualified names included
-        names = [*self._names, *_collect(self._what).qualified]
+        # with the qualified names of the registrations no bare name reaches (clashes, shadowed)
+        reg = _collect(self._what)
+        hidden = [q for q, (_, owner) in reg.qualified.items() if reg.found.get(q.split(":", 1)[1], (None, None))[1] != owner]
+        names = [*self._names, *hidden]
         return (dict, ({n: self[n] for n in names},))
 
     def __repr__(self) -> str:
@@ -341,11 +343,8 @@ _FACTORY = ("build", "construct", "lookup", "unknown_message", "validate")
 
 def __getattr__(name: str) -> Any:
     if name == "get_plugins":  # the listing lives in listing.py (which imports this module)
-        from .listing import get_plugins
-
-        return get_plugins
+        return importlib.import_module("audit_core.plugin.listing").get_plugins
     if name in _FACTORY:
-        import importlib
         import warnings
 
         warnings.warn(f"audit_core.plugins.{name} moved to audit_core.plugin.factory.{name}", DeprecationWarning, stacklevel=2)
