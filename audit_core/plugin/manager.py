@@ -35,7 +35,7 @@ import pluggy
 from . import hookspecs
 from ..base.errors import Interrupted, PluginError
 from .kinds import KINDS, SINGULAR  # noqa: F401  (KINDS, SINGULAR: old names, kinds.py's table)
-from .lazyref import LazyRef, RefError, is_ref
+from .lazyref import LazyRef, RefError, _a, is_ref
 from .owners import (  # noqa: F401  (the old names of manager.py)
     DEFAULT_PLUGINS, _dist_of, _settle, _who, did_you_mean, distribution, is_builtin, origin_of, qualifier,
 )
@@ -195,7 +195,7 @@ def _collect(kind: str) -> Registry:
                 return
             name = getattr(obj, "name", None)
             if not name:
-                raise PluginError(f"it registered a {SINGULAR[kind]} without a `name` ({obj!r})")
+                raise PluginError(f"it registered {_a(SINGULAR[kind])} without a `name` ({obj!r})")
             items.append((name, obj, True))
 
         others = [i.plugin for i in impls if i.plugin is not impl.plugin]
