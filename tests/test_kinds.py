@@ -75,8 +75,11 @@ def test_missing_methods_per_kind():
     assert kinds.missing_methods("targets", grey) == ["eps() (required of a target with the capability 'noise')"]
     black = type("T", (Target,), {"capabilities": frozenset({VARIATION})})
     assert kinds.missing_methods("targets", black) == [
-        "_variations() or _variation() or variation() (required of a target with the capability 'variation' but not 'noise')"
+        "_variations() or _variation() or variation() or eps() (required of a target with the capability 'variation' but not 'noise')"
     ]
+    from audit_core.testing import VariationOnlyTarget
+
+    assert kinds.missing_methods("targets", VariationOnlyTarget) == []  # variations from its eps, by the base class
     white = type("T", (Target,), {"capabilities": frozenset({NOISE, GRADIENTS}), "eps": lambda self, z, t, c=None: z})
     assert kinds.missing_methods("targets", white) == ["grad_network() (required of a target with the capability 'gradients')"]
     assert kinds.missing_methods("targets", ToyTarget) == []  # a subclass of a complete class inherits its methods
@@ -345,5 +348,5 @@ def test_a_bad_distance_name_exits_2_before_the_model_loads(
     if distance == "h1-dct":
         assert "distance plugin 'h1-dct' is registered twice" in text and "'audit-dct-a:h1-dct' or 'audit-dct-b:h1-dct'" in text
     else:
-        assert f"unknown distance plugin '{distance}'." in text
+        assert f"unknown distance '{distance}'." in text
     assert Counting.built == [] and not (tmp_path / "out").exists()

@@ -60,7 +60,8 @@ TABLE: tuple[Kind, ...] = (
         "audit_core.plugin.targets:Target",
         (
             Need(("eps",), when="noise"),
-            Need(("_variations", "_variation", "variation"), when="variation", unless="noise"),
+            # the base class's variation API runs DDIM on eps: a variation-only target may serve it that way
+            Need(("_variations", "_variation", "variation", "eps"), when="variation", unless="noise"),
             Need(("grad_network",), when="gradients"),
         ),
     ),

@@ -48,7 +48,13 @@ def check_named_plugins(cls: type, values: Any, where: Callable[[str], str]) -> 
     """Look up every plugin name ``cls``'s params name (see :func:`named_plugins`); a name that
     does not resolve raises the factory's ``PluginError`` (exit 2) prefixed with ``where(param)``,
     e.g. ``attacks[0].params.distance (audit.yaml, line 7)``."""
+    from ..base.errors import PluginError
     from .factory import lookup
+    from .kinds import SINGULAR
 
     for param, kind, name in named_plugins(cls, values):
-        lookup(kind, name, where(param))
+        try:
+            lookup(kind, name, where(param))
+        except PluginError as exc:  # worded as the attack's own check says it: "unknown distance 'x'"
+            what = SINGULAR[kind]
+            raise PluginError(str(exc).replace(f"unknown {what} plugin {name!r}", f"unknown {what} {name!r}", 1)) from None
