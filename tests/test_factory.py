@@ -64,6 +64,9 @@ class MemGenerator(Generator):
     name = "mem-gen"
     Params = MemGenParams
 
+    def generate(self, prompts, seeds):  # never called: the params are refused first
+        raise AssertionError("not reached")
+
 
 class PresetParams(AttackParams):
     t: int = 100

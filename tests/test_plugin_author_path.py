@@ -23,3 +23,18 @@ def test_the_docs_agree_on_what_a_failing_reporter_does():
         assert "--keep-going" in flat and "--param" in flat, doc
     flat = " ".join((ROOT / "docs/writing-plugins.md").read_text().split())
     assert "python -m audit_core" in flat and "floating-point" in flat and "[B, 1]" in flat
+
+
+def test_the_docs_agree_on_clashes_qualified_names_and_required_methods():
+    """Issue 34 items 3-5: both pages state the clash policy, the qualified names and the
+    required-methods check the same way, and writing-plugins.md documents nfe_per_query and
+    subclassing a shipped target by its public import."""
+    for doc in ("docs/writing-plugins.md", "docs/architecture.md"):
+        flat = " ".join((ROOT / doc).read_text().replace("*", "").split())
+        assert "<distribution>:<name>" in flat and "built-in" in flat and "wins over a third-party plugin" in flat, doc
+        assert "plugin/kinds.py" in flat and "contracts.md" in flat, doc
+        assert "before any model loads" in flat or "before any model is loaded" in flat, doc
+    flat = " ".join((ROOT / "docs/writing-plugins.md").read_text().split())
+    assert "nfe_per_query(t, k)" in flat and "0, meaning unknown" in flat
+    assert "from audit_ddim import DDIMTarget, DDIMParams" in flat
+    assert "audit report RUN --reporter audit-evil:nfe-table" in flat

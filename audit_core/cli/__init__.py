@@ -162,37 +162,9 @@ def _resume_command(command: list[str], set_: list[str], run_dir: Path) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-@app.command("plugins")
-def plugins_cmd(
-    as_json: Annotated[bool, typer.Option("--json", help="Output JSON.")] = False,
-    all_: Annotated[bool, typer.Option("--all", help="Include the core's built-in plugins.")] = False,
-) -> None:
-    """List installed plugins: distribution, version, hooks and the names each registers (as
-    written in audit.yaml), plus disabled (broken) plugins and names registered twice."""
-    from ..plugin.manager import get_plugins
+from . import plugins_cmd as _plugins_cmd  # noqa: E402
 
-    plugins = get_plugins(all=all_)
-    if as_json:
-        typer.echo(json.dumps(plugins, indent=2))
-        return
-    table = Table(title="audit plugins", caption="names as written in audit.yaml (attacks[].plugin, target.plugin, ...)")
-    for col in ("plugin", "distribution", "version", "registers"):
-        table.add_column(col, overflow="fold")
-    for p in plugins:
-        if p.get("broken"):
-            continue
-        regs = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items())
-        if "register_commands" in p["hooks"]:
-            regs += ("\n" if regs else "") + "commands (audit CLI)"
-        table.add_row(escape(p["name"]), p.get("distribution", "-"), p.get("version", "-"), escape(regs or "-"))
-    console.print(table)
-    for p in plugins:
-        for clash in p.get("clashes", []):
-            console.print(f"[yellow]name clash:[/] {escape(p['name'])}: {escape(clash)} (neither is used)", highlight=False, soft_wrap=True)
-    for p in plugins:
-        if p.get("broken"):
-            dist = f" ({p['distribution']} {p['version']})" if p.get("distribution") else ""
-            console.print(f"[red]disabled:[/] {escape(p['name'])}{escape(dist)}: {escape(p['broken'])}", highlight=False, soft_wrap=True)
+_plugins_cmd.register(app)  # audit plugins (here, to keep its place in `audit --help`)
 
 
 @app.command()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..base.errors import PluginError
-from .manager import SINGULAR, _broken, _collect, _who, broken, did_you_mean, resolve
+from .kinds import SINGULAR, missing_methods
+from .manager import _broken, _collect, _who, broken, did_you_mean, entry, origin_of, qualifier, resolve
 
 
 def unknown_message(what: str, name: str, where: str | None = None) -> str:
@@ -21,10 +22,14 @@ def unknown_message(what: str, name: str, where: str | None = None) -> str:
     if name in reg.clashes:
         return (
             f"{head}{kind} plugin {name!r} is registered twice, by {' and '.join(_who(o) for o in reg.clashes[name])}, "
-            f"so neither is used. Uninstall one of them, or load only one with AUDIT_LOAD_PLUGINS."
+            f"so neither is used. Uninstall one of them, or load only one with AUDIT_LOAD_PLUGINS, or write the "
+            f"qualified name of the one you mean: {' or '.join(repr(f'{qualifier(o)}:{name}') for o in reg.clashes[name])}."
         )
     avail = ", ".join(sorted(reg.found)) or "none installed"
-    msg = f"{head}unknown {kind} plugin {name!r}.{did_you_mean(name, reg.found)} Plugins installed: {avail}."
+    choices = [*reg.found, *reg.qualified] if ":" in str(name) else list(reg.found)
+    msg = f"{head}unknown {kind} plugin {name!r}.{did_you_mean(name, choices)} Plugins installed: {avail}."
+    if ":" in str(name):
+        msg += f" Qualified names (<distribution>:<name>): {', '.join(sorted(reg.qualified))}."
     if _broken:
         bad = "; ".join(
             f"{b.name} ({b.distribution} {b.version}: {b.reason})" if b.distribution else f"{b.name} ({b.reason})"
@@ -39,10 +44,20 @@ def lookup(what: str, name: str, where: str | None = None) -> Any:
     ``lazyref.py``), or a ``PluginError`` (exit 2) with a did-you-mean, the installed choices,
     and clashes or broken plugins that explain a missing name, or naming the plugin whose
     reference failed to load. ``where`` prefixes the message (e.g. ``attacks[0].plugin
-    (audit.yaml, line 9)``)."""
-    if name in _collect(what).found:
-        return resolve(what, name, where)  # imports a plugin registered by reference
-    raise PluginError(unknown_message(what, name, where))
+    (audit.yaml, line 9)``). ``name`` may be qualified, ``<distribution>:<name>``; a class
+    that lacks a method its kind requires (``kinds.py``) is refused naming the method."""
+    if entry(what, name) is None:  # a bare name, or a qualified one: <distribution>:<name>
+        raise PluginError(unknown_message(what, name, where))
+    obj = resolve(what, name, where)  # imports a plugin registered by reference (checked there)
+    missing = missing_methods(what, obj)
+    if missing:  # registered as the class itself: its methods are checked here, before any model loads
+        head = f"{where}: " if where else ""
+        cls = f" (class {obj.__module__}.{obj.__qualname__}, {origin_of(obj)})" if isinstance(obj, type) else ""
+        raise PluginError(
+            f"{head}{SINGULAR.get(what, what)} plugin {name!r}{cls} cannot be used: it does not implement "
+            f"{'; nor '.join(missing)}. This is a bug in that plugin, not in your config."
+        )
+    return obj
 
 
 def _strict(model: type) -> type:
@@ -248,10 +263,11 @@ build_plugin = build
 
 
 def _kind_of(cls: type) -> str:
-    from .guard import _base_kind
+    """The plural of ``cls``'s kind (``kinds.py``'s table), else ``plugins``."""
+    from .kinds import kind_of
 
-    k = _base_kind(cls)
-    return f"{k}s" if k != "plugin" else "plugins"
+    kind = kind_of(cls)
+    return kind.plural if kind is not None else "plugins"
 
 
 def lookup_plugin(what: str, name: str, path: tuple, where: str) -> Any:

@@ -70,11 +70,12 @@ def write_log(text: str) -> Path | None:
 
 
 def _base_kind(cls: type) -> str:
-    """attack, target, reporter, executor (from the audit_core base class), else plugin."""
-    for klass in cls.__mro__:
-        if klass.__module__.startswith("audit_core.") and klass.__name__ in ("Attack", "Target", "Reporter", "Executor"):
-            return klass.__name__.lower()
-    return "plugin"
+    """attack, target, reporter, executor, generator (the singular of the kind whose base class
+    ``cls`` derives from, ``kinds.py``'s table), else plugin."""
+    from .kinds import kind_of
+
+    kind = kind_of(cls)
+    return kind.singular if kind is not None else "plugin"
 
 
 def who(obj: Any) -> str:

@@ -11,7 +11,8 @@ The reference is checked twice. When it is registered: it must read ``package.mo
 and the module must exist (found with :func:`importlib.util.find_spec`, which imports its parent
 packages but not the module). When it is first used: the module must import, the attribute must
 exist and be the right kind (a subclass of the kind's base class, whose ``name`` is the registered
-name; a callable for distances and datasets). A failure is a :class:`RefError` whose message
+name and which implements the methods its kind requires, see ``kinds.py``; a callable for
+distances and datasets). A failure is a :class:`RefError` whose message
 says what the reference points at and what was wrong; the plugin manager disables the plugin that
 registered it, like any plugin whose hook fails (``plugins.py``).
 """
@@ -23,15 +24,7 @@ import importlib.util
 import re
 from typing import Any
 
-#: kind -> (module, class) every class registered under that kind must derive from; the other
-#: kinds (distances, datasets) register functions
-BASES = {
-    "attacks": ("audit_core.plugin.attacks", "Attack"),
-    "targets": ("audit_core.plugin.targets", "Target"),
-    "reporters": ("audit_core.run.reporting", "Reporter"),
-    "executors": ("audit_core.run.executors", "Executor"),
-    "generators": ("audit_core.plugin.generators", "Generator"),
-}
+from .kinds import BASES, SINGULAR, missing_methods  # noqa: F401  (BASES: the old name, kinds.py's table)
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _FORM = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
@@ -67,7 +60,7 @@ class LazyRef:
     @property
     def what(self) -> str:
         """``attack 'pia'``: the kind (singular) and the registered name, for messages."""
-        return f"{self.kind[:-1]} {self.name!r}"
+        return f"{SINGULAR.get(self.kind, self.kind)} {self.name!r}"
 
     @property
     def loaded(self) -> bool:
@@ -134,6 +127,9 @@ class LazyRef:
                 f"its {self.what} points at {self.target}, whose name is {getattr(obj, 'name', None)!r}: "
                 f"register it under that name, or set `name = {self.name!r}` on the class"
             )
+        missing = missing_methods(self.kind, obj)
+        if missing:
+            raise RefError(f"its {self.what} points at {self.target}, which does not implement {'; nor '.join(missing)}")
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else ("broken" if self._error else "not loaded")

@@ -1,8 +1,10 @@
 """The plugin manager: built-in plugins, entry points of the group ``audit``, an allow-list,
 tracing, the registries by kind (``register_*`` hooks called through pluggy; objects registered
 by ``"module:attr"`` reference are imported on first use, see ``lazyref.py``), broken plugins
-disabled (not fatal), name clashes, and the listing behind ``audit plugins`` (names only: it
-imports no plugin's implementation). The factory
+disabled (not fatal) and name clashes: a built-in name wins over a third-party plugin's, which
+stays reachable by its qualified name ``<distribution>:<name>``; names two third-party plugins
+register are used by neither, except qualified. The kinds are ``kinds.py``'s table; the listing
+behind ``audit plugins`` is ``listing.py`` (re-exported here). The factory
 (:func:`lookup`, :func:`validate`, :func:`construct`, :func:`build`) is in ``factory.py`` and
 re-exported here.
 
@@ -32,17 +34,13 @@ import pluggy
 
 from . import hookspecs
 from ..base.errors import Interrupted, PluginError
-from .lazyref import LazyRef, RefError, is_ref
+from .kinds import KINDS, SINGULAR  # noqa: F401  (KINDS, SINGULAR: old names, kinds.py's table)
+from .lazyref import LazyRef, RefError, _a, is_ref
+from .owners import (  # noqa: F401  (the old names of manager.py)
+    DEFAULT_PLUGINS, _dist_of, _settle, _who, did_you_mean, distribution, is_builtin, origin_of, qualifier,
+)
 
 GROUP = "audit"
-#: what ``register_<kind>`` registers, in the order ``audit plugins`` lists them
-KINDS = ("attacks", "targets", "distances", "reporters", "executors", "datasets", "generators")
-SINGULAR = {k: k[:-1] for k in KINDS}
-
-DEFAULT_PLUGINS = (
-    "audit_core.builtins.distances",
-    "audit_core.builtins.executor",
-)
 
 pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
@@ -63,15 +61,18 @@ class Broken:
 
 @dataclass
 class Registry:
-    """What ``register_<kind>`` yielded: name -> (object, owner plugin), names two plugins
-    registered (used by neither), and plugins whose hook failed."""
+    """What ``register_<kind>`` yielded: name -> (object, owner plugin); names two third-party
+    plugins registered (used by neither by that name); names a built-in won, with the
+    third-party plugins disabled for them (``shadowed``); and every registration by its
+    qualified name ``<distribution>:<name>``."""
 
     found: dict[str, tuple[Any, str]] = field(default_factory=dict)
     clashes: dict[str, list[str]] = field(default_factory=dict)
+    shadowed: dict[str, list[str]] = field(default_factory=dict)
+    qualified: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 _broken: dict[str, Broken] = {}
-_dist_of: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 _registries: dict[str, tuple[tuple, Registry]] = {}  # kind -> (plugins it was built from, registry)
 
 
@@ -80,12 +81,6 @@ def _allow_list() -> set[str] | None:
     if raw is None:
         return None
     return {item.strip() for item in raw.split(",") if item.strip()}
-
-
-def did_you_mean(name: str, choices: Any) -> str:
-    """`` Did you mean 'x'?`` for the closest of ``choices`` (difflib), else ``""``."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _disable(name: str, dist: str | None, version: str | None, reason: str, quiet: bool = False) -> None:
@@ -169,30 +164,6 @@ def check_pending() -> None:
         validate_plugin(plugin, pm.get_name(plugin))
 
 
-def distribution(plugin_name: str) -> tuple[str, str] | None:
-    """(distribution, version) of a loaded plugin, None for built-ins and in-memory plugins."""
-    return _dist_of.get(plugin_name)
-
-
-def origin_of(cls: type) -> str:
-    """Where a plugin class comes from, for messages: ``from audit-x 0.1.0`` or
-    ``registered in-process as 'name'``."""
-    owner = getattr(cls, "plugin_name", "") or ""
-    dist = _dist_of.get(owner)
-    if dist:
-        return f"from {dist[0]} {dist[1]}"
-    if owner in DEFAULT_PLUGINS or cls.__module__.startswith("audit_core."):
-        from ..base.version import __version__
-
-        return f"from audit-core {__version__}"
-    return f"registered in-process as {owner!r}" if owner else f"class {cls.__module__}.{cls.__qualname__}"
-
-
-def _who(plugin_name: str) -> str:
-    dist = _dist_of.get(plugin_name)
-    return f"{plugin_name!r} ({dist[0]} {dist[1]})" if dist else repr(plugin_name)
-
-
 # ------------------------------------------------------------------------------ registries
 
 
@@ -224,7 +195,7 @@ def _collect(kind: str) -> Registry:
                 return
             name = getattr(obj, "name", None)
             if not name:
-                raise PluginError(f"it registered a {SINGULAR[kind]} without a `name` ({obj!r})")
+                raise PluginError(f"it registered {_a(SINGULAR[kind])} without a `name` ({obj!r})")
             items.append((name, obj, True))
 
         others = [i.plugin for i in impls if i.plugin is not impl.plugin]
@@ -243,27 +214,30 @@ def _collect(kind: str) -> Registry:
             if all(v is not value for _, v in seen.get(name, [])):
                 seen.setdefault(name, []).append((owner, value))
             reg.found.setdefault(name, (value, owner))
+            reg.qualified.setdefault(f"{qualifier(owner)}:{name}", (value, owner))
     for name, regs in seen.items():
-        owners = [o for o, _ in regs]
-        if len(regs) > 1:  # ambiguous: neither is used, and a run that needs it says why
-            reg.found.pop(name, None)
-            reg.clashes[name] = owners
-            from ..base.terminal import warn
-
-            warn(
-                f"{SINGULAR[kind]} {name!r} is registered by {' and '.join(_who(o) for o in owners)}; "
-                f"neither is used. Uninstall one, or load one with AUDIT_LOAD_PLUGINS."
-            )
+        if len(regs) > 1:  # a built-in wins; else neither is used, and a run that needs it says why
+            _settle(kind, reg, name, [o for o, _ in regs])
     _registries[kind] = (key, reg)
     return reg
 
 
+def entry(what: str, name: str) -> tuple[Any, str] | None:
+    """(object or reference, owner) registered as ``name``, a bare name or a qualified one
+    (``<distribution>:<name>``); None if there is none."""
+    reg = _collect(what)
+    return reg.found.get(name) or reg.qualified.get(name)
+
+
 def resolve(what: str, name: str, where: str | None = None) -> Any:
-    """The object registered as ``name`` (``KeyError`` if none), its module imported now when it
-    was registered by reference. A reference that fails to load disables the plugin that
+    """The object registered as ``name`` (bare or qualified; ``KeyError`` if none), its module
+    imported now when it was registered by reference. A reference that fails to load disables the plugin that
     registered it (listed by :func:`broken`; no separate warning) and raises a ``PluginError``
     (exit 2) naming the plugin, its distribution and what was wrong; ``where`` prefixes it."""
-    value, owner = _collect(what).found[name]
+    found = entry(what, name)
+    if found is None:
+        raise KeyError(name)
+    value, owner = found
     if not isinstance(value, LazyRef):
         return value
     try:
@@ -289,12 +263,12 @@ class RegistryView(Mapping):
         self._what, self._names = what, names
 
     def __getitem__(self, name: str) -> Any:
-        if name not in self._names:
+        if name not in self:
             raise KeyError(name)
         return resolve(self._what, name)
 
     def __contains__(self, name: object) -> bool:  # Mapping's default would read (import) the value
-        return name in self._names
+        return name in self._names or (isinstance(name, str) and name in _collect(self._what).qualified)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -302,8 +276,12 @@ class RegistryView(Mapping):
     def __len__(self) -> int:
         return len(self._names)
 
-    def __reduce__(self):  # pickled (e.g. to a worker process) as the plain dict it stands for
-        return (dict, (dict(self.items()),))
+    def __reduce__(self):  # pickled (e.g. to a worker process) as the plain dict it stands for,
+        # with the qualified names of the registrations no bare name reaches (clashes, shadowed)
+        reg = _collect(self._what)
+        hidden = [q for q, (_, owner) in reg.qualified.items() if reg.found.get(q.split(":", 1)[1], (None, None))[1] != owner]
+        names = [*self._names, *hidden]
+        return (dict, ({n: self[n] for n in names},))
 
     def __repr__(self) -> str:
         return f"RegistryView({self._what!r}, {self._names!r})"
@@ -312,67 +290,25 @@ class RegistryView(Mapping):
 def registry(what: str) -> Mapping[str, Any]:
     """``registry("attacks")`` -> {name: class}, a read-only mapping whose objects are imported
     on first access (see :class:`RegistryView`). ``what`` is targets, attacks, distances,
-    reporters, executors, datasets or generators. Names registered twice are left out (see
-    :func:`clashes`)."""
+    reporters, executors, datasets or generators. Names two third-party plugins registered are
+    left out (see :func:`clashes`); a qualified name ``<distribution>:<name>`` may be read too."""
     return RegistryView(what, list(_collect(what).found))
 
 
 def clashes(what: str) -> dict[str, list[str]]:
-    """Names registered by more than one plugin: name -> the plugins."""
+    """Names registered by more than one third-party plugin (used by neither): name -> the plugins."""
     return dict(_collect(what).clashes)
+
+
+def shadowed(what: str) -> dict[str, list[str]]:
+    """Names a built-in won: name -> the third-party plugins disabled for it (reachable qualified)."""
+    return dict(_collect(what).shadowed)
 
 
 def broken() -> list[Broken]:
     """Plugins disabled because they failed to load or register."""
     load_plugins()
     return sorted(_broken.values(), key=lambda b: b.name)
-
-
-# ------------------------------------------------------------------------------ listing
-
-
-def get_plugins(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
-    """Every plugin: name, distribution, version, the hooks it implements and the names it
-    registers per kind (as written in audit.yaml), plus disabled (``broken``) plugins and
-    names another plugin registers too (``clashes``)."""
-    load_plugins()
-    registers: dict[str, dict[str, list[str]]] = {}
-    clash_of: dict[str, list[str]] = {}
-    for kind in KINDS:
-        reg = _collect(kind)
-        for name, (_, owner) in reg.found.items():
-            registers.setdefault(owner, {}).setdefault(kind, []).append(name)
-        for name, owners in reg.clashes.items():
-            for owner in owners:
-                registers.setdefault(owner, {}).setdefault(kind, []).append(name)
-                others = [o for o in owners if o != owner]
-                clash_of.setdefault(owner, []).append(f"{SINGULAR[kind]} {name!r} also registered by {', '.join(others)}")
-    out = []
-    for plugin in pm.get_plugins():
-        name = pm.get_name(plugin)
-        if not all and name in DEFAULT_PLUGINS:
-            continue
-        info: dict[str, Any] = {
-            "name": name,
-            "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
-            "registers": {k: sorted(v) for k, v in sorted(registers.get(name, {}).items(), key=lambda kv: KINDS.index(kv[0]))},
-        }
-        dist = _dist_of.get(name)
-        if dist is not None:
-            info["distribution"], info["version"] = dist
-        elif name in DEFAULT_PLUGINS:
-            from ..base.version import __version__
-
-            info["distribution"], info["version"] = "audit-core", __version__
-        if name in clash_of:
-            info["clashes"] = clash_of[name]
-        out.append(info)
-    for b in broken():
-        info = {"name": b.name, "hooks": [], "registers": {}, "broken": b.reason}
-        if b.distribution:
-            info["distribution"], info["version"] = b.distribution, b.version
-        out.append(info)
-    return sorted(out, key=lambda p: p["name"])
 
 
 def register_commands(cli: Callable) -> None:
@@ -406,8 +342,9 @@ _FACTORY = ("build", "construct", "lookup", "unknown_message", "validate")
 
 
 def __getattr__(name: str) -> Any:
+    if name == "get_plugins":  # the listing lives in listing.py (which imports this module)
+        return importlib.import_module("audit_core.plugin.listing").get_plugins
     if name in _FACTORY:
-        import importlib
         import warnings
 
         warnings.warn(f"audit_core.plugins.{name} moved to audit_core.plugin.factory.{name}", DeprecationWarning, stacklevel=2)
@@ -417,5 +354,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "GROUP", "KINDS", "pm", "load_plugins", "registry", "resolve", "clashes",
-    "broken", "get_plugins", "did_you_mean", "origin_of", "distribution", "isolated",
+    "broken", "get_plugins", "did_you_mean", "origin_of", "distribution", "isolated", "shadowed", "qualifier",
 ]

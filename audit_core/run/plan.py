@@ -36,6 +36,7 @@ from ..copyright import conclusion, rescore
 from ..data import ImageLoader, LoadedData, load_records
 from ..data.cache import QueryCache
 from ..plugin import factory, manager as plugins
+from ..plugin.names import check_named_plugins
 from ..plugin.attacks import AttackContext, check_access
 from ..plugin.prepared import PreparedAttack
 from ..plugin.targets import TargetContext
@@ -116,6 +117,8 @@ def check_inputs(loaded: LoadedConfig, output: Any, load_data: Callable[[], Load
 
     tcls = look("targets", cfg.target.plugin, "target", "plugin")
     acls = {i: look("attacks", a.plugin, "attacks", i, "plugin") for i, a in enumerate(cfg.attacks)}
+    for i, a in enumerate(cfg.attacks):  # distances named in the params, before any model loads
+        check_named_plugins(acls[i], a.params, lambda p, i=i: f"attacks[{i}].params.{p} ({loaded.where('attacks', i, 'params', p)})")
     ecls = look("executors", cfg.run.executor.plugin, "run", "executor", "plugin")
     rcls = [look("reporters", r.plugin, "reports", i, "plugin") for i, r in enumerate(cfg.reports)]
     tparams = factory.validate(tcls, cfg.target.options(), loaded, ("target",))

@@ -10,6 +10,25 @@ Read it as a worked example of an ``audit`` plugin:
 - ``train.py``   the recipe of the demo model, callable from Python;
 - ``cli.py``     ``audit ddim train|info|convert-pytorch-ddpm``, added through ``register_commands``;
 - ``pytorch_ddpm.py`` converting the papers' pytorch-ddpm checkpoints into a pipeline folder.
+
+The public import path of the target, for subclassing it in another plugin (a wrapper that,
+say, post-processes every variation)::
+
+    from audit_ddim import DDIMParams, DDIMTarget
+
+Both are imported on first access, so ``import audit_ddim`` (what every ``audit`` command does
+through the entry point) stays free of torch and diffusers.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["DDIMParams", "DDIMTarget", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DDIMParams", "DDIMTarget"):
+        from . import target
+
+        return getattr(target, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
