@@ -37,8 +37,9 @@ __all__ = [
     # ... statistics, secrets, config values, results
     "metrics", "calibration_split", "CombiningAttack", "secrets", "parse_value", "load_yaml", "LABEL_NAMES",
     "SET_INFERENCE_BLOCKS", "queries_curve", "thumbnail_path",
-    # ... the atomic writer (temporary file, fsync, rename; registered secrets scrubbed); a warning printed once
-    "write_text", "warn",
+    # ... the atomic writers (temporary file, fsync, rename; write_text: text, registered secrets scrubbed;
+    # atomic_write: bytes or text as given); a warning printed once
+    "write_text", "atomic_write", "warn",
 ]
 
 
@@ -63,6 +64,7 @@ _LIGHT = {
     **dict.fromkeys(("AuditError", "ConfigError", "DataError", "PluginError", "AccessError", "ModelError", "PluginFailure"), ".base.errors"),
     "ImageRecord": ".base.records", "LABEL_NAMES": ".base.records", "SET_INFERENCE_BLOCKS": ".base.records",
     "resolve_path": ".base.config", "parse_value": ".base.config", "load_yaml": ".base.config", "warn": ".base.terminal",
+    "atomic_write": ".base.atomic",
 }
 
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..base.errors import DataError
-from ..base.records import ImageRecord
+from ..base.records import ImageRecord, content_hash  # noqa: F401  (content_hash lived here)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 MANIFEST_EXTS = {".csv", ".jsonl", ".ndjson"}
@@ -567,18 +567,3 @@ class ImageLoader:
             raise DataError(f"image {record.path} cannot be read: {exc.strerror or exc}") from None
         self.hashes[record.id] = hashlib.sha256(data).hexdigest()
         return open_image(record, data)
-
-
-def content_hash(record: ImageRecord) -> str:
-    """sha256 of an image's content (its file's bytes, or its array's shape, dtype and bytes):
-    a resumed run rescores an image whose content changed since it was scored."""
-    h = hashlib.sha256()
-    if record.array is not None:
-        a = np.ascontiguousarray(record.array)
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
-    else:
-        with open(record.path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()

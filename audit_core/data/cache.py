@@ -37,16 +37,15 @@ import json
 import logging
 import os
 import re
-from collections import OrderedDict
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from ..base.atomic import atomic_write
 from ..base.errors import ConfigError
+from ..base.lru import LRU
 
 TRIM_TO = 0.9  # after trimming, the cache holds at most this fraction of max_bytes
 STALE_TMP_SECONDS = 3600  # temporary files older than this were left by killed processes
@@ -173,14 +172,8 @@ class QueryCache:
             },
             indent=1,
         )
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(body + "\n")
-            os.replace(tmp, self.dir / MARKER)  # atomic: two processes adopting at once both succeed
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # atomic: two processes adopting at once both succeed
+        atomic_write(self.dir / MARKER, body + "\n", fsync=False, temp_prefix=TMP_PREFIX, temp_suffix=TMP_SUFFIX)
 
     def foreign_example(self) -> str | None:
         """A path in the folder that neither this version nor the previous one wrote (None when
@@ -262,21 +255,12 @@ class QueryCache:
     def put(self, key: str, value: torch.Tensor) -> None:
         p = self._path(key)
         arr = value.detach().to("cpu", torch.float32).contiguous().numpy()
-        tmp = None
         try:
             p.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(encode_entry(key, arr))
-            os.replace(tmp, p)
-            tmp = None
+            # a unique temporary file, removed on failure (a full disk: the run goes on uncached)
+            atomic_write(p, encode_entry(key, arr), fsync=False, temp_prefix=TMP_PREFIX, temp_suffix=TMP_SUFFIX)
             size = p.stat().st_size
         except OSError:
-            if tmp is not None:  # a full disk: drop the partial file, the run goes on uncached
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
             return
         if not self.max_bytes:
             return
@@ -416,34 +400,13 @@ class QueryCache:
 
 
 # --------------------------------------------------------------------------------- run-local cache
-class MemoryCache:
+class MemoryCache(LRU):
     """A run-local query cache in memory (float32, exact), least recently used evicted past
-    ``max_bytes``. Same ``get``/``put`` as :class:`audit_core.cache.QueryCache`."""
+    ``max_bytes`` (the core's one LRU, :class:`audit_core.base.lru.LRU`). Same ``get``/``put`` as
+    :class:`QueryCache`."""
 
     def __init__(self, max_bytes: int = 2_000_000_000):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._bytes = 0
-        self.evicted = 0
+        super().__init__(max_bytes)
 
-    def get(self, key: str):
-        v = self._items.get(key)
-        if v is not None:
-            self._items.move_to_end(key)
-        return v
-
-    def put(self, key: str, value) -> None:
-        v = value.detach().to("cpu").float().clone()
-        size = v.numel() * v.element_size()
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._bytes -= old.numel() * old.element_size()
-        self._items[key] = v
-        self._bytes += size
-        while self.max_bytes and self._bytes > self.max_bytes and len(self._items) > 1:
-            _, ev = self._items.popitem(last=False)
-            self._bytes -= ev.numel() * ev.element_size()
-            self.evicted += 1
-
-    def __len__(self) -> int:
-        return len(self._items)
+    def put(self, key: str, value, trim: bool = True) -> None:
+        super().put(key, value.detach().to("cpu").float().clone(), trim)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import BaseModel
 
 from ..base import ddim, seeding
 from ..base.config import resolve_path
+from ..base.lru import LRU
 from ..base.params import PluginParams
 from ..base.errors import ConfigError, ModelError
 
@@ -619,8 +619,7 @@ class VaeLatentTarget(Target):
         self.vae = vae
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
-        self._latents: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._latent_bytes = 0
+        self._latents = LRU(self.LATENT_CACHE_BYTES)  # image key -> float32 latent on the CPU
 
     def vae_rows(self) -> int:
         """Rows per VAE encoder/decoder pass."""
@@ -633,7 +632,9 @@ class VaeLatentTarget(Target):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_latents", OrderedDict())  # a subclass may set self.vae itself
+        cache = self.__dict__.get("_latents")
+        if cache is None:  # a subclass may set self.vae itself
+            cache = self._latents = LRU(self.LATENT_CACHE_BYTES)
         keys = [self._latent_key(img) for img in x]
         first: dict[str, int] = {}  # each image not cached yet -> its first row: encoded once
         for row, key in enumerate(keys):
@@ -645,16 +646,9 @@ class VaeLatentTarget(Target):
                 post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
                 fresh.append((post.mean * self.scaling_factor).float().cpu())
             for key, z in zip(first, torch.cat(fresh)):
-                cache[key] = z
-                self._latent_bytes = getattr(self, "_latent_bytes", 0) + z.numel() * 4
-        out = []
-        for key in keys:
-            cache.move_to_end(key)
-            out.append(cache[key])
-        result = torch.stack(out).to(self.device)
-        while self._latent_bytes > self.LATENT_CACHE_BYTES and len(cache) > 1:
-            _, dropped = cache.popitem(last=False)
-            self._latent_bytes -= dropped.numel() * 4
+                cache.put(key, z, trim=False)  # dropped only once this call has read them
+        result = torch.stack([cache.get(key) for key in keys]).to(self.device)
+        cache.trim(self.LATENT_CACHE_BYTES)
         return result
 
     @torch.no_grad()
