@@ -32,7 +32,6 @@ is below 90% of the cap."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -40,21 +39,18 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..base.atomic import atomic_write
 from ..base.errors import ConfigError
 from ..base.lru import LRU
+from .cache_entry import DTYPES, MAGIC, MAX_HEADER, decode_entry, encode_entry  # noqa: F401  (they lived here)
 
 TRIM_TO = 0.9  # after trimming, the cache holds at most this fraction of max_bytes
 STALE_TMP_SECONDS = 3600  # temporary files older than this were left by killed processes
 MARKER = ".audit-query-cache"  # at the cache's root: this folder is a query cache
 FORMAT = "audit-query-cache"
 VERSION = 2
-MAGIC = b"AUDITQC2\n"
-MAX_HEADER = 4096  # bytes: a longer first line is not one of our headers
-DTYPES = {"<f4": np.float32}  # what put() writes; anything else is a damaged entry
 ENTRY_RE = re.compile(r"^[0-9a-f]{64}\.qc$")
 LEGACY_RE = re.compile(r"^[0-9a-f]{64}\.npy$")  # entries of the previous version (no checksum)
 SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
@@ -74,44 +70,6 @@ def default_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(user_cache_dir("audit-diffusion")) / "queries"
-
-
-def encode_entry(key: str, arr: np.ndarray) -> bytes:
-    """The bytes of one entry: magic, JSON header (key, dtype, shape, sha256), raw data."""
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    payload = arr.astype("<f4", copy=False).tobytes()
-    header = {"key": key, "dtype": "<f4", "shape": list(arr.shape), "sha256": hashlib.sha256(payload).hexdigest()}
-    return MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
-
-
-def decode_entry(key: str, data: bytes) -> np.ndarray:
-    """The array of an entry; ``ValueError`` saying what is wrong when it does not verify."""
-    if not data.startswith(MAGIC):
-        raise ValueError("not a query-cache entry (bad magic)")
-    end = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
-    if end < 0:
-        raise ValueError("no header")
-    try:
-        header = json.loads(data[len(MAGIC) : end])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ValueError("unreadable header") from None
-    if not isinstance(header, dict):
-        raise ValueError("unreadable header")
-    if header.get("key") != key:
-        raise ValueError("the entry belongs to another key")
-    dtype = DTYPES.get(header.get("dtype"))
-    if dtype is None:
-        raise ValueError(f"unexpected dtype {header.get('dtype')!r}")
-    shape = header.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise ValueError(f"bad shape {shape!r}")
-    payload = data[end + 1 :]
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if len(payload) != expected:
-        raise ValueError(f"{len(payload)} data bytes for shape {shape} (expected {expected})")
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise ValueError("checksum mismatch")
-    return np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(shape)
 
 
 class QueryCache:
