@@ -71,6 +71,22 @@ def verify_run(
     return out
 
 
+def show(outcome: Outcome, run_dir: Path, console: Any) -> bool:
+    """Print an outcome, one line per check (``ok``, ``note``, ``FAIL``) and the verdict; True when
+    every check held (``audit verify`` exits 0, else 1)."""
+    for line in outcome.passed:
+        console.print(f"ok    {line}", soft_wrap=True, highlight=False, markup=False)
+    for line in outcome.notes:
+        console.print(f"note  {line}", soft_wrap=True, highlight=False, markup=False)
+    for line in outcome.failures:
+        console.print(f"FAIL  {line}", soft_wrap=True, highlight=False, markup=False)
+    if not outcome.ok:
+        console.print(f"{run_dir}: {len(outcome.failures)} check(s) failed", soft_wrap=True, highlight=False, markup=False)
+        return False
+    console.print(f"{run_dir}: verified", soft_wrap=True, highlight=False, markup=False)
+    return True
+
+
 # --------------------------------------------------------------------------------- statements and signatures
 def _reports_statement(run_dir: Path, att_bytes: bytes, out: Outcome) -> bytes | None:
     p = run_dir / attest.REPORTS_ATTESTATION
