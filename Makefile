@@ -68,7 +68,7 @@ bench: setup
 # not part of `make test`. MUTATE: mutmut name globs, MUTATE_BUDGET: wall-clock seconds.
 # Score per module and surviving mutants: benchmarks/mutation.txt
 MUTATE ?= audit_core.base.ddim.* audit_core.base.seeding.* audit_core.stats.metrics.* audit_core.copyright.inference.* \
-	audit_core.plugin.targets.*cache_key* audit_core.copyright.reference.*cache_key* audit_core.base.secrets.* \
+	audit_core.plugin.variations.*cache_key* audit_core.copyright.reference.*cache_key* audit_core.base.secrets.* \
 	$(MUTATE_OWNERSHIP)
 # issue 35: the run directory's containment and links, the query cache's ownership, the store's
 # changed-image hashes (`make mutate MUTATE='$$(MUTATE_OWNERSHIP)'` for these alone)

@@ -37,8 +37,9 @@ __all__ = [
     # ... statistics, secrets, config values, results
     "metrics", "calibration_split", "CombiningAttack", "secrets", "parse_value", "load_yaml", "LABEL_NAMES",
     "SET_INFERENCE_BLOCKS", "queries_curve", "thumbnail_path",
-    # ... the atomic writer (temporary file, fsync, rename; registered secrets scrubbed); a warning printed once
-    "write_text", "warn",
+    # ... the atomic writers (temporary file, fsync, rename; write_text: text, registered secrets scrubbed;
+    # atomic_write: bytes or text as given); a warning printed once
+    "write_text", "atomic_write", "warn",
     # ... the one factory every plugin object is made through (lookup, defaults and presets, strict params)
     "build_plugin",
 ]
@@ -66,6 +67,7 @@ _LIGHT = {
     "ImageRecord": ".base.records", "LABEL_NAMES": ".base.records", "SET_INFERENCE_BLOCKS": ".base.records",
     "resolve_path": ".base.config", "parse_value": ".base.config", "load_yaml": ".base.config", "warn": ".base.terminal",
     "build_plugin": ".plugin.factory",
+    "atomic_write": ".base.atomic",
 }
 
 

@@ -24,6 +24,7 @@ from .plugin.factory import build_plugin
 from .plugin.generators import Generator, GeneratorParams
 from .plugin.targets import PICKLE_SUFFIXES, VaeLatentTarget, pipeline_folder, require_weights, resolve_device, resolve_dtype
 from .run.store import write_text
+from .base.atomic import atomic_write
 from .base.terminal import warn
 from .run.sweeps import queries_curve
 from .run.thumbnails import thumbnail_path

@@ -24,7 +24,7 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 #: the DDIM maths, seeding, metrics, copyright inference, the query-cache keys and secrets
 DEFAULT = [
     "audit_core.base.ddim.*", "audit_core.base.seeding.*", "audit_core.stats.metrics.*", "audit_core.copyright.inference.*",
-    "audit_core.plugin.targets.*cache_key*", "audit_core.copyright.reference.*cache_key*", "audit_core.base.secrets.*",
+    "audit_core.plugin.variations.*cache_key*", "audit_core.copyright.reference.*cache_key*", "audit_core.base.secrets.*",
     # issue 35: the run directory, the query cache's folder ownership, the store's changed-image hashes
     "audit_core.run.rundir.*", "audit_core.data.cache.*foreign_example*", "audit_core.data.cache.*_claim*",
     "audit_core.data.cache.*_require_owned*", "audit_core.run.store.*rescore_changed*", "audit_core.run.store.*image_hashes*",

@@ -151,3 +151,30 @@ def test_every_core_module_is_named_in_the_architecture_doc():
         if f"`{rel}`" not in doc:
             missing.append(rel)
     assert missing == []
+
+
+#: issue 29: no core module over this many lines (counted as `wc -l` counts them)
+MAX_MODULE_LINES = 400
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n")
+
+
+def test_no_core_module_over_400_lines():
+    core = ROOT / "audit_core"
+    over = {
+        p.relative_to(core).as_posix(): _lines(p)
+        for p in sorted(core.rglob("*.py"))
+        if _lines(p) > MAX_MODULE_LINES
+    }
+    assert over == {}, (
+        f"split these into cohesive modules of at most {MAX_MODULE_LINES} lines (docs/architecture.md names each)"
+    )
+
+
+def test_the_line_count_is_wc_l(tmp_path):
+    """The check above can fail: a file of 401 lines is over, one of 400 is not."""
+    (tmp_path / "a.py").write_text("x = 1\n" * 401)
+    (tmp_path / "b.py").write_text("x = 1\n" * 400)
+    assert _lines(tmp_path / "a.py") > MAX_MODULE_LINES >= _lines(tmp_path / "b.py")

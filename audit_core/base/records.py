@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,3 +31,21 @@ class ImageRecord:
     group: str = ""  # members | nonmembers | suspects | reference
     #: a manifest's other non-empty columns (e.g. ``class``), as strings; see ``Target.condition``
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def content_hash(record: ImageRecord) -> str:
+    """sha256 of an image's content: its file's bytes, or its array's shape, dtype and bytes. The
+    core's one content digest: a resumed run rescores an image whose digest changed since it was
+    scored (the run store keeps them), the attestation binds the scored images by it, and
+    ``audit verify`` recomputes it; its value for a given image never changes (old runs resume).
+    An unreadable file raises ``OSError``."""
+    h = hashlib.sha256()
+    if record.array is not None:
+        a = np.ascontiguousarray(record.array)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    else:
+        with open(record.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError
+from .atomic import atomic_write
 
 MASK = "***"
 MIN_LENGTH = 4  # shorter values would scrub ordinary text ("1", "on"...)
@@ -197,9 +198,7 @@ def scrub_files(paths: Iterable[Path], max_bytes: int = 64 << 20) -> tuple[list[
             except UnicodeDecodeError:
                 text = None
             if text is not None:
-                tmp = p.with_name(f".{p.name}.scrub")
-                tmp.write_bytes(scrub(text).encode())  # UTF-8, whatever the locale
-                os.replace(tmp, p)
+                atomic_write(p, scrub(text))  # UTF-8, whatever the locale
                 changed.append(p)
                 continue
         binary.append(p)

@@ -27,7 +27,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-cache_app = typer.Typer(help="The shared query cache of variation outputs.", no_args_is_help=True)
+from .cache import _cache_at, _size, cache_app, cache_clear, cache_info  # noqa: E402,F401  (`audit cache`; they lived here)
+
 app.add_typer(cache_app, name="cache")
 from . import reference_check as _reference_check  # noqa: E402,F401  (registers `audit reference check`)
 
@@ -248,19 +249,10 @@ def verify(
     """Check an attested run: signatures, outputs, every input's hash, the metrics recomputed from
     scores.csv and, with --rescore N, N images scored again. Exit 0 when all holds, else 1 with
     one line per failure."""
-    from .verify import verify_run
+    from .verify import show, verify_run
 
-    outcome = verify_run(run_dir, key, data_root, model_root, rescore, rescore_seed)
-    for line in outcome.passed:
-        console.print(f"ok    {line}", soft_wrap=True, highlight=False, markup=False)
-    for line in outcome.notes:
-        console.print(f"note  {line}", soft_wrap=True, highlight=False, markup=False)
-    for line in outcome.failures:
-        console.print(f"FAIL  {line}", soft_wrap=True, highlight=False, markup=False)
-    if not outcome.ok:
-        console.print(f"{run_dir}: {len(outcome.failures)} check(s) failed", soft_wrap=True, highlight=False, markup=False)
+    if not show(verify_run(run_dir, key, data_root, model_root, rescore, rescore_seed), run_dir, console):
         raise typer.Exit(1)
-    console.print(f"{run_dir}: verified", soft_wrap=True, highlight=False, markup=False)
 
 
 def _reporter_params(items: list[str], reporters: list[str]) -> dict:
@@ -277,68 +269,6 @@ def _reporter_params(items: list[str], reporters: list[str]) -> dict:
             raise AuditError(f"--param {item!r}: expected KEY=VALUE, e.g. --param title=Audit")
         params[key] = parse_value(value)
     return params
-
-
-_CacheDir = Annotated[
-    Optional[Path], typer.Option("--dir", help="Cache folder (default: $AUDIT_CACHE_DIR, else the user cache dir).")
-]
-_CacheConfig = Annotated[Optional[Path], typer.Option("--config", help="Use the cache.dir of this audit.yaml.")]
-
-
-def _cache_at(directory: Optional[Path], config: Optional[Path]):
-    from ..data.cache import QueryCache
-
-    if directory is None and config is not None:
-        from ..base.config import load_config
-
-        return QueryCache.for_config(load_config(config), create=False)
-    return QueryCache(directory, create=False)
-
-
-@cache_app.command("info")
-def cache_info(directory: _CacheDir = None, config: _CacheConfig = None) -> None:
-    """Show where the query cache is and how big it is."""
-    cache = _cache_at(directory, config)
-    info = cache.info()
-    console.print(
-        f"{info['dir']}: {info['entries']} entries, {_size(info['bytes'])}"
-        + (f" (cap {_size(info['max_bytes'])})" if config is not None and info["max_bytes"] else ""),
-        highlight=False, soft_wrap=True,  # a path is never broken over lines
-    )
-    if info["legacy_entries"]:
-        console.print(
-            f"{info['legacy_entries']} entries ({_size(info['legacy_bytes'])}) from an earlier version have no "
-            f"checksum and are not used; `audit cache clear --legacy` removes them",
-            highlight=False, soft_wrap=True,
-        )
-    foreign = cache.foreign_example() if not info["marker"] else None
-    if foreign is not None:
-        console.print(
-            f"note: {info['dir']} is not an audit query cache (no marker; it holds other files such as {foreign})",
-            highlight=False, soft_wrap=True,
-        )
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-@cache_app.command("clear")
-def cache_clear(
-    directory: _CacheDir = None,
-    config: _CacheConfig = None,
-    legacy: Annotated[
-        bool, typer.Option("--legacy", help="Also delete the unverifiable <key>.npy entries an earlier version wrote.")
-    ] = False,
-) -> None:
-    """Delete every cached variation (only the cache's own entries: nothing else in the folder)."""
-    cache = _cache_at(directory, config)
-    n = cache.clear(legacy=legacy)
-    console.print(f"removed {n} cached entries from {cache.dir}", highlight=False, soft_wrap=True)
 
 
 _commands_loaded = False

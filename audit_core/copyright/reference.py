@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..base.atomic import atomic_write
 from ..base.errors import ConfigError, DataError
 from ..plugin import factory
 
@@ -79,19 +81,13 @@ def _cache_key(identity: str, prompt: str, seed: int) -> str:
 
 
 def _write_png(path: Path, image) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def build(

@@ -32,30 +32,25 @@ is below 90% of the cap."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import re
-from collections import OrderedDict
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
+from ..base.atomic import atomic_write
 from ..base.errors import ConfigError
+from ..base.lru import LRU
+from .cache_entry import DTYPES, MAGIC, MAX_HEADER, decode_entry, encode_entry  # noqa: F401  (they lived here)
 
 TRIM_TO = 0.9  # after trimming, the cache holds at most this fraction of max_bytes
 STALE_TMP_SECONDS = 3600  # temporary files older than this were left by killed processes
 MARKER = ".audit-query-cache"  # at the cache's root: this folder is a query cache
 FORMAT = "audit-query-cache"
 VERSION = 2
-MAGIC = b"AUDITQC2\n"
-MAX_HEADER = 4096  # bytes: a longer first line is not one of our headers
-DTYPES = {"<f4": np.float32}  # what put() writes; anything else is a damaged entry
 ENTRY_RE = re.compile(r"^[0-9a-f]{64}\.qc$")
 LEGACY_RE = re.compile(r"^[0-9a-f]{64}\.npy$")  # entries of the previous version (no checksum)
 SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
@@ -75,44 +70,6 @@ def default_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(user_cache_dir("audit-diffusion")) / "queries"
-
-
-def encode_entry(key: str, arr: np.ndarray) -> bytes:
-    """The bytes of one entry: magic, JSON header (key, dtype, shape, sha256), raw data."""
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    payload = arr.astype("<f4", copy=False).tobytes()
-    header = {"key": key, "dtype": "<f4", "shape": list(arr.shape), "sha256": hashlib.sha256(payload).hexdigest()}
-    return MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
-
-
-def decode_entry(key: str, data: bytes) -> np.ndarray:
-    """The array of an entry; ``ValueError`` saying what is wrong when it does not verify."""
-    if not data.startswith(MAGIC):
-        raise ValueError("not a query-cache entry (bad magic)")
-    end = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
-    if end < 0:
-        raise ValueError("no header")
-    try:
-        header = json.loads(data[len(MAGIC) : end])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ValueError("unreadable header") from None
-    if not isinstance(header, dict):
-        raise ValueError("unreadable header")
-    if header.get("key") != key:
-        raise ValueError("the entry belongs to another key")
-    dtype = DTYPES.get(header.get("dtype"))
-    if dtype is None:
-        raise ValueError(f"unexpected dtype {header.get('dtype')!r}")
-    shape = header.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise ValueError(f"bad shape {shape!r}")
-    payload = data[end + 1 :]
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if len(payload) != expected:
-        raise ValueError(f"{len(payload)} data bytes for shape {shape} (expected {expected})")
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise ValueError("checksum mismatch")
-    return np.frombuffer(payload, dtype="<f4").astype(np.float32).reshape(shape)
 
 
 class QueryCache:
@@ -173,14 +130,8 @@ class QueryCache:
             },
             indent=1,
         )
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(body + "\n")
-            os.replace(tmp, self.dir / MARKER)  # atomic: two processes adopting at once both succeed
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # atomic: two processes adopting at once both succeed
+        atomic_write(self.dir / MARKER, body + "\n", fsync=False, temp_prefix=TMP_PREFIX, temp_suffix=TMP_SUFFIX)
 
     def foreign_example(self) -> str | None:
         """A path in the folder that neither this version nor the previous one wrote (None when
@@ -262,21 +213,12 @@ class QueryCache:
     def put(self, key: str, value: torch.Tensor) -> None:
         p = self._path(key)
         arr = value.detach().to("cpu", torch.float32).contiguous().numpy()
-        tmp = None
         try:
             p.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(encode_entry(key, arr))
-            os.replace(tmp, p)
-            tmp = None
+            # a unique temporary file, removed on failure (a full disk: the run goes on uncached)
+            atomic_write(p, encode_entry(key, arr), fsync=False, temp_prefix=TMP_PREFIX, temp_suffix=TMP_SUFFIX)
             size = p.stat().st_size
         except OSError:
-            if tmp is not None:  # a full disk: drop the partial file, the run goes on uncached
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
             return
         if not self.max_bytes:
             return
@@ -416,34 +358,13 @@ class QueryCache:
 
 
 # --------------------------------------------------------------------------------- run-local cache
-class MemoryCache:
+class MemoryCache(LRU):
     """A run-local query cache in memory (float32, exact), least recently used evicted past
-    ``max_bytes``. Same ``get``/``put`` as :class:`audit_core.cache.QueryCache`."""
+    ``max_bytes`` (the core's one LRU, :class:`audit_core.base.lru.LRU`). Same ``get``/``put`` as
+    :class:`QueryCache`."""
 
     def __init__(self, max_bytes: int = 2_000_000_000):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._bytes = 0
-        self.evicted = 0
+        super().__init__(max_bytes)
 
-    def get(self, key: str):
-        v = self._items.get(key)
-        if v is not None:
-            self._items.move_to_end(key)
-        return v
-
-    def put(self, key: str, value) -> None:
-        v = value.detach().to("cpu").float().clone()
-        size = v.numel() * v.element_size()
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._bytes -= old.numel() * old.element_size()
-        self._items[key] = v
-        self._bytes += size
-        while self.max_bytes and self._bytes > self.max_bytes and len(self._items) > 1:
-            _, ev = self._items.popitem(last=False)
-            self._bytes -= ev.numel() * ev.element_size()
-            self.evicted += 1
-
-    def __len__(self) -> int:
-        return len(self._items)
+    def put(self, key: str, value, trim: bool = True) -> None:
+        super().put(key, value.detach().to("cpu").float().clone(), trim)

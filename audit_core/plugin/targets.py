@@ -13,34 +13,22 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 
-from ..base import ddim, seeding
 from ..base.config import resolve_path
+from ..base.lru import LRU
 from ..base.params import PluginParams
-from ..base.errors import ConfigError, ModelError
-
-VARIATION = "variation"  # black-box: V(x, t, k) only
-NOISE = "noise"  # grey-box: eps(x_t, t[, text]) on inputs of the caller's choice
-GRADIENTS = "gradients"  # white-box: gradients of the denoising loss w.r.t. the model's parameters
-TEXT = "text"  # eps conditions on each row's caption as a free-text prompt (text-to-image models)
-
-ACCESS_NAMES = {
-    VARIATION: "variation API (black-box)",
-    NOISE: "noise prediction (grey-box)",
-    GRADIENTS: "gradients w.r.t. the model's parameters (white-box)",
-    TEXT: "text-conditional noise prediction (captions as prompts)",
-}
-#: weight files that are pickles (loading one can run code): refused unless ``allow_pickle``
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+from ..base.errors import ConfigError
+# the interface's parts, each in its module, all importable from here (as before)
+from .capabilities import ACCESS_NAMES, GRADIENTS, NOISE, TEXT, VARIATION  # noqa: F401
+from .counting import Stats, _counted, _rows  # noqa: F401
+from .variations import VariationAPI, _seed_grid  # noqa: F401
+from .weights import PICKLE_SUFFIXES, _file_sha256, pipeline_folder, require_weights, weights_sha256  # noqa: F401
 
 
 class TargetParams(PluginParams):
@@ -63,110 +51,6 @@ class TargetContext:
     def path(self, p: str | Path) -> Path:
         """A model path from the config, relative to the audit.yaml's folder when known."""
         return resolve_path(p, self.config_dir)
-
-
-@lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_sha256(files: Sequence[Path]) -> str:
-    """SHA-256 over weight files' names and contents (each file hashed once per process, per path,
-    size and mtime): a target identity that changes whenever the weights do."""
-    h = hashlib.sha256()
-    for f in files:
-        st = Path(f).stat()
-        h.update(Path(f).name.encode())
-        h.update(_file_sha256(str(f), st.st_size, st.st_mtime_ns).encode())
-    return h.hexdigest()
-
-
-def pipeline_folder(path: Path, required: Sequence[str], what: str) -> Path:
-    """``path`` if it is a folder holding every entry of ``required`` (a diffusers pipeline's
-    components), else a ModelError naming the missing ones; ``what`` names the layout."""
-    if not path.is_dir():
-        raise ModelError(f"target.model: {path} is not a folder")
-    missing = [name for name in required if not (path / name).exists()]
-    if missing:
-        raise ModelError(
-            f"target.model: {path} is not a {what} pipeline folder: missing {', '.join(missing)} "
-            f"(expected {', '.join(required)})"
-        )
-    return path
-
-
-def require_weights(folder: Path, subfolders: Sequence[str], allow_pickle: bool) -> None:
-    """Check, before anything is loaded, that each component subfolder of a diffusers folder
-    holds weights: safetensors, or pickles (``PICKLE_SUFFIXES``) only with ``allow_pickle``."""
-    for sub in subfolders:
-        files = list((folder / sub).glob("*"))
-        if any(f.suffix == ".safetensors" for f in files):
-            continue
-        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
-        if pickled and not allow_pickle:
-            raise ModelError(
-                f"target.model: {folder / sub} holds only pickled weights ({pickled[0].name}). Unpickling can "
-                f"run code from the file, so it is refused by default; set `allow_pickle: true` in the target "
-                f"config only for files you trust, or convert them to safetensors."
-            )
-        if not pickled:
-            raise ModelError(f"target.model: {folder / sub} has no weights (*.safetensors)")
-
-
-@dataclass
-class Stats:
-    nfe: int = 0  # U-Net evaluations, one per image per call
-    queries: int = 0  # variation calls actually served (cache hits excluded), one per image
-    cache_hits: int = 0  # variation rows served from the query cache
-    cached_nfe: int = 0  # NFEs those cached rows would have cost
-    notes: list[str] = field(default_factory=list)
-
-
-def _rows(fn: Any, self: Any, args: tuple, kwargs: dict) -> int:
-    """Rows of one eps/variation call: the number of seeds (variation), else of ``x``."""
-    import inspect
-
-    try:
-        bound = inspect.signature(fn).bind(self, *args, **kwargs).arguments
-    except TypeError:
-        bound = {}
-    seeds = bound.get("seeds")
-    if seeds is not None:
-        return int(seeds.numel()) if isinstance(seeds, torch.Tensor) else int(np.size(np.asarray(seeds, dtype=object)))
-    values = list(bound.values())[1:] if bound else list(args)  # after self: x (or z_t) first
-    x = values[0] if values else None
-    return int(x.shape[0]) if hasattr(x, "shape") else 0
-
-
-def _counted(fn: Any, counter: str) -> Any:
-    """``fn`` guarded, adding one to ``self.stats.<counter>`` per row when ``fn`` did not
-    count (``nfe`` for eps, ``queries`` for variation: cache hits count as answered)."""
-    import functools
-
-    from .guard import guarded
-
-    if getattr(fn, "__audit_counted__", False):
-        return fn
-    inner = guarded(fn)
-
-    @functools.wraps(fn)
-    def counted(self, *args: Any, **kwargs: Any) -> Any:
-        st = self.__dict__.get("stats")
-        if st is None:  # a subclass that skipped Target.__init__
-            st = self.stats = Stats()
-        before = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
-        out = inner(self, *args, **kwargs)
-        after = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
-        if after == before:
-            setattr(st, counter, getattr(st, counter) + _rows(fn, self, args, kwargs))
-        return out
-
-    counted.__audit_counted__ = True
-    return counted
 
 
 def resolve_device(request: str = "auto") -> torch.device:
@@ -214,7 +98,7 @@ def resolve_dtype(request: str, device: torch.device, cpu_half: bool = False) ->
     return table[request]
 
 
-class Target:
+class Target(VariationAPI):
     """Base class of every target. Images are float tensors ``[B, C, H, W]`` in [-1, 1]."""
 
     name: ClassVar[str] = ""
@@ -356,160 +240,9 @@ class Target:
         a label here; raise ``DataError`` naming the image for a value it cannot use."""
         return record.caption
 
-    # ----- black-box --------------------------------------------------------------------
-    #: True when every variation the target returns already lies in [-1, 1] (e.g. images decoded
-    #: from 8-bit files, or a VAE decoder's clamped output): ``clip`` then changes nothing
-    bounded_variations: ClassVar[bool] = False
-
-    def variation(
-        self,
-        x: torch.Tensor,
-        t: int,
-        k: int,
-        seeds: Any,
-        captions: Sequence[str | None] | None = None,
-        *,
-        clip: bool = False,
-    ) -> torch.Tensor:
-        """V(x, t, k), ``n`` times per image: ``x [B, C, H, W]`` and ``seeds [B][n]`` (nested
-        lists, or an integer tensor ``[B, n]``) -> ``[B, n, C, H, W]`` float32 on ``x``'s device.
-
-        Draw ``j`` of image ``i`` noises ``x[i]`` with ``seeds[i][j]``; ``captions`` has one entry
-        per image. ``clip``: clip every variation to [-1, 1] (the default, False, returns the DDIM
-        output as it is, like the official ReDiffuse code, which averages unclipped variations).
-        Served from the query cache when one is configured; only cache misses reach
-        :meth:`_variations` and count as queries (one per variation).
-
-        Deprecated form: ``seeds`` a flat list with one seed per row of ``x`` (rows repeating an
-        image n times) -> ``[B, C, H, W]``; it warns and runs as ``n = 1``."""
-        if VARIATION not in self.capabilities:
-            raise NotImplementedError(f"target {self.name!r} has no variation API")
-        grid, flat = _seed_grid(seeds, x.shape[0])
-        if flat:
-            warnings.warn(
-                "Target.variation(x, t, k, seeds) with one seed per row is deprecated: pass seeds[B][n] "
-                "(e.g. batch.seed_grid(n)) with each image once and get [B, n, C, H, W] back: "
-                "target.variation(batch.images, t, k, batch.seed_grid(n), batch.captions)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-        ddim.check_tk(t, k, self.num_train_timesteps)
-        captions = list(captions) if captions is not None else [None] * x.shape[0]
-        if len(captions) != x.shape[0]:
-            raise ValueError(f"{len(captions)} captions for {x.shape[0]} images: one caption per image is required")
-        clip = bool(clip) and not self.bounded_variations
-        out = self._cached_variations(x, int(t), int(k), grid, captions, clip)
-        return out[:, 0] if flat else out
-
-    def _cached_variations(
-        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
-    ) -> torch.Tensor:
-        """:meth:`variation` behind the query cache: only the missing draws are computed."""
-        B, n = len(seeds), len(seeds[0])
-        if self.cache is None:
-            out = self._variations(x, t, k, seeds, captions, clip)
-            self.stats.queries += B * n
-            return out.to(x.device, torch.float32)  # same dtype as a cached answer
-        identity = self.identity()
-        keys = [self._cache_keys(x[i], t, k, seeds[i], captions[i], identity, clip) for i in range(B)]
-        found = [[self._from_cache(key, tuple(x.shape[1:])) for key in row] for row in keys]
-        missing = [[j for j, f in enumerate(row) if f is None] for row in found]
-        hits = B * n - sum(len(m) for m in missing)
-        self.stats.cache_hits += hits
-        self.stats.cached_nfe += hits * self.nfe_per_query(t, k)
-        # images missing the same number of draws (usually all, or the draws a sweep added) are
-        # computed together, in image order
-        for m in sorted({len(m) for m in missing} - {0}):
-            images = [i for i in range(B) if len(missing[i]) == m]
-            fresh = self._variations(
-                x[images], t, k, [[seeds[i][j] for j in missing[i]] for i in images], [captions[i] for i in images], clip
-            )
-            self.stats.queries += len(images) * m
-            for a, i in enumerate(images):
-                for b, j in enumerate(missing[i]):
-                    # the cache stores float32 losslessly, so a later hit is bit-identical to this one
-                    found[i][j] = fresh[a, b].detach().to("cpu", torch.float32)
-                    self.cache.put(keys[i][j], found[i][j])
-        return torch.stack([torch.stack([f.to(x.device, torch.float32) for f in row]) for row in found])
-
-    def _from_cache(self, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
-        """The cached variation of ``key``, or None: an entry of another shape than the image's
-        (a valid header and checksum, written by other code or edited) is a miss, recomputed and
-        replaced, never served to the attack."""
-        found = self.cache.get(key)
-        if found is not None and tuple(found.shape) != shape:
-            reject = getattr(self.cache, "reject", None)
-            if reject is not None:
-                reject(key, f"shape {list(found.shape)}, expected {list(shape)}")
-            return None
-        return found
-
     def nfe_per_query(self, t: int, k: int) -> int:
         """U-Net evaluations of one variation (t/k for DDIM; 0 when unknown, e.g. remote)."""
         return t // k if VARIATION in self.capabilities and NOISE in self.capabilities else 0
-
-    def cache_key(
-        self, image: torch.Tensor, t: int, k: int, seed: int, caption: str | None, identity: str | None = None,
-        clip: bool = True,
-    ) -> str:
-        """The query-cache key of one variation (``identity``: :meth:`identity`, when at hand).
-        Unclipped variations of an unbounded target get their own keys."""
-        return self._cache_keys(image, t, k, [seed], caption, identity, clip)[0]
-
-    def _cache_keys(
-        self, image: torch.Tensor, t: int, k: int, seeds: Sequence[int], caption: str | None,
-        identity: str | None, clip: bool,
-    ) -> list[str]:
-        h = hashlib.sha256()
-        h.update((self.identity() if identity is None else identity).encode())
-        h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())  # hashed once per image
-        tail = "" if clip or self.bounded_variations else "|unclipped"  # clipped: the keys of earlier versions
-        keys = []
-        for seed in seeds:
-            row = h.copy()
-            row.update(f"|{t}|{k}|{seed}|{caption or ''}{tail}".encode())
-            keys.append(row.hexdigest())
-        return keys
-
-    def _variations(
-        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
-    ) -> torch.Tensor:
-        """Compute ``[B, n, C, H, W]`` variations (``seeds[B][n]``, one caption per image): what a
-        target overrides to serve the variation API. The default runs the core's DDIM on the
-        grey-box methods: each image encoded once, noised with each of its seeds in model space,
-        DDIM back to 0 and decoded, all ``B * n`` rows together (on the target's device)."""
-        if type(self)._variation is not Target._variation:  # a target written for the flat hook
-            B, n = len(seeds), len(seeds[0])
-            rows = self._variation(
-                x.repeat_interleave(n, dim=0), t, k, [s for row in seeds for s in row], [c for c in captions for _ in range(n)]
-            )
-            rows = rows.clamp(-1.0, 1.0) if clip else rows
-            return rows.reshape(B, n, *rows.shape[1:])
-        return self._ddim_variations(x, t, k, seeds, captions, clip)
-
-    def _ddim_variations(
-        self, x: torch.Tensor, t: int, k: int, seeds: list[list[int]], captions: list[str | None], clip: bool
-    ) -> torch.Tensor:
-        B, n = len(seeds), len(seeds[0])
-        x = x.to(self.device)
-        z0 = self.encode(x, captions).repeat_interleave(n, dim=0)  # image-major rows: i*n .. i*n+n-1
-        row_captions = [c for c in captions for _ in range(n)]
-        noise = seeding.randn(z0.shape[1:], [s for row in seeds for s in row], device=z0.device, dtype=z0.dtype)
-        eps = lambda z, step: self.eps(z, step, row_captions)  # noqa: E731
-        assert self.alphas_cumprod is not None
-        z_hat = ddim.variation(eps, z0, noise, t, k, self.alphas_cumprod)
-        out = self.decode(z_hat, row_captions)
-        if clip:
-            out = out.clamp(-1.0, 1.0)
-        return out.reshape(B, n, *out.shape[1:])
-
-    def _variation(
-        self, x: torch.Tensor, t: int, k: int, seeds: list[int], captions: list[str | None]
-    ) -> torch.Tensor:
-        """Deprecated flat hook (one seed per row of ``x``, ``[N, C, H, W]`` out, unclipped):
-        override :meth:`_variations` instead."""
-        out = self._ddim_variations(x, t, k, [[int(s)] for s in seeds], list(captions), False)
-        return out[:, 0]
 
     # ----- grey-box -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
@@ -578,26 +311,6 @@ class Target:
         return getattr(self.params, "max_batch", 256)
 
 
-def _seed_grid(seeds: Any, images: int) -> tuple[list[list[int]], bool]:
-    """``seeds[B][n]`` (nested lists or an integer tensor) -> (the grid, False); a flat list of
-    one seed per row (the deprecated form) -> (``[[s] for s in seeds]``, True)."""
-    if isinstance(seeds, torch.Tensor):
-        if seeds.is_floating_point() or seeds.ndim not in (1, 2):
-            raise ValueError(f"seeds must be an integer tensor [B, n], got {seeds.dtype} {list(seeds.shape)}")
-        seeds = seeds.tolist()
-    seeds = list(seeds)
-    if len(seeds) != images:
-        raise ValueError(f"seeds has {len(seeds)} rows for {images} images: one row of n seeds per image is required")
-    if images == 0:
-        raise ValueError("no images to vary")
-    flat = not isinstance(seeds[0], (list, tuple, torch.Tensor))
-    grid = [[int(s)] for s in seeds] if flat else [[int(s) for s in row] for row in seeds]
-    n = len(grid[0])
-    if n == 0 or any(len(row) != n for row in grid):
-        raise ValueError("seeds must have the same number n >= 1 of seeds for every image")
-    return grid, flat
-
-
 class VaeLatentTarget(Target):
     """A latent target whose model space is a diffusers ``AutoencoderKL``'s: ``encode(x)`` = the
     posterior mean * ``scaling_factor`` (deterministic), ``decode(z)`` = decoder(z / scaling_factor)
@@ -619,8 +332,7 @@ class VaeLatentTarget(Target):
         self.vae = vae
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
-        self._latents: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._latent_bytes = 0
+        self._latents = LRU(self.LATENT_CACHE_BYTES)  # image key -> float32 latent on the CPU
 
     def vae_rows(self) -> int:
         """Rows per VAE encoder/decoder pass."""
@@ -633,7 +345,9 @@ class VaeLatentTarget(Target):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, captions: Sequence[str | None] | None = None) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_latents", OrderedDict())  # a subclass may set self.vae itself
+        cache = self.__dict__.get("_latents")
+        if cache is None:  # a subclass may set self.vae itself
+            cache = self._latents = LRU(self.LATENT_CACHE_BYTES)
         keys = [self._latent_key(img) for img in x]
         first: dict[str, int] = {}  # each image not cached yet -> its first row: encoded once
         for row, key in enumerate(keys):
@@ -645,16 +359,9 @@ class VaeLatentTarget(Target):
                 post = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
                 fresh.append((post.mean * self.scaling_factor).float().cpu())
             for key, z in zip(first, torch.cat(fresh)):
-                cache[key] = z
-                self._latent_bytes = getattr(self, "_latent_bytes", 0) + z.numel() * 4
-        out = []
-        for key in keys:
-            cache.move_to_end(key)
-            out.append(cache[key])
-        result = torch.stack(out).to(self.device)
-        while self._latent_bytes > self.LATENT_CACHE_BYTES and len(cache) > 1:
-            _, dropped = cache.popitem(last=False)
-            self._latent_bytes -= dropped.numel() * 4
+                cache.put(key, z, trim=False)  # dropped only once this call has read them
+        result = torch.stack([cache.get(key) for key in keys]).to(self.device)
+        cache.trim(self.LATENT_CACHE_BYTES)
         return result
 
     @torch.no_grad()

@@ -321,18 +321,9 @@ def write_bytes(path: Path, data: bytes) -> None:
     signed byte for byte, so the run's final scrub must find nothing to change in them; they hold
     hashes, paths and versions, and a target's identity, which must not carry a token anyway)."""
     from ..base import secrets
+    from ..base.atomic import atomic_write
 
-    data = secrets.scrub(data.decode("utf-8")).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, secrets.scrub(data.decode("utf-8")))
 
 
 # --------------------------------------------------------------------------------- what reports show

@@ -9,11 +9,11 @@ kept in results.json (``run.notes``)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 from ..base.errors import ConfigError
+from ..base.records import content_hash  # the one content digest (also importable here, as before)
 from ..plugin.prepared import ROW_PARAMS, rows_per_image  # noqa: F401  (they lived here)
 
 #: float32 copies of every variation row alive at once in a scoring step (the repeated input,
@@ -112,23 +112,13 @@ def check_classifier_sizes(loaded: Any, data: Any, attacks: list) -> None:
         )
 
 
-def content_hash(record: Any) -> str | None:
-    """sha256 of a record's file bytes (or array bytes); None when unreadable."""
-    h = hashlib.sha256()
-    if getattr(record, "array", None) is not None:
-        import numpy as np
-
-        a = np.ascontiguousarray(record.array)
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.tobytes())
-        return h.hexdigest()
+def _digest(record: Any) -> str | None:
+    """The record's :func:`~audit_core.base.records.content_hash`; None when unreadable (the
+    file checks report it)."""
     try:
-        with open(record.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        return content_hash(record)
     except (OSError, TypeError, ValueError):
         return None
-    return h.hexdigest()
 
 
 def identical_across_sets(data: Any) -> str | None:
@@ -136,13 +126,13 @@ def identical_across_sets(data: Any) -> str | None:
     pos: dict[str, str] = {}
     for r in data.records:
         if r.label == 1:
-            h = content_hash(r)
+            h = _digest(r)
             if h:
                 pos.setdefault(h, r.id)
     pairs = []
     for r in data.records:
         if r.label == 0:
-            h = content_hash(r)
+            h = _digest(r)
             if h and h in pos:
                 pairs.append((pos[h], r.id))
     if not pairs:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..base import secrets
+from ..base.atomic import atomic_write
 from ..base.errors import AuditError, ResumeError
 
 STATE_FILE = "state.sqlite"
@@ -323,14 +323,5 @@ class RunStore:
 def write_text(path: Path, text: str) -> None:
     """Atomic write (a temporary file in the same folder, flushed to disk, then renamed), with
     registered secrets scrubbed: a full disk leaves the old file intact, never half of a new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        # backslashreplace: a non-UTF-8 file name (lone surrogates) is escaped, never a crash at the end of a run
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(secrets.scrub(text))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    # backslashreplace: a non-UTF-8 file name (lone surrogates) is escaped, never a crash at the end of a run
+    atomic_write(path, secrets.scrub(text), errors="backslashreplace")
