@@ -350,3 +350,42 @@ def test_a_bad_distance_name_exits_2_before_the_model_loads(
     else:
         assert f"unknown distance '{distance}'." in text
     assert Counting.built == [] and not (tmp_path / "out").exists()
+
+
+def test_a_dataset_name_is_worded_like_any_plugin_name_and_may_be_qualified(
+    isolated_plugins, counting, register_plugin, monkeypatch, image_folder, write_config, audit_cli, tmp_path
+):
+    """Two third-party datasets named alike: neither by the bare name (exit 2 naming both
+    qualified names, before the model loads); each by its qualified name."""
+    from audit_core import ImageRecord
+
+    folder = image_folder("m", n=2)
+
+    def loader(tag):
+        def load(subset, opts):
+            return [ImageRecord(id=f"{tag}-{subset}-{p.stem}", path=str(p)) for p in sorted(folder.iterdir())]
+        return load
+
+    _fake_dist(monkeypatch, "ds-a", "audit-ds-a")
+    _fake_dist(monkeypatch, "ds-b", "audit-ds-b")
+    register_plugin(_plugin("datasets", ("h1-set", loader("a"))), name="ds-a")
+    register_plugin(_plugin("datasets", ("h1-set", loader("b"))), name="ds-b")
+    register_plugin(_plugin("attacks", DistAttack), name="dist")
+    spec = {
+        "run": {"name": "x", "device": "cpu"},
+        "target": {"plugin": "counting-toy"},
+        "data": {"members": "builtin:h1-set/m", "nonmembers": str(image_folder("n", n=2))},
+        "attacks": [{"plugin": "dist-attack"}],
+        "cache": {"enabled": False},
+        "metrics": {"bootstrap": 10},
+    }
+    code, out = audit_cli("run", write_config(spec), "--output", tmp_path / "out")
+    text = " ".join(out.split())
+    assert code == 2 and no_traceback(out), out
+    assert "data.members: dataset plugin 'h1-set' is registered twice" in text and "'audit-ds-a:h1-set' or 'audit-ds-b:h1-set'" in text
+    assert Counting.built == [] and not (tmp_path / "out").exists()
+    spec["data"]["members"] = "builtin:audit-ds-b:h1-set/m"
+    code, out = audit_cli("run", write_config(spec), "--output", tmp_path / "out")
+    assert code == 0, out
+    ids = (tmp_path / "out" / "scores.csv").read_text()
+    assert "b-m-" in ids and "a-m-" not in ids

@@ -53,8 +53,11 @@ def test_the_plan_steps_are_in_order_and_numbered():
         assert word in run_plan.__doc__
 
 
-def test_second_stage_and_shift_check_take_no_runner():
+def test_second_stage_shift_check_reporting_executors_and_attestation_take_no_runner():
     from audit_core.copyright import rescore, shift
+    from audit_core.run import attest, executors, reporting
 
-    for fn in (rescore.plan_second_stage, shift.reference_block, rescore.SecondStage.run):
+    fns = [rescore.plan_second_stage, shift.reference_block, rescore.SecondStage.run, attest.write_run_attestation, attest.predicate]
+    fns += [f for mod in (reporting, executors) for _, f in inspect.getmembers(mod, inspect.isfunction) if f.__module__ == mod.__name__]
+    for fn in fns:
         assert "runner" not in inspect.signature(fn).parameters, fn

@@ -199,5 +199,8 @@ def _where(path: tuple, lines: dict[tuple, int | str], source: str) -> str:
 def dotted(path: tuple) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if out == "--param":  # a command-line param: `--param KEY`
+            out += f" {p}"
+        else:
+            out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "(top level)"

@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,13 +82,19 @@ def printable_name(name: str) -> str:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def resolve_source(spec: str, group: str, base_dir: Path, datasets: dict, follow_symlinks: bool = True) -> list[ImageRecord]:
-    """Records of one ``data:`` entry (without label)."""
+def _unknown(datasets: dict, name: str) -> str:
+    return f"unknown dataset {name!r} (available: {', '.join(sorted(datasets)) or 'none'})"
+
+
+def resolve_source(
+    spec: str, group: str, base_dir: Path, datasets: dict, follow_symlinks: bool = True, unknown: Callable[[str], str] | None = None
+) -> list[ImageRecord]:
+    """Records of one ``data:`` entry (without label). ``unknown(name)`` words a dataset name
+    that ``datasets`` lacks (the plugin layer's: did-you-mean, clashes, qualified names)."""
     if spec.startswith("builtin:"):
         name, _, subset = spec[len("builtin:"):].partition("/")
         if name not in datasets:
-            avail = ", ".join(sorted(datasets)) or "none"
-            raise DataError(f"data.{group}: unknown built-in dataset {name!r} (available: {avail})")
+            raise DataError(f"data.{group}: {(unknown or (lambda n: 'built-in ' + _unknown(datasets, n)))(name)}")
         records = list(datasets[name](subset, {}))
         for r in records:
             r.group = group
@@ -190,21 +197,21 @@ def _pil_pixel_limit(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = old
 
 
-def load_records(cfg_data, base_dir: Path, datasets: dict) -> LoadedData:
-    """All records of the config's data section, labelled and checked."""
+def load_records(cfg_data, base_dir: Path, datasets: dict, unknown: Callable[[str], str] | None = None) -> LoadedData:
+    """All records of the config's data section, labelled and checked (``unknown``: see
+    :func:`resolve_source`)."""
     mode = cfg_data.mode
     groups = ("members", "nonmembers") if mode == "evaluation" else ("suspects", "reference")
     records: list[ImageRecord] = []
     notes: list[str] = []
     if cfg_data.dataset is not None and all(getattr(cfg_data, g) is None for g in groups):
         if cfg_data.dataset not in datasets:
-            avail = ", ".join(sorted(datasets)) or "none"
-            raise DataError(f"data.dataset: unknown dataset {cfg_data.dataset!r} (available: {avail})")
+            raise DataError(f"data.dataset: {(unknown or (lambda n: _unknown(datasets, n)))(cfg_data.dataset)}")
         opts = {"root": cfg_data.root, "split": cfg_data.split, "base_dir": str(base_dir)}
         by_group = {g: list(datasets[cfg_data.dataset](g, opts)) for g in groups}
     else:
         by_group = {
-            g: resolve_source(getattr(cfg_data, g), g, base_dir, datasets, cfg_data.follow_symlinks) for g in groups
+            g: resolve_source(getattr(cfg_data, g), g, base_dir, datasets, cfg_data.follow_symlinks, unknown) for g in groups
         }
     for label, g in zip((1, 0), groups):
         recs = by_group[g]

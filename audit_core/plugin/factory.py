@@ -39,6 +39,11 @@ def unknown_message(what: str, name: str, where: str | None = None) -> str:
     return msg
 
 
+def unknown_dataset(name: str) -> str:
+    """:func:`unknown_message` for a dataset name (``data.dataset`` or ``builtin:NAME/...``)."""
+    return unknown_message("datasets", name)
+
+
 def lookup(what: str, name: str, where: str | None = None) -> Any:
     """One registered object by name (imported now if it was registered by reference, see
     ``lazyref.py``), or a ``PluginError`` (exit 2) with a did-you-mean, the installed choices,
@@ -103,7 +108,7 @@ def validate(cls: type, values: Any, config: Any = None, at: tuple = (), label: 
             checked = strict.model_validate(values)
         except ValidationError as exc:
             text = format_validation_error(exc, {}, label or "params", at or ("params",), model=strict, owner=_owner(cls))
-            raise ConfigError(f"invalid {_owner(cls)} params: {text.removeprefix('invalid config: ')}") from None
+            raise ConfigError(text) from None  # the same wording as a config file's (header, key, place)
     return checked if strict is model else model.model_validate(values)
 
 

@@ -184,12 +184,12 @@ def data_sources(cfg_data: Any, base_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]) -> dict[str, Any]:
-    """The run predicate from a finished runner: inputs, software, seeds, metrics, conclusion."""
+def predicate(plan: Any, image_hashes: dict[str, str], results: dict[str, Any]) -> dict[str, Any]:
+    """The run predicate from a finished run's plan: inputs, software, seeds, metrics, conclusion."""
     from ..base.version import __version__
     from ..base.records import LABEL_NAMES
 
-    cfg, records = runner.cfg, runner.data.records
+    cfg, records = plan.cfg, plan.data.records
     paths = [r.path for r in records if r.path]
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else None
     images = []
@@ -202,12 +202,12 @@ def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]
     for g in dict.fromkeys(r.group for r in records):
         members = [i for i in images if i["group"] == g]
         groups[g] = {"count": len(members), "digest": set_digest(members)}
-    model_root, files = _model_files(runner.target)
+    model_root, files = _model_files(plan.target)
     env = results.get("environment") or {}
     target_desc = results.get("target") or {}
-    source = Path(str(runner.loaded.source)) if runner.loaded.source else None
+    source = Path(str(plan.loaded.source)) if plan.loaded.source else None
     attacks = {}
-    for pa in runner.attacks:
+    for pa in plan.attacks:
         attacks[pa.name] = {
             "plugin": pa.cls.name, "seed_key": pa.seed_key,
             "params": (results.get("attacks") or {}).get(pa.name, {}).get("params", {}),
@@ -217,39 +217,39 @@ def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]
         for name, a in (results.get("attacks") or {}).items()
     }
     si = results.get("set_inference") or {}
-    conclusion: dict[str, Any] = {"mode": runner.data.mode}
+    conclusion: dict[str, Any] = {"mode": plan.data.mode}
     if isinstance(si.get("combined"), dict):
         comb = si["combined"]
         conclusion.update({k: comb[k] for k in ("method", "p_value", "alpha", "evidence", "conclusion") if k in comb})
-    if runner.data.mode == "copyright":
+    if plan.data.mode == "copyright":
         conclusion["per_attack"] = {
             n: {k: e.get(k) for k in ("p_value", "flagged", "evidence") if k in e}
             for n, e in si.items() if n != "combined" and isinstance(e, dict)
         }
-    pos, neg = LABEL_NAMES[runner.data.mode][1], LABEL_NAMES[runner.data.mode][0]
+    pos, neg = LABEL_NAMES[plan.data.mode][1], LABEL_NAMES[plan.data.mode][0]
     return {
         "run": {
-            "name": cfg.run.name, "mode": runner.data.mode, "seed": cfg.run.seed,
+            "name": cfg.run.name, "mode": plan.data.mode, "seed": cfg.run.seed,
             "started": results["run"].get("started"), "finished": results["run"].get("finished"),
-            "config_fingerprint": runner.fingerprint, "labels": {"positive": pos, "negative": neg},
+            "config_fingerprint": plan.fingerprint, "labels": {"positive": pos, "negative": neg},
         },
         "inputs": {
             "config": {
-                "resolved": {"path": "config.resolved.yaml", "sha256": sha256_file(runner.run_dir / "config.resolved.yaml")},
+                "resolved": {"path": "config.resolved.yaml", "sha256": sha256_file(plan.run_dir / "config.resolved.yaml")},
                 "source": (
                     {"path": str(source.resolve()), "sha256": sha256_file(source)} if source and source.is_file() else None
                 ),
             },
             "data": {
                 "root": root,
-                "sources": data_sources(cfg.data, runner.loaded.base_dir),
+                "sources": data_sources(cfg.data, plan.loaded.base_dir),
                 "groups": groups,
                 "images": images,
                 "skipped": results["run"].get("skipped") or [],
             },
             "model": {
                 "target": cfg.target.plugin,
-                "identity": runner.target.identity(),
+                "identity": plan.target.identity(),
                 "root": model_root,
                 "files": [{"path": _rel(str(f), model_root), "sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files],
                 "weights_sha256": target_desc.get("weights_sha256"),
@@ -266,7 +266,7 @@ def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]
             "device": env.get("device"),
             "dtype": target_desc.get("dtype"),
             "executor": (results["run"].get("executor") or {}),
-            "batch_size": runner.batch_size,
+            "batch_size": plan.batch_size,
             "platform": env.get("platform"),
         },
         "seeds": {"run_seed": cfg.run.seed, "rule": SEED_RULE, "attacks": attacks},
@@ -276,13 +276,14 @@ def predicate(runner: Any, image_hashes: dict[str, str], results: dict[str, Any]
     }
 
 
-def write_run_attestation(runner: Any, image_hashes: dict[str, str]) -> Path:
+def write_run_attestation(plan: Any, image_hashes: dict[str, str], results: dict[str, Any], manifest: Any) -> Path:
     """Write ``attestation.intoto.json`` for a finished run (after results.json and scores.csv;
-    before the reports, which show its digest). A new attestation voids earlier signatures."""
-    run_dir = runner.run_dir
-    pred = predicate(runner, image_hashes, runner.results)
-    subjects = subjects_of(run_dir, run_subjects(run_dir, runner.manifest.files, set()))
-    runner.manifest.add(ATTESTATION, REPORTS_ATTESTATION, SIGNATURES)
+    before the reports, which show its digest) from its :class:`~audit_core.run.plan.RunPlan`,
+    results and manifest (the run directory's own files). A new attestation voids earlier signatures."""
+    run_dir = plan.run_dir
+    pred = predicate(plan, image_hashes, results)
+    subjects = subjects_of(run_dir, run_subjects(run_dir, manifest.files, set()))
+    manifest.add(ATTESTATION, REPORTS_ATTESTATION, SIGNATURES)
     (run_dir / SIGNATURES).unlink(missing_ok=True)
     write_bytes(run_dir / ATTESTATION, statement_bytes(subjects, PREDICATE_TYPE, pred))
     return run_dir / ATTESTATION

@@ -278,7 +278,7 @@ def make_plan(
     attacks)`` what the scores depend on (default :func:`run_fingerprint`)."""
     cfg = loaded.cfg
     console = console or term.err
-    load_data = load_data or (lambda: load_records(cfg.data, loaded.base_dir, plugins.registry("datasets")))
+    load_data = load_data or (lambda: load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"), factory.unknown_dataset))
     # 1. check inputs
     inputs = check_inputs(loaded, output, load_data, console)
     data = inputs.data

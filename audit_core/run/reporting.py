@@ -107,13 +107,15 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
     return reps
 
 
-def build_reporter(name: str, params: dict | None = None, where: tuple[str, str] = ("--reporter", "command line")) -> Reporter:
-    """The reporter plugin ``name`` with validated ``params``; errors name ``where`` (key, place)."""
+def build_reporter(name: str, params: dict | None = None, where: tuple[str, str] | None = None) -> Reporter:
+    """The reporter plugin ``name`` with validated ``params``; errors name ``where`` (key,
+    place), by default the command line's ``--reporter NAME --param KEY=VALUE``."""
     from ..plugin import factory
 
-    key, place = where
+    key, place = where or (f"--reporter {name}", "command line")
     rcls = factory.lookup("reporters", name, where=f"{key} ({place})")
-    return factory.build("reporters", rcls, params or {}, where=place, params_at=(key, "params"))
+    params_at = (key, "params") if where else ("--param",)
+    return factory.build("reporters", rcls, params or {}, where=place, params_at=params_at)
 
 
 def _one_line(exc: ValidationError) -> str:

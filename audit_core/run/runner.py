@@ -84,7 +84,7 @@ class Runner:
 
     def load_data(self) -> LoadedData:
         """The run's records (``audit reference check`` replaces them with the reference's halves)."""
-        return load_records(self.cfg.data, self.loaded.base_dir, plugins.registry("datasets"))
+        return load_records(self.cfg.data, self.loaded.base_dir, plugins.registry("datasets"), factory.unknown_dataset)
 
     def _fingerprint(self, target: Any = None, attacks: list | None = None) -> str:
         """What the scores depend on (:func:`audit_core.run.plan.run_fingerprint`)."""
@@ -127,7 +127,7 @@ class Runner:
                 self.finalize(store)
                 store.set_meta("finished", self.results["run"]["finished"])
                 try:  # the inputs, outputs and conclusion, attested (before the reports, which show its digest)
-                    attest.write_run_attestation(self, store.image_hashes())
+                    attest.write_run_attestation(self.plan, store.image_hashes(), self.results, self.manifest)
                 except OSError as exc:
                     raise disk_error(exc, str(self.run_dir / attest.ATTESTATION)) from None
             finally:
