@@ -9,7 +9,6 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from audit_core import hookimpl
 from audit_core.base.errors import ConfigError
 from audit_core.plugin import factory
 from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams
@@ -17,22 +16,9 @@ from audit_core.plugin.generators import Generator
 from audit_core.plugin.targets import NOISE
 from audit_core.run.executors import Executor, InProcessExecutor
 from audit_core.run.reporting import Reporter, build_reporter
-from audit_core.testing import make_attack, no_traceback
+from audit_core.testing import make_attack, no_traceback, plugin_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def plugin_of(kind: str, *classes):
-    class P:
-        pass
-
-    def hook(self, register):
-        for c in classes:
-            register(c)
-
-    hook.__name__ = f"register_{kind}"
-    setattr(P, f"register_{kind}", hookimpl(hook))
-    return P()
 
 
 class LaxParams(BaseModel):  # a third-party Params that forgot extra="forbid"

@@ -18,7 +18,7 @@ import pytest
 from audit_core import hookimpl
 from audit_core.base.errors import PluginError
 from audit_core.plugin import factory, guard, hookspecs, kinds, lazyref, manager as plugins
-from audit_core.testing import ToyTarget, no_traceback
+from audit_core.testing import ToyTarget, no_traceback, plugin_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,17 +115,7 @@ class Counting(ToyTarget):
         super().__init__(params, context)
 
 
-def _plugin(kind: str, *items):
-    class P:
-        pass
-
-    def hook(self, register):
-        for item in items:
-            register(*item) if isinstance(item, tuple) else register(item)
-
-    hook.__name__ = f"register_{kind}"
-    setattr(P, hook.__name__, hookimpl(hook))
-    return P()
+_plugin = plugin_of  # the fixture kit's in-memory plugin
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit_core import hookimpl
 from audit_core.plugin import manager as plugins
 from audit_core.plugin.attacks import Attack, AttackOutput, AttackParams, Batch, flat_sum
 from audit_core.plugin.targets import NOISE, VARIATION, Target, TargetParams
+from audit_core import testing
 from audit_core.testing import ToyParams, ToyTarget, make_attack, no_traceback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,16 +50,7 @@ def cli(*args, pythonpath: Path | None = None, env: dict | None = None, cwd: Pat
 
 
 def plugin_of(*classes, kind="attacks"):
-    class P:
-        pass
-
-    def hook(self, register):
-        for c in classes:
-            register(c)
-
-    hook.__name__ = f"register_{kind}"
-    setattr(P, f"register_{kind}", hookimpl(hook))
-    return P()
+    return testing.plugin_of(kind, *classes)
 
 
 class LossParams(AttackParams):

@@ -210,7 +210,7 @@ def verdicts(results: dict) -> list[str]:
     """Plain one-line verdicts: per attack in evaluation mode (is AUC's interval above chance?);
     the set-level verdict in copyright mode (combined, else per attack)."""
     if results["run"]["mode"] == "copyright":
-        from ..copyright.conclusion import NOT_ATTACKS, headline
+        from ..copyright.conclusion import headline
 
         si = results.get("set_inference") or {}
         c = si.get("combined") or {}

@@ -82,7 +82,6 @@ def reporters_from_config(run_dir: Path) -> list[Reporter]:
     """Rebuild the reporters named in a run's config.resolved.yaml (for ``audit report``); a
     missing or damaged file is a DataError in one line."""
     from ..base.config import ReportCfg, load_yaml
-    from ..base.errors import ConfigError
 
     p = Path(run_dir) / "config.resolved.yaml"
     hint = f"name the reporters instead: audit report {run_dir} --reporter html-report"

@@ -5,7 +5,7 @@ The functions that fill them are :mod:`audit_core.stats.results`' (per-attack an
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 

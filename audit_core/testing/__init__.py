@@ -24,7 +24,7 @@ Helpers: ``make_attack(cls, target, **params)`` (an attack built and checked as 
 it), ``FakeLatentTarget`` (a latent grey-box target with a non-linear, caption-dependent noise
 predictor) and its numpy twin ``fake_latent_eps``, ``abar_linear``/``abar_scaled`` (the two
 usual schedules computed in plain Python), ``make_batch``, ``write_images``, ``registered``,
-``invoke``, ``no_traceback`` and ``assert_batch_size_independent``.
+``plugin_of``, ``invoke``, ``no_traceback`` and ``assert_batch_size_independent``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,24 @@ def __getattr__(name: str) -> Any:
 
         return getattr(testkit, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def plugin_of(kind: str, *items: Any) -> Any:
+    """An in-memory plugin whose ``register_<kind>`` hook registers each item: a class, or a
+    tuple of ``register``'s arguments (``("my-l2", fn)`` for a distance, ``("name", "module:Class")``
+    by reference). Pass it to ``register_plugin`` or :func:`registered`."""
+    from ..plugin.hookspecs import hookimpl
+
+    class InMemoryPlugin:
+        pass
+
+    def hook(self, register):
+        for item in items:
+            register(*item) if isinstance(item, tuple) else register(item)
+
+    hook.__name__ = f"register_{kind}"
+    setattr(InMemoryPlugin, hook.__name__, hookimpl(hook))
+    return InMemoryPlugin()
 
 
 @contextlib.contextmanager

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from audit_core.testing import ToyTarget, no_traceback, write_images
+from audit_core.testing import ToyTarget, no_traceback
 
 
 def one_line(output: str) -> str:

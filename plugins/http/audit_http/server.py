@@ -85,9 +85,7 @@ def png_payload(data: str, size: int, where: str) -> bytes:
     """base64 PNG (a ``data:image/png;base64,`` prefix is accepted) -> its bytes, after checking
     from the header alone (nothing is decoded) that it is a ``size`` x ``size`` image of a usable
     mode: what a queued request holds until its turn at the model."""
-    from PIL import Image, UnidentifiedImageError
-
-    from audit_core import SIXTEEN_BIT_MODES, b64_bytes
+    from audit_core import b64_bytes
 
     if not data:
         raise BadRequest(f"{where}: expected a base64 string")
