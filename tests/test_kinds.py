@@ -389,3 +389,23 @@ def test_a_dataset_name_is_worded_like_any_plugin_name_and_may_be_qualified(
     assert code == 0, out
     ids = (tmp_path / "out" / "scores.csv").read_text()
     assert "b-m-" in ids and "a-m-" not in ids
+
+
+def _scores(run_dir: Path) -> list[tuple[str, str]]:
+    rows = (run_dir / "scores.csv").read_text().splitlines()[1:]
+    return [(r.split(",")[1], r.split(",")[-1]) for r in rows]
+
+
+@pytest.mark.parametrize("params", [{"t": 100, "k": 50, "n": 2}, {"t": 100, "k": 50, "n": [1, 2]}])
+def test_qualifying_an_attack_name_keeps_its_draws_and_scores(params, toy_run_config, audit_cli, tmp_path):
+    """Writing `<distribution>:<name>` (as a clash asks) picks the same plugin with the same
+    per-image seeds: the scores equal the bare name's, a sweep's included."""
+    bare = toy_run_config([{"plugin": "variation-similarity", "params": params}], target="toy-variation")
+    code, out = audit_cli("run", bare, "--output", tmp_path / "bare")
+    assert code == 0, out
+    qualified = toy_run_config(
+        [{"plugin": "audit-example-attack:variation-similarity", "params": params}], target="toy-variation"
+    )
+    code, out = audit_cli("run", qualified, "--output", tmp_path / "qualified")
+    assert code == 0, out
+    assert _scores(tmp_path / "bare") == _scores(tmp_path / "qualified")

@@ -134,6 +134,13 @@ class AttackCfg(Strict):
         return self.name or self.plugin
 
     @property
+    def draw_key(self) -> str:
+        """What the entry's per-image seeds derive from: ``seed_key``, else its name, else the plugin
+        name without a ``<distribution>:`` qualifier, so qualifying a name (after a clash) picks
+        the plugin without changing its draws or its scores."""
+        return self.seed_key or self.name or self.plugin.split(":", 1)[-1]
+
+    @property
     def learned(self) -> bool:
         """Whether this entry is scored by the learned classifier (``scorer.kind == classifier``)."""
         return self.scorer.kind == "classifier"
