@@ -204,7 +204,7 @@ def report(
                 f"note: the reports changed since {run_dir} was signed; sign it again with `audit sign {run_dir} --key KEY.pem`",
                 soft_wrap=True, highlight=False, markup=False,
             )
-    elif not reporter:
+    elif not reps:  # (not when its reporters failed under --keep-going: each said so in a warning)
         console.print(
             f"{run_dir}: the run's config names no reporters; add one with "
             f"`audit report {run_dir} --reporter html-report`", soft_wrap=True, highlight=False, markup=False,
