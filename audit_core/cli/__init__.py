@@ -271,16 +271,10 @@ def _reporter_params(items: list[str], reporters: list[str]) -> dict:
     return params
 
 
-_commands_loaded = False
-
-
 def build_app() -> typer.Typer:
-    global _commands_loaded
-    if not _commands_loaded:
-        _commands_loaded = True
-        from ..plugin.manager import register_commands
+    from ..plugin.manager import register_commands
 
-        register_commands(app)
+    register_commands(app)  # each plugin's commands once; a plugin registered since the last call too
     return app
 
 
