@@ -201,7 +201,7 @@ def build_attacks(loaded: LoadedConfig, entries: list, classes: dict, target: An
     for i, acfg in entries:
         acls = classes[i]
         check_access(acls, target, acfg.key)
-        seed_key = acfg.draw_key
+        seed_key = acfg.draw_key(getattr(acls, "name", None))
         ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
         params, attack = factory.build_with_params(
             "attacks", acls, acfg.params, target, ctx, config=loaded, at=("attacks", i), target=target, check=True

@@ -143,7 +143,7 @@ def expand(
             values = dict(zip(swept, combo))
             name = point_name(base, values)
             params = {**acfg.params, **values}
-            point = acfg.model_copy(update={"name": name, "params": params, "seed_key": acfg.draw_key})
+            point = acfg.model_copy(update={"name": name, "params": params, "seed_key": acfg.draw_key(getattr(acls, "name", None))})
             sweep.points.append((name, values))
             entries.append((i, point))
         sweeps[base] = sweep
