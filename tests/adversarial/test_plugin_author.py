@@ -55,3 +55,46 @@ def test_a_reporter_returning_a_generator_still_works(toy, audit_cli, register_p
     code, output = audit_cli("run", toy(reports=[{"plugin": "sloppy"}]), "--output", out)
     assert code == 0, output
     assert "sloppy.txt" in json.loads((out / ".audit-run.json").read_text())["files"]
+
+
+def _executor(mode):
+    class Plugin:
+        @hookimpl
+        def register_executors(self, register):
+            from audit_core import Executor, build_local, execute_batch
+
+            class Sloppy(Executor):
+                name = "sloppy"
+
+                def run(self, job, batches):
+                    target, attack = job.local if job.local is not None else build_local(job)
+                    ctx = job.attack_context
+                    batches = list(batches)
+                    for batch in batches[:1] if mode == "drop" else batches:
+                        res = execute_batch(target, attack, batch, ctx["run_seed"], ctx["seed_key"], job.keep_maps)
+                        yield res.scores if mode == "raw" else res
+                    if mode == "raise":
+                        raise RuntimeError("executor bug")
+
+            register(Sloppy)
+
+    return Plugin()
+
+
+@pytest.mark.parametrize(
+    "mode, says",
+    [
+        ("drop", "returned no result for 10 of 12 images"),  # before: results on 2 images, or a traceback
+        ("raw", "yielded a ndarray from run(). run() must yield the BatchResult that execute_batch returns"),
+        ("raise", "failed in run(): RuntimeError: executor bug"),  # before: "internal error" and a traceback
+    ],
+)
+def test_an_executor_bug_is_named_like_any_plugin_bug(mode, says, toy, audit_cli, register_plugin, tmp_path):
+    register_plugin(_executor(mode), name="sloppy-executor")
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy(run={"executor": {"plugin": "sloppy"}}), "--output", out)
+    flat = " ".join(output.split())
+    assert code == 1, output
+    assert "executor 'sloppy' (registered in-process as 'sloppy-executor')" in flat and says in flat, output
+    assert "This is a bug in that plugin" in flat and no_traceback(output) and "internal error" not in flat
+    assert not (out / "results.json").exists()  # no results from part of the data
