@@ -84,7 +84,7 @@ class Runner:
 
     def load_data(self) -> LoadedData:
         """The run's records (``audit reference check`` replaces them with the reference's halves)."""
-        return load_records(self.cfg.data, self.loaded.base_dir, plugins.registry("datasets"), factory.unknown_dataset)
+        return load_records(self.cfg.data, self.loaded.base_dir, guard.GuardedLoaders(), factory.unknown_dataset)
 
     def _fingerprint(self, target: Any = None, attacks: list | None = None) -> str:
         """What the scores depend on (:func:`audit_core.run.plan.run_fingerprint`)."""

@@ -98,3 +98,39 @@ def test_an_executor_bug_is_named_like_any_plugin_bug(mode, says, toy, audit_cli
     assert "executor 'sloppy' (registered in-process as 'sloppy-executor')" in flat and says in flat, output
     assert "This is a bug in that plugin" in flat and no_traceback(output) and "internal error" not in flat
     assert not (out / "results.json").exists()  # no results from part of the data
+
+
+def _dataset(mode):
+    class Plugin:
+        @hookimpl
+        def register_datasets(self, register):
+            def load(subset, options):
+                if mode == "raise":
+                    raise KeyError("loader bug")
+                if mode == "none":
+                    return None
+                return [{"id": f"{subset}/{i}"} for i in range(3)]
+
+            register("sloppy-data", load)
+
+    return Plugin()
+
+
+@pytest.mark.parametrize(
+    "mode, says",
+    [
+        ("raise", "failed loading 'members': KeyError: 'loader bug'"),  # before: "internal error" and a traceback
+        ("none", "returned NoneType for 'members'. A loader must return a list of ImageRecord."),
+        ("dicts", "returned a list holding a dict for 'members'. A loader must return a list of ImageRecord."),
+    ],
+)
+def test_a_dataset_loader_bug_is_named_like_any_plugin_bug(mode, says, toy, audit_cli, register_plugin, tmp_path):
+    register_plugin(_dataset(mode), name="sloppy-dataset")
+    out = tmp_path / "run"
+    data = {"members": "builtin:sloppy-data/members", "nonmembers": "builtin:sloppy-data/nonmembers"}
+    code, output = audit_cli("run", toy(data=data), "--output", out)
+    flat = " ".join(output.split())
+    assert code == 1, output
+    assert "dataset 'sloppy-data' (registered in-process as 'sloppy-dataset')" in flat and says in flat, output
+    assert "This is a bug in that plugin" in flat and no_traceback(output) and "internal error" not in flat
+    assert not out.exists()
