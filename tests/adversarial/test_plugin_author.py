@@ -134,3 +134,30 @@ def test_a_dataset_loader_bug_is_named_like_any_plugin_bug(mode, says, toy, audi
     assert "dataset 'sloppy-data' (registered in-process as 'sloppy-dataset')" in flat and says in flat, output
     assert "This is a bug in that plugin" in flat and no_traceback(output) and "internal error" not in flat
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("wrong", ["one draw", "flat"])
+def test_a_target_returning_variations_of_the_wrong_shape_is_named(wrong, cache, tmp_path):
+    """`_variations` returning one draw per image instead of n was served as is (the attack
+    averaged 1 draw where it asked for n, exit 0); [B * n, C, H, W] was blamed on the attack."""
+    import torch
+
+    from audit_core import PluginFailure
+    from audit_core.data.cache import MemoryCache
+    from audit_core.testing import ToyTarget, VariationOnlyTarget
+    from audit_core.testing.toys import ToyParams
+
+    class Sloppy(VariationOnlyTarget):
+        name = "sloppy-variations"
+
+        def _variations(self, x, t, k, seeds, captions, clip):
+            out = ToyTarget._variations(self, x, t, k, seeds, captions, clip)
+            return out[:, :1] if wrong == "one draw" else out.flatten(0, 1)
+
+    target = Sloppy(ToyParams())
+    if cache:
+        target.cache = MemoryCache()
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(PluginFailure, match=r"target 'sloppy-variations' .*returned shape \[.*\] from _variations\(\) for 2 image\(s\) x 3 seed\(s\).*\[2, 3, 1, 8, 8\]"):
+        target.variation(x, 100, 50, [[1, 2, 3], [4, 5, 6]])
