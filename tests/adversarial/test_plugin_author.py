@@ -161,3 +161,26 @@ def test_a_target_returning_variations_of_the_wrong_shape_is_named(wrong, cache,
     x = torch.zeros(2, 1, 8, 8)
     with pytest.raises(PluginFailure, match=r"target 'sloppy-variations' .*returned shape \[.*\] from _variations\(\) for 2 image\(s\) x 3 seed\(s\).*\[2, 3, 1, 8, 8\]"):
         target.variation(x, 100, 50, [[1, 2, 3], [4, 5, 6]])
+
+
+@pytest.mark.parametrize("wrong", ["shape", "numpy"])
+def test_a_target_whose_eps_returns_the_wrong_thing_is_named_not_the_attack(wrong):
+    """A grey-box target's `eps` of another shape failed inside the attack that called it
+    (`attack 'pia' ... failed in score(): RuntimeError: The size of tensor a ...`, blaming a
+    shipped attack for the target's bug)."""
+    import torch
+
+    from audit_core import PluginFailure
+    from audit_core.testing import ToyTarget
+    from audit_core.testing.toys import ToyParams
+
+    class Sloppy(ToyTarget):
+        name = "sloppy-eps"
+
+        def eps(self, z_t, t, captions=None):
+            out = super().eps(z_t, t, captions)
+            return out[:, :, :4] if wrong == "shape" else out.numpy()
+
+    target = Sloppy(ToyParams())
+    with pytest.raises(PluginFailure, match=r"target 'sloppy-eps' .*returned .* from eps\(\) for an input of shape \[2, 1, 8, 8\]"):
+        target.eps(torch.zeros(2, 1, 8, 8), 10)
