@@ -140,6 +140,49 @@ def test_keep_going_makes_a_crashing_reporter_a_warning(toy_config, audit_cli, r
     assert audit_cli("report", out, "--keep-going")[0] == 0
 
 
+def test_keep_going_on_report_does_not_claim_the_config_names_no_reporters(toy_config, audit_cli, register_plugin, tmp_path):
+    """`audit report RUN --keep-going` with the run's only reporter failing: the warning says so,
+    and no misleading "the run's config names no reporters" follows."""
+    register_plugin(_BrokenReporter(), name="broken-reporter")
+    out = tmp_path / "run"
+    assert audit_cli("run", toy_config(reports=[{"plugin": "broken"}]), "--output", out, "--keep-going")[0] == 0
+    code, output = audit_cli("report", out, "--keep-going")
+    assert code == 0 and "ZeroDivisionError" in output, output
+    assert "names no reporters" not in output
+
+
+class _AtomicMisdirectedReporter:
+    """A reporter that writes through the core's atomic writer into a folder that does not exist."""
+
+    from audit_core import hookimpl
+
+    @hookimpl
+    def register_reporters(self, register):
+        from audit_core import Reporter, write_text
+
+        class AtomicMisdirected(Reporter):
+            name = "atomic-misdirected"
+
+            def render(self, view):
+                path = view.dir / "no-such-folder" / "junit.xml"
+                write_text(path, "<testsuite/>")
+                return [path]
+
+        register(AtomicMisdirected)
+
+
+def test_a_reporter_writing_through_write_text_is_named_with_its_path_not_the_temporary_file(
+    toy_config, audit_cli, register_plugin, tmp_path
+):
+    register_plugin(_AtomicMisdirectedReporter(), name="atomic-misdirected-reporter")
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy_config(reports=[{"plugin": "atomic-misdirected"}]), "--output", out)
+    flat = " ".join(output.split())
+    assert code == 2, output
+    assert f"cannot write {out / 'no-such-folder' / 'junit.xml'}: No such file or directory" in flat, output
+    assert ".tmp" not in flat and no_traceback(output)
+
+
 class _MisdirectedReporter:
     """A reporter that writes into a folder that does not exist."""
 

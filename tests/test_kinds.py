@@ -263,7 +263,10 @@ def test_a_builtin_name_wins_over_a_third_party_one(monkeypatch, capsys, audit_c
             code, out = audit_cli("plugins")
             text = " ".join(out.split())
             assert code == 0 and "built-in wins: evil: attack 'rediffuse' is the built-in one" in text
-            assert "use it as 'audit-evil-h1:rediffuse' or 'audit-evil-h1:l2'" in text
+            # each line names the qualified name of its own clash, not every name the plugin shadows
+            assert "attack 'rediffuse' is the built-in one of 'rediffuse' (audit-rediffuse 0.1.0); this one is disabled for that name; use it as 'audit-evil-h1:rediffuse' built-in wins" in text
+            assert "this one is disabled for that name; use it as 'audit-evil-h1:l2'" in text
+            assert "'audit-evil-h1:rediffuse' or 'audit-evil-h1:l2'" not in text
             assert re.search(r"built-in\s+│\s+audit-core", out) and "ssim" in out and "inprocess" in out  # the core's distances are listed
 
 
@@ -289,6 +292,31 @@ def test_two_third_party_plugins_are_used_by_neither_name_but_each_qualified(iso
     listing = {p["name"]: p for p in plugins.get_plugins()}
     assert listing["twin-x"]["clashes"] == ["attack 'h1-twin' also registered by twin-y"]
     assert listing["twin-x"]["qualified"] == ["audit-twin-x:h1-twin"]
+    assert listing["twin-x"]["picks"] == {"attack 'h1-twin'": ["audit-twin-x:h1-twin", "audit-twin-y:h1-twin"]}
+
+
+def test_each_clash_line_names_the_qualified_names_of_that_clash(isolated_plugins, register_plugin, monkeypatch, audit_cli):
+    """A plugin that both clashes with another third-party plugin and shadows a built-in distance: the
+    `name clash:` line offers both plugins' qualified names for that name, and nothing else."""
+    class A(DistAttack):
+        name = "h1-twin"
+
+    class B(DistAttack):
+        name = "h1-twin"
+
+    _fake_dist(monkeypatch, "twin-x", "audit-twin-x")
+    _fake_dist(monkeypatch, "twin-y", "audit-twin-y")
+    register_plugin(_two({"attacks": [A], "distances": [("l2", evil_l2)]}), name="twin-x")
+    register_plugin(_plugin("attacks", B), name="twin-y")
+    code, out = audit_cli("plugins")
+    text = " ".join(out.split())
+    assert code == 0, out
+    assert (
+        "name clash: twin-x: attack 'h1-twin' also registered by twin-y (neither is used); pick one by its qualified "
+        "name: 'audit-twin-x:h1-twin' or 'audit-twin-y:h1-twin' built-in wins:" in text
+    )
+    assert "this one is disabled for that name; use it as 'audit-twin-x:l2' name clash: twin-y" in text
+    assert "name clash: twin-y: attack 'h1-twin' also registered by twin-x (neither is used); pick one by its qualified name: 'audit-twin-x:h1-twin' or 'audit-twin-y:h1-twin'" in text
 
 
 def test_qualified_names_work_wherever_a_plugin_name_is_written(
@@ -379,3 +407,23 @@ def test_a_dataset_name_is_worded_like_any_plugin_name_and_may_be_qualified(
     assert code == 0, out
     ids = (tmp_path / "out" / "scores.csv").read_text()
     assert "b-m-" in ids and "a-m-" not in ids
+
+
+def _scores(run_dir: Path) -> list[tuple[str, str]]:
+    rows = (run_dir / "scores.csv").read_text().splitlines()[1:]
+    return [(r.split(",")[1], r.split(",")[-1]) for r in rows]
+
+
+@pytest.mark.parametrize("params", [{"t": 100, "k": 50, "n": 2}, {"t": 100, "k": 50, "n": [1, 2]}])
+def test_qualifying_an_attack_name_keeps_its_draws_and_scores(params, toy_run_config, audit_cli, tmp_path):
+    """Writing `<distribution>:<name>` (as a clash asks) picks the same plugin with the same
+    per-image seeds: the scores equal the bare name's, a sweep's included."""
+    bare = toy_run_config([{"plugin": "variation-similarity", "params": params}], target="toy-variation")
+    code, out = audit_cli("run", bare, "--output", tmp_path / "bare")
+    assert code == 0, out
+    qualified = toy_run_config(
+        [{"plugin": "audit-example-attack:variation-similarity", "params": params}], target="toy-variation"
+    )
+    code, out = audit_cli("run", qualified, "--output", tmp_path / "qualified")
+    assert code == 0, out
+    assert _scores(tmp_path / "bare") == _scores(tmp_path / "qualified")

@@ -38,3 +38,25 @@ def test_the_docs_agree_on_clashes_qualified_names_and_required_methods():
     assert "nfe_per_query(t, k)" in flat and "0, meaning unknown" in flat
     assert "from audit_ddim import DDIMTarget, DDIMParams" in flat
     assert "audit report RUN --reporter audit-evil:nfe-table" in flat
+
+
+def test_a_param_for_a_plugin_without_params_says_it_takes_none(isolated_plugins, register_plugin):
+    """A reporter (or any plugin) with no `Params`: `--param x=1` said only "unknown key"."""
+    import pytest
+
+    from audit_core import ConfigError, Reporter, build_plugin, hookimpl
+
+    class Bare(Reporter):
+        name = "bare-report"
+
+        def render(self, run):
+            return []
+
+    class Plugin:
+        @hookimpl
+        def register_reporters(self, register):
+            register(Bare)
+
+    register_plugin(Plugin(), name="bare")
+    with pytest.raises(ConfigError, match=r"x \(command line\): unknown key; reporter plugin 'bare-report' takes no params"):
+        build_plugin("reporters", "bare-report", {"x": 1}, where="command line")

@@ -183,3 +183,22 @@ def test_internal_failure_exits_1(register_plugin, toy_plugin, image_folder, wri
 def test_report_on_non_run_dir_exits_2(audit_cli, tmp_path):
     code, out = audit_cli("report", tmp_path)
     assert code == 2 and "not a finished run directory" in out
+
+
+def test_commands_of_installed_plugins_are_there_after_an_isolated_test_ran_the_cli_first():
+    """The CLI added plugin commands once per process: when the first CLI call ran under
+    `isolated_plugins` (as a plugin author's first test may), `audit serve` (the http plugin's
+    command) stayed missing for the rest of the session."""
+    import subprocess
+    import sys
+
+    script = (
+        "from audit_core.plugin.manager import isolated\n"
+        "from audit_core.testing import invoke\n"
+        "with isolated():\n"
+        "    assert invoke(['plugins'])[0] == 0\n"
+        "code, out = invoke(['serve', '--help'])\n"
+        "assert code == 0, out\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -222,7 +222,13 @@ def test_audit_sweep_cli(sweep_config, audit_cli, tmp_path):
         code, output = audit_cli("sweep", cfg, *args, "--output", tmp_path / "bad")
         assert code == 2 and no_traceback(output), output
     code, output = audit_cli("sweep", cfg, "--param", "vs.n=0,1", "--output", tmp_path / "bad")
-    assert code == 2 and "attacks[0].params.n" in output and "line" in output, output
+    assert code == 2 and "attacks[0].params.n" in output, output
+    # a swept param's error names the --param argument that set it, not the file's line
+    assert "(--param vs.n=0,1)" in " ".join(output.split()), output
+    code, output = audit_cli("sweep", cfg, "--param", "vs.nn=1,2", "--output", tmp_path / "bad")
+    flat = " ".join(output.split())
+    assert code == 2 and "attacks[0].params.nn (--param vs.nn=1,2): unknown key; did you mean 'n'?" in flat, output
+    assert not (tmp_path / "bad").exists()
     code, output = audit_cli("sweep", "--help")
     assert code == 0 and "--param" in output
 

@@ -57,7 +57,7 @@ def _unknown_key(model: Any, loc: tuple, owner: str | None = None) -> str:
     # an attack's own params first; ``preset`` (a named set of them, attacks.resolve_params) after
     fields = [f for f in fields if f != "preset"] + [f for f in fields if f == "preset"]
     if not fields:
-        return "unknown key"
+        return f"unknown key; {owner} takes no params" if owner and len(loc) == 1 and holder is not None else "unknown key"
     import difflib
 
     close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)

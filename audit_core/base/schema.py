@@ -133,6 +133,17 @@ class AttackCfg(Strict):
     def key(self) -> str:
         return self.name or self.plugin
 
+    def draw_key(self, registered: str | None = None) -> str:
+        """What the entry's per-image seeds derive from: ``seed_key``, else its name, else the plugin
+        as written, except that a qualified ``<distribution>:<registered>`` (``registered``: the
+        attack class's ``name``) counts as the bare name, so qualifying a name (after a clash)
+        picks the plugin without changing its draws or its scores."""
+        if self.seed_key or self.name:
+            return self.seed_key or self.name  # type: ignore[return-value]
+        if registered and self.plugin != registered and self.plugin.endswith(":" + registered):
+            return registered
+        return self.plugin
+
     @property
     def learned(self) -> bool:
         """Whether this entry is scored by the learned classifier (``scorer.kind == classifier``)."""

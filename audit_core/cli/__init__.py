@@ -204,7 +204,7 @@ def report(
                 f"note: the reports changed since {run_dir} was signed; sign it again with `audit sign {run_dir} --key KEY.pem`",
                 soft_wrap=True, highlight=False, markup=False,
             )
-    elif not reporter:
+    elif not reps:  # (not when its reporters failed under --keep-going: each said so in a warning)
         console.print(
             f"{run_dir}: the run's config names no reporters; add one with "
             f"`audit report {run_dir} --reporter html-report`", soft_wrap=True, highlight=False, markup=False,
@@ -271,16 +271,10 @@ def _reporter_params(items: list[str], reporters: list[str]) -> dict:
     return params
 
 
-_commands_loaded = False
-
-
 def build_app() -> typer.Typer:
-    global _commands_loaded
-    if not _commands_loaded:
-        _commands_loaded = True
-        from ..plugin.manager import register_commands
+    from ..plugin.manager import register_commands
 
-        register_commands(app)
+    register_commands(app)  # each plugin's commands once; a plugin registered since the last call too
     return app
 
 

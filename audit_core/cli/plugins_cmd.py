@@ -51,12 +51,15 @@ def register(app: typer.Typer) -> None:
         def line(tag: str, text: str) -> None:
             console.print(f"{tag} {escape(text)}", highlight=False, soft_wrap=True)
 
+        def picks(p: dict, text: str) -> str:  # the qualified names of this one clash, not the plugin's others
+            names = next((v for k, v in p.get("picks", {}).items() if text.startswith(k + " ")), p.get("qualified", []))
+            return " or ".join(repr(q) for q in names)
+
         for p in plugins:
-            picks = " or ".join(repr(q) for q in p.get("qualified", []))
             for clash in p.get("clashes", []):
-                line("[yellow]name clash:[/]", f"{p['name']}: {clash} (neither is used); pick one by its qualified name: {picks}")
+                line("[yellow]name clash:[/]", f"{p['name']}: {clash} (neither is used); pick one by its qualified name: {picks(p, clash)}")
             for shadow in p.get("shadowed", []):
-                line("[yellow]built-in wins:[/]", f"{p['name']}: {shadow}; use it as {picks}")
+                line("[yellow]built-in wins:[/]", f"{p['name']}: {shadow}; use it as {picks(p, shadow)}")
             for problem in p.get("problems", []):
                 line("[red]problem:[/]", f"{p['name']}: {problem}")
         for p in plugins:

@@ -57,7 +57,23 @@ def _counted(fn: Any, counter: str) -> Any:
         after = (st.nfe,) if counter == "nfe" else (st.queries, st.cache_hits)
         if after == before:
             setattr(st, counter, getattr(st, counter) + _rows(fn, self, args, kwargs))
+        if counter == "nfe":
+            _check_eps(self, out, args[0] if args else next(iter(kwargs.values()), None))
         return out
 
     counted.__audit_counted__ = True
     return counted
+
+
+def _check_eps(target: Any, out: Any, z_t: Any) -> None:
+    """A noise prediction has the shape of its input: another shape (or not a Tensor) is the
+    target's bug, named (exit 1), not an error inside whichever attack called ``eps``."""
+    if not isinstance(z_t, torch.Tensor) or (isinstance(out, torch.Tensor) and out.shape == z_t.shape):
+        return
+    from .guard import failure
+
+    got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+    raise failure(
+        target, f"returned {got} from eps() for an input of shape {list(z_t.shape)}",
+        hint="eps(z_t, t, captions) must return the predicted noise, a Tensor of z_t's shape.",
+    )

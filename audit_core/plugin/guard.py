@@ -143,3 +143,60 @@ def guard_methods(cls: type, names: tuple[str, ...]) -> None:
         fn = cls.__dict__.get(name)
         if callable(fn) and not isinstance(fn, (staticmethod, classmethod, type)):
             setattr(cls, name, guarded(fn))
+
+
+class GuardedLoaders:
+    """``plugins.registry("datasets")`` with every loader guarded like a plugin method: an
+    exception other than bad input (``DataError``...) or a result that is not a list of
+    ``ImageRecord`` is a :class:`PluginFailure` (exit 1) naming the dataset and its distribution,
+    not an internal error with a traceback."""
+
+    def __init__(self) -> None:
+        from . import manager as plugins
+
+        self._reg = plugins.registry("datasets")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._reg
+
+    def __iter__(self):
+        return iter(self._reg)
+
+    def __len__(self) -> int:
+        return len(self._reg)
+
+    def __getitem__(self, name: str):
+        from ..base.records import ImageRecord
+        from . import manager as plugins
+        from .owners import _dist_of
+
+        fn = self._reg[name]
+        reg = plugins._collect("datasets")
+        owner = (reg.found.get(name) or reg.qualified.get(name) or (None, ""))[1]
+        dist = _dist_of.get(owner)
+        origin = f"from {dist[0]} {dist[1]}" if dist else f"registered in-process as {owner!r}"
+        label = f"dataset {name!r} ({origin})"
+
+        def fail(what: str, exc: BaseException | None = None, hint: str = "") -> PluginFailure:
+            detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+            msg = f"{label} {what}{detail}. {hint}This is a bug in that plugin, not in your config."
+            log = write_log(msg + "\n" + ("".join(traceback.format_exception(exc)) if exc is not None else ""))
+            if log is not None and exc is not None:
+                msg += f" Traceback: {log}" + ("" if debug else " (or run with --debug).")
+            return PluginFailure(msg, str(log) if log else None)
+
+        def load(subset: str, options: dict) -> list:
+            try:
+                out = fn(subset, options)
+                records = None if isinstance(out, (str, bytes, dict)) or out is None else list(out)
+            except PASS_THROUGH:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the plugin boundary
+                raise fail(f"failed loading {subset!r}", exc) from exc
+            bad = next((r for r in records or [] if not isinstance(r, ImageRecord)), None)
+            if records is None or bad is not None:
+                got = type(out).__name__ if records is None else f"a list holding a {type(bad).__name__}"
+                raise fail(f"returned {got} for {subset!r}", hint="A loader must return a list of ImageRecord. ")
+            return records
+
+        return load

@@ -26,11 +26,12 @@ def get_plugins(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
     """Every plugin: name, distribution, version, the hooks it implements and the names it
     registers per kind (as written in audit.yaml), plus disabled (``broken``) plugins, names
     another plugin registers too (``clashes``, ``shadowed``; ``qualified``: the names that reach
-    this plugin's) and missing required methods (``problems``). The core's built-in plugins
+    this plugin's; ``picks``: per clashing name, e.g. ``"attack 'x'"``, the qualified names to choose from) and missing required methods (``problems``). The core's built-in plugins
     only with ``all``."""
     load_plugins()
     registers: dict[str, dict[str, list[str]]] = {}
     notes: dict[str, dict[str, list[str]]] = {}  # owner -> clashes / shadowed / qualified / problems
+    picks: dict[str, dict[str, list[str]]] = {}  # owner -> "attack 'x'" -> the qualified names that pick one
 
     def note(owner: str, key: str, text: str) -> None:
         notes.setdefault(owner, {}).setdefault(key, []).append(text)
@@ -51,12 +52,14 @@ def get_plugins(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
                 others = [o for o in owners if o != owner]
                 note(owner, "clashes", f"{what} {name!r} also registered by {', '.join(others)}")
                 note(owner, "qualified", f"{qualifier(owner)}:{name}")
+                picks.setdefault(owner, {})[f"{what} {name!r}"] = [f"{qualifier(o)}:{name}" for o in owners]
         for name, owners in reg.shadowed.items():
             winner = reg.found[name][1]
             for owner in owners:
                 registers.setdefault(owner, {}).setdefault(kind, []).append(name)
                 note(owner, "shadowed", f"{what} {name!r} is the built-in one of {_who(winner)}; this one is disabled for that name")
                 note(owner, "qualified", f"{qualifier(owner)}:{name}")
+                picks.setdefault(owner, {})[f"{what} {name!r}"] = [f"{qualifier(owner)}:{name}"]
     out = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
@@ -75,6 +78,8 @@ def get_plugins(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
 
             info["distribution"], info["version"] = "audit-core", __version__
         info.update(notes.get(name, {}))
+        if name in picks:
+            info["picks"] = picks[name]
         out.append(info)
     for b in broken():
         info = {"name": b.name, "hooks": [], "registers": {}, "broken": b.reason}

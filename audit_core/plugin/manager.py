@@ -311,9 +311,19 @@ def broken() -> list[Broken]:
     return sorted(_broken.values(), key=lambda b: b.name)
 
 
+_commands_added: list[Any] = []  # the plugins whose register_commands has run (once each per process)
+
+
 def register_commands(cli: Callable) -> None:
+    """Add the commands of every registered plugin not added yet: called on every CLI call, so a
+    plugin hidden when the CLI first ran (a test under ``isolated``) gets its commands later."""
     load_plugins()
-    pm.hook.register_commands(cli=cli)
+    current = pm.get_plugins()
+    done = [p for p in current if any(p is q for q in _commands_added)]
+    if len(done) == len(current):
+        return
+    _commands_added.extend(p for p in current if not any(p is q for q in _commands_added))
+    pm.subset_hook_caller("register_commands", remove_plugins=done)(cli=cli)
 
 
 @contextlib.contextmanager

@@ -70,7 +70,7 @@ class VariationAPI:
         """:meth:`variation` behind the query cache: only the missing draws are computed."""
         B, n = len(seeds), len(seeds[0])
         if self.cache is None:
-            out = self._variations(x, t, k, seeds, captions, clip)
+            out = self._shape_checked(self._variations(x, t, k, seeds, captions, clip), B, n, x)
             self.stats.queries += B * n
             return out.to(x.device, torch.float32)  # same dtype as a cached answer
         identity = self.identity()
@@ -87,6 +87,7 @@ class VariationAPI:
             fresh = self._variations(
                 x[images], t, k, [[seeds[i][j] for j in missing[i]] for i in images], [captions[i] for i in images], clip
             )
+            fresh = self._shape_checked(fresh, len(images), m, x)
             self.stats.queries += len(images) * m
             for a, i in enumerate(images):
                 for b, j in enumerate(missing[i]):
@@ -94,6 +95,20 @@ class VariationAPI:
                     found[i][j] = fresh[a, b].detach().to("cpu", torch.float32)
                     self.cache.put(keys[i][j], found[i][j])
         return torch.stack([torch.stack([f.to(x.device, torch.float32) for f in row]) for row in found])
+
+    def _shape_checked(self, out: Any, b: int, n: int, x: torch.Tensor) -> torch.Tensor:
+        """``out`` of ``_variations`` when it is ``[b, n, C, H, W]`` (C, H, W: the images'); else the
+        target's bug, named (exit 1), never n draws silently served as fewer or reshaped."""
+        want = (b, n, *x.shape[1:])
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == want:
+            return out
+        from .guard import failure
+
+        got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise failure(
+            self, f"returned {got} from _variations() for {b} image(s) x {n} seed(s)",
+            hint=f"_variations(x, t, k, seeds, captions, clip) must return [B, n, C, H, W] = {list(want)}.",
+        )
 
     def _from_cache(self, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
         """The cached variation of ``key``, or None: an entry of another shape than the image's

@@ -272,3 +272,39 @@ class InProcessExecutor(Executor):
         ctx = job.attack_context
         for batch in batches:
             yield execute_batch(target, attack, batch, ctx["run_seed"], ctx["seed_key"], job.keep_maps)
+
+
+def checked_results(executor: Any, job: Job, batches: Iterable[WorkBatch], ids: list[str]) -> Iterator[BatchResult]:
+    """``executor.run(job, batches)``, its bugs named like any plugin's (exit 1, everything
+    committed kept): an exception in ``run()``, a result that is not the ``BatchResult`` of
+    ``execute_batch``, and images of ``ids`` it returned no result for (a dropped batch would
+    otherwise leave the metrics computed on part of the data)."""
+    seen: set[str] = set()
+    try:
+        results = iter(executor.run(job, batches))
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the plugin boundary
+        raise guard.failure(executor, "failed in run()", exc) from exc
+    while True:
+        try:
+            res = next(results)
+        except StopIteration:
+            break
+        except PASS_THROUGH:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the plugin boundary
+            raise guard.failure(executor, "failed in run()", exc) from exc
+        if not isinstance(res, BatchResult):
+            raise guard.failure(
+                executor, f"yielded a {type(res).__name__} from run()",
+                hint="run() must yield the BatchResult that execute_batch returns, one per batch.",
+            )
+        seen.update(res.ids)
+        yield res
+    missing = [i for i in ids if i not in seen]
+    if missing:
+        raise guard.failure(
+            executor, f"returned no result for {len(missing)} of {len(ids)} images (e.g. {missing[0]})",
+            hint="run() must yield one BatchResult for every batch it is given.",
+        )

@@ -35,7 +35,7 @@ from ..base.errors import ConfigError, ResumeError
 from ..copyright import conclusion, rescore
 from ..data import ImageLoader, LoadedData, load_records
 from ..data.cache import QueryCache
-from ..plugin import factory, manager as plugins
+from ..plugin import factory, guard, manager as plugins
 from ..plugin.names import check_named_plugins
 from ..plugin.attacks import AttackContext, check_access
 from ..plugin.prepared import PreparedAttack
@@ -201,7 +201,7 @@ def build_attacks(loaded: LoadedConfig, entries: list, classes: dict, target: An
     for i, acfg in entries:
         acls = classes[i]
         check_access(acls, target, acfg.key)
-        seed_key = acfg.seed_key or acfg.key
+        seed_key = acfg.draw_key(getattr(acls, "name", None))
         ctx = AttackContext(name=acfg.key, seed_key=seed_key, run_seed=cfg.run.seed, distances=distances)
         params, attack = factory.build_with_params(
             "attacks", acls, acfg.params, target, ctx, config=loaded, at=("attacks", i), target=target, check=True
@@ -278,7 +278,7 @@ def make_plan(
     attacks)`` what the scores depend on (default :func:`run_fingerprint`)."""
     cfg = loaded.cfg
     console = console or term.err
-    load_data = load_data or (lambda: load_records(cfg.data, loaded.base_dir, plugins.registry("datasets"), factory.unknown_dataset))
+    load_data = load_data or (lambda: load_records(cfg.data, loaded.base_dir, guard.GuardedLoaders(), factory.unknown_dataset))
     # 1. check inputs
     inputs = check_inputs(loaded, output, load_data, console)
     data = inputs.data

@@ -121,6 +121,24 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
 
 
+def _written(result: Any) -> list[Path]:
+    """What ``render`` returned, checked: a list of the paths it wrote. A bare path (a ``str``
+    would otherwise be read one character at a time, each joining the run's manifest) or
+    ``None`` is the reporter's bug."""
+    items = None
+    if not isinstance(result, (str, bytes, Path, dict)):
+        try:
+            items = list(result)
+        except TypeError:
+            items = None
+    if items is None or not all(isinstance(p, (str, Path)) for p in items):
+        raise TypeError(
+            f"render() returned {type(result).__name__} {str(result)[:80]!r}; "
+            "it must return the list of the paths it wrote, e.g. [path] (or [] when it wrote none)"
+        )
+    return [Path(p) for p in items]
+
+
 def render_reports(
     view: RunView, reporters: list[Reporter], console: Any = None, keep_going: bool = False, own: Any = None
 ) -> list[Path]:
@@ -143,7 +161,7 @@ def render_reports(
     for rep in reporters:
         name = guard.who(rep)
         try:
-            paths.extend(rep.render(view))
+            paths.extend(_written(rep.render(view)))
         except OSError as exc:
             where = exc.filename or view.dir
             io.append(f"{name} cannot write {where}: {exc.strerror or exc}")

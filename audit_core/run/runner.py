@@ -31,7 +31,7 @@ from ..base.config import LoadedConfig
 from .defaults import with_defaults
 from ..data import LoadedData, content_hash, load_records
 from ..base.errors import DataError, Interrupted
-from .executors import Job, WorkBatch
+from .executors import Job, WorkBatch, checked_results
 from .gallery import save_png, safe_name  # noqa: F401  (old import path)
 from ..base.records import ImageRecord
 from .plan import RunPlan, make_plan, run_fingerprint
@@ -84,7 +84,7 @@ class Runner:
 
     def load_data(self) -> LoadedData:
         """The run's records (``audit reference check`` replaces them with the reference's halves)."""
-        return load_records(self.cfg.data, self.loaded.base_dir, plugins.registry("datasets"), factory.unknown_dataset)
+        return load_records(self.cfg.data, self.loaded.base_dir, guard.GuardedLoaders(), factory.unknown_dataset)
 
     def _fingerprint(self, target: Any = None, attacks: list | None = None) -> str:
         """What the scores depend on (:func:`audit_core.run.plan.run_fingerprint`)."""
@@ -185,7 +185,8 @@ class Runner:
         """Score ``todo`` with ``attack`` (built from ``params``), committing every batch."""
         if not todo:
             return
-        for res in self.executor.run(self._job(pa, attack, params), self._batches(todo)):
+        job, ids = self._job(pa, attack, params), [r.id for r in todo]
+        for res in checked_results(self.executor, job, self._batches(todo), ids):  # an executor's bugs named
             maps_r = res.residuals if res.residuals is not None else [None] * len(res.ids)
             maps_c = res.reconstructions if res.reconstructions is not None else [None] * len(res.ids)
             rows = list(zip(res.ids, res.scores, res.nfe, res.queries, maps_r, maps_c))

@@ -143,7 +143,7 @@ def expand(
             values = dict(zip(swept, combo))
             name = point_name(base, values)
             params = {**acfg.params, **values}
-            point = acfg.model_copy(update={"name": name, "params": params, "seed_key": acfg.seed_key or base})
+            point = acfg.model_copy(update={"name": name, "params": params, "seed_key": acfg.draw_key(getattr(acls, "name", None))})
             sweep.points.append((name, values))
             entries.append((i, point))
         sweeps[base] = sweep
@@ -344,12 +344,14 @@ def parse_param_option(item: str) -> tuple[str, str, list]:
 
 def apply_sweep_options(loaded: LoadedConfig, items: Sequence[str]) -> LoadedConfig:
     """The config ``audit sweep`` runs: the entries named by ``--param`` with those params swept
-    (``{sweep: [...]}`` form), the other entries dropped. Error lines still point into the file."""
+    (``{sweep: [...]}`` form), the other entries dropped. Error lines still point into the file, except
+    a swept param's, which name its ``--param`` argument."""
     if not items:
         raise ConfigError("audit sweep needs at least one --param ATTACK.param=v1,v2,...")
     cfg = loaded.cfg
     by_name = {a.key: i for i, a in enumerate(cfg.attacks)}
     chosen: dict[int, dict[str, Any]] = {}
+    blame: dict[tuple[int, str], str] = {}  # (entry, param) -> the --param argument that set it
     for item in items:
         attack, param, values = parse_param_option(item)
         if attack not in by_name:
@@ -358,6 +360,7 @@ def apply_sweep_options(loaded: LoadedConfig, items: Sequence[str]) -> LoadedCon
                 f"(entries: {', '.join(by_name)})"
             )
         chosen.setdefault(by_name[attack], {})[param] = {SWEEP_KEY: values}
+        blame[(by_name[attack], param)] = f"--param {item}"
     keep = sorted(chosen)
     attacks = [
         cfg.attacks[i].model_copy(
@@ -373,6 +376,10 @@ def apply_sweep_options(loaded: LoadedConfig, items: Sequence[str]) -> LoadedCon
                 lines[("attacks", keep.index(path[1]), *path[2:])] = line
         else:
             lines[path] = line
+    for (i, param), arg in blame.items():  # a swept param's errors blame the command line, not the file
+        for k in [k for k in lines if k[:4] == ("attacks", keep.index(i), "params", param)]:
+            lines[k] = arg
+        lines[("attacks", keep.index(i), "params", param)] = arg
     return LoadedConfig(new_cfg, loaded.raw, lines, loaded.source, loaded.base_dir)
 
 
