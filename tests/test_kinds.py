@@ -250,7 +250,7 @@ def test_a_builtin_name_wins_over_a_third_party_one(monkeypatch, capsys, audit_c
                 "'evil' (audit-evil-h1 6.6.6); the built-in one is used. To use the other, write its qualified name "
                 "'audit-evil-h1:rediffuse' where the name goes in audit.yaml." in err
             )
-            assert "distance 'l2' is registered by the built-in 'audit_core.builtins.distances' (audit-core 0.1.0) and by 'evil'" in err
+            assert "distance 'l2' is registered by the built-in 'audit-core' (0.1.0) and by 'evil'" in err
             assert factory.lookup("attacks", "audit-evil-h1:rediffuse") is EvilRediffuse
             assert factory.lookup("attacks", "audit-rediffuse:rediffuse") is plugins.registry("attacks")["rediffuse"]
             assert plugins.registry("distances")["audit-evil-h1:l2"] is evil_l2

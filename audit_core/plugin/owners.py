@@ -48,10 +48,10 @@ def origin_of(cls: type) -> str:
 
 def _who(plugin_name: str) -> str:
     dist = _dist_of.get(plugin_name)
-    if plugin_name in DEFAULT_PLUGINS:
+    if plugin_name in DEFAULT_PLUGINS:  # the core's own modules: named as the distribution, not the module
         from ..base.version import __version__
 
-        dist = ("audit-core", __version__)
+        return f"'audit-core' ({__version__})"
     return f"{plugin_name!r} ({dist[0]} {dist[1]})" if dist else repr(plugin_name)
 
 
