@@ -343,7 +343,7 @@ def test_qualified_names_work_wherever_a_plugin_name_is_written(
     assert (tmp_path / "out" / "h1.txt").read_text() == "d"
 
 
-@pytest.mark.parametrize("distance", ["cosine", "h1-dct", "audit-nope:l2"])
+@pytest.mark.parametrize("distance", ["cosine", "h1-dct", "audit-nope:l2", "nodist:l2"])
 def test_a_bad_distance_name_exits_2_before_the_model_loads(
     distance, isolated_plugins, counting, register_plugin, monkeypatch, image_folder, write_config, audit_cli, tmp_path
 ):
@@ -367,6 +367,8 @@ def test_a_bad_distance_name_exits_2_before_the_model_loads(
         assert "distance plugin 'h1-dct' is registered twice" in text and "'audit-dct-a:h1-dct' or 'audit-dct-b:h1-dct'" in text
     else:
         assert f"unknown distance '{distance}'." in text
+    if distance == "nodist:l2":  # a wrong qualifier: the qualified names that name exists under
+        assert "Did you mean 'audit-core:l2'?" in text, text
     assert Counting.built == [] and not (tmp_path / "out").exists()
 
 

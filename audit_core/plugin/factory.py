@@ -27,7 +27,12 @@ def unknown_message(what: str, name: str, where: str | None = None) -> str:
         )
     avail = ", ".join(sorted(reg.found)) or "none installed"
     choices = [*reg.found, *reg.qualified] if ":" in str(name) else list(reg.found)
-    msg = f"{head}unknown {kind} plugin {name!r}.{did_you_mean(name, choices)} Plugins installed: {avail}."
+    hint = did_you_mean(name, choices)
+    if not hint and ":" in str(name):  # a wrong qualifier of a name that exists: the qualified names it has
+        bare = str(name).split(":", 1)[1]
+        same = sorted(q for q in reg.qualified if q.split(":", 1)[1] == bare)
+        hint = f" Did you mean {' or '.join(repr(q) for q in same)}?" if same else ""
+    msg = f"{head}unknown {kind} plugin {name!r}.{hint} Plugins installed: {avail}."
     if ":" in str(name):
         msg += f" Qualified names (<distribution>:<name>): {', '.join(sorted(reg.qualified))}."
     if _broken:
