@@ -179,7 +179,7 @@ def report(
         list[str],
         typer.Option(
             "--param", "-p", metavar="KEY=VALUE",
-            help="A param of the --reporter (repeatable; the value is read as YAML, e.g. title=Audit or open=true).",
+            help="A param of the --reporter (repeatable; the value is read as YAML, e.g. title=Audit or open=true); the run's config's params for it are not merged in.",
         ),
     ] = [],  # noqa: B006
     keep_going: Annotated[bool, _KEEP_GOING] = False,
