@@ -121,10 +121,10 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
 
 
-def _written(result: Any) -> list[Path]:
-    """What ``render`` returned, checked: a list of the paths it wrote. A bare path (a ``str``
-    would otherwise be read one character at a time, each joining the run's manifest) or
-    ``None`` is the reporter's bug."""
+def _written(result: Any, run_dir: Path) -> list[Path]:
+    """What ``render`` returned, checked: a list of the paths it wrote, inside ``run_dir``. A
+    bare path (a ``str`` would otherwise be read one character at a time, each joining the run's
+    manifest), ``None``, or a path outside the run directory is the reporter's bug."""
     items = None
     if not isinstance(result, (str, bytes, Path, dict)):
         try:
@@ -136,7 +136,15 @@ def _written(result: Any) -> list[Path]:
             f"render() returned {type(result).__name__} {str(result)[:80]!r}; "
             "it must return the list of the paths it wrote, e.g. [path] (or [] when it wrote none)"
         )
-    return [Path(p) for p in items]
+    paths = [Path(p) for p in items]  # as the reporter wrote them (relative ones: to the working directory)
+    root = Path(run_dir).resolve()
+    outside = [p for p in paths if not p.resolve().is_relative_to(root)]
+    if outside:
+        raise ValueError(
+            f"render() wrote {outside[0]}, outside the run directory {run_dir}; a reporter writes only into "
+            "run.dir (a file name param with '..' or an absolute path is the usual cause)"
+        )
+    return paths
 
 
 def render_reports(
@@ -161,7 +169,7 @@ def render_reports(
     for rep in reporters:
         name = guard.who(rep)
         try:
-            paths.extend(_written(rep.render(view)))
+            paths.extend(_written(rep.render(view), view.dir))
         except OSError as exc:
             where = exc.filename or view.dir
             io.append(f"{name} cannot write {where}: {exc.strerror or exc}")

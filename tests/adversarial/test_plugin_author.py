@@ -57,6 +57,25 @@ def test_a_reporter_returning_a_generator_still_works(toy, audit_cli, register_p
     assert "sloppy.txt" in json.loads((out / ".audit-run.json").read_text())["files"]
 
 
+def test_a_reporter_writing_outside_the_run_directory_is_a_plugin_bug(toy, audit_cli, register_plugin, tmp_path):
+    """A file name param such as `../x.txt` made a reporter write beside the run directory; the
+    run said nothing (the manifest left the file out, so nobody owned it)."""
+    outside = tmp_path / "escaped.txt"
+    register_plugin(_reporter_returning(lambda p: [p, write_outside(outside)]), name="sloppy-reporter")
+    out = tmp_path / "run"
+    code, output = audit_cli("run", toy(reports=[{"plugin": "sloppy"}]), "--output", out)
+    flat = " ".join(output.split())
+    assert code == 1 and no_traceback(output), output
+    assert f"render() wrote {outside}, outside the run directory" in flat, flat
+    assert "escaped.txt" not in (out / ".audit-run.json").read_text()
+    assert outside.exists()  # not the run's file: never deleted by it
+
+
+def write_outside(path):
+    path.write_text("x\n")
+    return path
+
+
 def _executor(mode):
     class Plugin:
         @hookimpl
