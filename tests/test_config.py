@@ -107,3 +107,25 @@ def test_redact_hides_secrets_but_not_env_names():
     # the same rule as audit_core.base.secrets: a tokenizer or max_tokens is not a secret
     out = redact({"target": {"tokenizer": "clip", "max_tokens": 77, "hf_token": "x"}})
     assert out == {"target": {"tokenizer": "clip", "max_tokens": 77, "hf_token": "***"}}
+
+
+def test_a_union_value_gets_one_message_naming_the_key_not_the_branches():
+    """`n: 0` for `n: int >= 1 | "auto"` read `params.n.constrained-int (...): ...; params.n.literal['auto']
+    (...): ...` (pydantic's branch tags in the key); now one key, its branches' messages joined."""
+    from typing import Literal, Union
+
+    from pydantic import BaseModel, Field, ValidationError
+
+    from audit_core.base.config import format_validation_error
+
+    class P(BaseModel):
+        n: Union[int, Literal["auto"]] = Field(10, ge=1)
+        m: Union[Literal["auto"], list[int]] = "auto"
+
+    with pytest.raises(ValidationError) as info:
+        P.model_validate({"n": 0, "m": 3})
+    text = format_validation_error(info.value, {}, "--set", ("params",), model=P)
+    assert text.startswith("invalid config: params.n (--set): ")
+    assert "constrained-int" not in text and "literal[" not in text and "list[" not in text, text
+    assert text.count("params.n (") == 1 and text.count("params.m (") == 1, text
+    assert "params.m (--set): Input should be 'auto', or Input should be a valid list" in text, text

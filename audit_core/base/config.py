@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,25 @@ def format_validation_error(
     that was validated (default: the whole audit.yaml's), for the valid keys of an unknown one."""
     if model is None and not prefix:
         model = AuditConfig
-    msgs = []
+    by_path: dict[tuple, list[str]] = {}
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        while loc and isinstance(loc[-1], str) and _UNION_TAG.fullmatch(loc[-1]):
+            loc = loc[:-1]  # which branch of `int | "auto"` failed: one message for the key, its branches joined
         path = (*prefix, *loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = _unknown_key(model, loc, owner)
         elif err["type"] == "missing":
             msg = "required key is missing"
-        msgs.append(f"{dotted(path)} ({_where(path, lines, source)}): {msg}")
+        if msg not in by_path.setdefault(path, []):
+            by_path[path].append(msg)
+    msgs = [f"{dotted(path)} ({_where(path, lines, source)}): {', or '.join(m)}" for path, m in by_path.items()]
     return "invalid config: " + "; ".join(msgs)
+
+
+#: the tags pydantic adds to an error's location for the branch of a union that failed
+_UNION_TAG = re.compile(r"constrained-\w+|literal\[.*\]|int|float|str|bool|none|is-instance\[.*\]|list\[.*\]|dict\[.*\]|tuple\[.*\]")
 
 
 def resolve_path(p: str | Path, base_dir: str | Path | None) -> Path:
