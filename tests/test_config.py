@@ -129,3 +129,12 @@ def test_a_union_value_gets_one_message_naming_the_key_not_the_branches():
     assert "constrained-int" not in text and "literal[" not in text and "list[" not in text, text
     assert text.count("params.n (") == 1 and text.count("params.m (") == 1, text
     assert "params.m (--set): Input should be 'auto', or Input should be a valid list" in text, text
+
+
+def test_a_block_whose_keys_were_set_on_the_command_line_names_those_too():
+    """An error about `attacks[0].params` as a whole (an attack's check()) named only the file's
+    line, although the offending value came from `--set attacks.0.params.t=5000`."""
+    loaded = load(GOOD, ["attacks.0.params.t=5000"])
+    assert loaded.where("attacks", 0, "params") == "audit.yaml, line 7; --set attacks.0.params.t=5000"
+    assert loaded.where("attacks", 0, "params", "t") == "--set attacks.0.params.t=5000"
+    assert load(GOOD).where("attacks", 0, "params") == "audit.yaml, line 7"

@@ -193,7 +193,11 @@ def _where(path: tuple, lines: dict[tuple, int | str], source: str) -> str:
     line = lines.get(probe)
     if isinstance(line, str):
         return line
-    return f"{source}, line {line}" if line else source
+    place = f"{source}, line {line}" if line else source
+    # a block (``attacks[0].params``) whose keys were partly set on the command line: name those too
+    path = tuple(path)
+    sets = sorted({v for k, v in lines.items() if isinstance(v, str) and len(k) > len(path) and k[: len(path)] == path})
+    return "; ".join([place, *sets]) if path and sets else place
 
 
 def dotted(path: tuple) -> str:
