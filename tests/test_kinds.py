@@ -270,7 +270,9 @@ def test_a_builtin_name_wins_over_a_third_party_one(monkeypatch, capsys, audit_c
             assert re.search(r"built-in\s+│\s+audit-core", out) and "ssim" in out and "inprocess" in out  # the core's distances are listed
 
 
-def test_two_third_party_plugins_are_used_by_neither_name_but_each_qualified(isolated_plugins, register_plugin, monkeypatch, capsys):
+def _twins(monkeypatch) -> tuple[type, type]:
+    """Two attack classes registering one name, of the distributions audit-twin-x and audit-twin-y
+    (register them as the plugins twin-x and twin-y)."""
     class A(DistAttack):
         name = "h1-twin"
 
@@ -279,6 +281,11 @@ def test_two_third_party_plugins_are_used_by_neither_name_but_each_qualified(iso
 
     _fake_dist(monkeypatch, "twin-x", "audit-twin-x")
     _fake_dist(monkeypatch, "twin-y", "audit-twin-y")
+    return A, B
+
+
+def test_two_third_party_plugins_are_used_by_neither_name_but_each_qualified(isolated_plugins, register_plugin, monkeypatch, capsys):
+    A, B = _twins(monkeypatch)
     register_plugin(_plugin("attacks", A), name="twin-x")
     register_plugin(_plugin("attacks", B), name="twin-y")
     assert "h1-twin" not in plugins.registry("attacks") and plugins.clashes("attacks") == {"h1-twin": ["twin-x", "twin-y"]}
@@ -298,14 +305,7 @@ def test_two_third_party_plugins_are_used_by_neither_name_but_each_qualified(iso
 def test_each_clash_line_names_the_qualified_names_of_that_clash(isolated_plugins, register_plugin, monkeypatch, audit_cli):
     """A plugin that both clashes with another third-party plugin and shadows a built-in distance: the
     `name clash:` line offers both plugins' qualified names for that name, and nothing else."""
-    class A(DistAttack):
-        name = "h1-twin"
-
-    class B(DistAttack):
-        name = "h1-twin"
-
-    _fake_dist(monkeypatch, "twin-x", "audit-twin-x")
-    _fake_dist(monkeypatch, "twin-y", "audit-twin-y")
+    A, B = _twins(monkeypatch)
     register_plugin(_two({"attacks": [A], "distances": [("l2", evil_l2)]}), name="twin-x")
     register_plugin(_plugin("attacks", B), name="twin-y")
     code, out = audit_cli("plugins")

@@ -115,12 +115,12 @@ def _inputs(run_dir: Path, pred: dict, data_root: Path | None, model_root: Path 
 
 def _array_images(run_dir: Path, pred: dict, arrays: list[dict], out: Outcome) -> int:
     """In-memory images (a registered dataset's arrays): rebuilt through the dataset plugin."""
-    from ..plugin import factory, guard
-    from ..data import content_hash, load_records
+    from ..plugin import factory
+    from ..data import content_hash
 
     try:
         loaded = _resolved_config(run_dir, pred, [], None, None)
-        records = load_records(loaded.cfg.data, loaded.base_dir, guard.GuardedLoaders(), factory.unknown_dataset).records
+        records = factory.load_data(loaded.cfg.data, loaded.base_dir).records
     except AuditError as exc:
         out.fail(f"images from {_sources(pred)}: cannot be rebuilt to check them ({exc})")
         return 1

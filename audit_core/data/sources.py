@@ -94,7 +94,7 @@ def resolve_source(
     if spec.startswith("builtin:"):
         name, _, subset = spec[len("builtin:"):].partition("/")
         if name not in datasets:
-            raise DataError(f"data.{group}: {(unknown or (lambda n: 'built-in ' + _unknown(datasets, n)))(name)}")
+            raise DataError(f"data.{group}: {unknown(name) if unknown else 'built-in ' + _unknown(datasets, name)}")
         records = list(datasets[name](subset, {}))
         for r in records:
             r.group = group
@@ -206,7 +206,8 @@ def load_records(cfg_data, base_dir: Path, datasets: dict, unknown: Callable[[st
     notes: list[str] = []
     if cfg_data.dataset is not None and all(getattr(cfg_data, g) is None for g in groups):
         if cfg_data.dataset not in datasets:
-            raise DataError(f"data.dataset: {(unknown or (lambda n: _unknown(datasets, n)))(cfg_data.dataset)}")
+            name = cfg_data.dataset
+            raise DataError(f"data.dataset: {unknown(name) if unknown else _unknown(datasets, name)}")
         opts = {"root": cfg_data.root, "split": cfg_data.split, "base_dir": str(base_dir)}
         by_group = {g: list(datasets[cfg_data.dataset](g, opts)) for g in groups}
     else:

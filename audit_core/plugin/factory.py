@@ -49,6 +49,15 @@ def unknown_dataset(name: str) -> str:
     return unknown_message("datasets", name)
 
 
+def load_data(cfg_data: Any, base_dir: Any) -> Any:
+    """The records of a config's ``data:`` section (``LoadedData``), read through the dataset
+    plugins, each guarded (``guard.GuardedLoaders``), a dataset name worded like any plugin name."""
+    from ..data import load_records
+    from .guard import GuardedLoaders
+
+    return load_records(cfg_data, base_dir, GuardedLoaders(), unknown_dataset)
+
+
 def lookup(what: str, name: str, where: str | None = None) -> Any:
     """One registered object by name (imported now if it was registered by reference, see
     ``lazyref.py``), or a ``PluginError`` (exit 2) with a did-you-mean, the installed choices,

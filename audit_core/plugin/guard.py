@@ -98,8 +98,14 @@ def who(obj: Any) -> str:
 def failure(obj: Any, what: str, exc: BaseException | None = None, hint: str = "", resumable: bool = True) -> PluginFailure:
     """A :class:`PluginFailure` paragraph: ``<who> <what>[: Type: message]. <hint> ...``; the
     traceback of ``exc`` is logged (and printed with ``--debug``)."""
+    return named_failure(who(obj), what, exc, hint, resumable)
+
+
+def named_failure(label: str, what: str, exc: BaseException | None = None, hint: str = "", resumable: bool = True) -> PluginFailure:
+    """:func:`failure` for a plugin named by ``label`` (a registered function, e.g. a dataset
+    loader, has no class for :func:`who` to read)."""
     detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-    msg = f"{who(obj)} {what}{detail}."
+    msg = f"{label} {what}{detail}."
     if hint:
         msg += f" {hint}"
     msg += " This is a bug in that plugin, not in your config."
@@ -168,22 +174,10 @@ class GuardedLoaders:
     def __getitem__(self, name: str):
         from ..base.records import ImageRecord
         from . import manager as plugins
-        from .owners import _dist_of
+        from .owners import owner_origin
 
         fn = self._reg[name]
-        reg = plugins._collect("datasets")
-        owner = (reg.found.get(name) or reg.qualified.get(name) or (None, ""))[1]
-        dist = _dist_of.get(owner)
-        origin = f"from {dist[0]} {dist[1]}" if dist else f"registered in-process as {owner!r}"
-        label = f"dataset {name!r} ({origin})"
-
-        def fail(what: str, exc: BaseException | None = None, hint: str = "") -> PluginFailure:
-            detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-            msg = f"{label} {what}{detail}. {hint}This is a bug in that plugin, not in your config."
-            log = write_log(msg + "\n" + ("".join(traceback.format_exception(exc)) if exc is not None else ""))
-            if log is not None and exc is not None:
-                msg += f" Traceback: {log}" + ("" if debug else " (or run with --debug).")
-            return PluginFailure(msg, str(log) if log else None)
+        label = f"dataset {name!r} ({owner_origin(plugins.entry('datasets', name)[1])})"
 
         def load(subset: str, options: dict) -> list:
             try:
@@ -192,11 +186,13 @@ class GuardedLoaders:
             except PASS_THROUGH:
                 raise
             except Exception as exc:  # noqa: BLE001 - the plugin boundary
-                raise fail(f"failed loading {subset!r}", exc) from exc
+                raise named_failure(label, f"failed loading {subset!r}", exc, resumable=False) from exc
             bad = next((r for r in records or [] if not isinstance(r, ImageRecord)), None)
             if records is None or bad is not None:
                 got = type(out).__name__ if records is None else f"a list holding a {type(bad).__name__}"
-                raise fail(f"returned {got} for {subset!r}", hint="A loader must return a list of ImageRecord. ")
+                raise named_failure(
+                    label, f"returned {got} for {subset!r}", hint="A loader must return a list of ImageRecord.", resumable=False
+                )
             return records
 
         return load

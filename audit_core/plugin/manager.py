@@ -319,11 +319,10 @@ def register_commands(cli: Callable) -> None:
     plugin hidden when the CLI first ran (a test under ``isolated``) gets its commands later."""
     load_plugins()
     current = pm.get_plugins()
-    done = [p for p in current if any(p is q for q in _commands_added)]
-    if len(done) == len(current):
-        return
-    _commands_added.extend(p for p in current if not any(p is q for q in _commands_added))
-    pm.subset_hook_caller("register_commands", remove_plugins=done)(cli=cli)
+    new = [p for p in current if not any(p is q for q in _commands_added)]
+    if new:
+        _commands_added.extend(new)
+        pm.subset_hook_caller("register_commands", remove_plugins=[p for p in current if p not in new])(cli=cli)
 
 
 @contextlib.contextmanager

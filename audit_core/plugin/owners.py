@@ -36,14 +36,22 @@ def origin_of(cls: type) -> str:
     """Where a plugin class comes from, for messages: ``from audit-x 0.1.0`` or
     ``registered in-process as 'name'``."""
     owner = getattr(cls, "plugin_name", "") or ""
+    if owner not in _dist_of and owner not in DEFAULT_PLUGINS and cls.__module__.startswith("audit_core."):
+        owner = DEFAULT_PLUGINS[0]  # a core class, whoever registered it: from audit-core
+    return owner_origin(owner) if owner else f"class {cls.__module__}.{cls.__qualname__}"
+
+
+def owner_origin(owner: str) -> str:
+    """Where the plugin registered as ``owner`` comes from: ``from audit-x 0.1.0``, ``from
+    audit-core 0.1.0`` (the core's own) or ``registered in-process as 'name'``."""
     dist = _dist_of.get(owner)
     if dist:
         return f"from {dist[0]} {dist[1]}"
-    if owner in DEFAULT_PLUGINS or cls.__module__.startswith("audit_core."):
+    if owner in DEFAULT_PLUGINS:
         from ..base.version import __version__
 
         return f"from audit-core {__version__}"
-    return f"registered in-process as {owner!r}" if owner else f"class {cls.__module__}.{cls.__qualname__}"
+    return f"registered in-process as {owner!r}"
 
 
 def _who(plugin_name: str) -> str:

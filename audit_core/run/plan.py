@@ -33,9 +33,9 @@ from ..base import secrets
 from ..base.config import LoadedConfig, dotted, fingerprint as config_fingerprint
 from ..base.errors import ConfigError, ResumeError
 from ..copyright import conclusion, rescore
-from ..data import ImageLoader, LoadedData, load_records
+from ..data import ImageLoader, LoadedData
 from ..data.cache import QueryCache
-from ..plugin import factory, guard, manager as plugins
+from ..plugin import factory, manager as plugins
 from ..plugin.names import check_named_plugins
 from ..plugin.attacks import AttackContext, check_access
 from ..plugin.prepared import PreparedAttack
@@ -278,7 +278,7 @@ def make_plan(
     attacks)`` what the scores depend on (default :func:`run_fingerprint`)."""
     cfg = loaded.cfg
     console = console or term.err
-    load_data = load_data or (lambda: load_records(cfg.data, loaded.base_dir, guard.GuardedLoaders(), factory.unknown_dataset))
+    load_data = load_data or (lambda: factory.load_data(cfg.data, loaded.base_dir))
     # 1. check inputs
     inputs = check_inputs(loaded, output, load_data, console)
     data = inputs.data

@@ -23,13 +23,13 @@ from rich.console import Console
 from . import assemble, attest
 from . import console as term
 from ..stats import results
-from ..plugin import factory, guard, manager as plugins
+from ..plugin import factory, guard
 from ..base import secrets
 from ..plugin.attacks import Attack
 from ..data.cache import QueryCache
 from ..base.config import LoadedConfig
 from .defaults import with_defaults
-from ..data import LoadedData, content_hash, load_records
+from ..data import LoadedData, content_hash
 from ..base.errors import DataError, Interrupted
 from .executors import Job, WorkBatch, checked_results
 from .gallery import save_png, safe_name  # noqa: F401  (old import path)
@@ -84,7 +84,7 @@ class Runner:
 
     def load_data(self) -> LoadedData:
         """The run's records (``audit reference check`` replaces them with the reference's halves)."""
-        return load_records(self.cfg.data, self.loaded.base_dir, guard.GuardedLoaders(), factory.unknown_dataset)
+        return factory.load_data(self.cfg.data, self.loaded.base_dir)
 
     def _fingerprint(self, target: Any = None, attacks: list | None = None) -> str:
         """What the scores depend on (:func:`audit_core.run.plan.run_fingerprint`)."""

@@ -7,27 +7,20 @@ import json
 
 import pytest
 
-from audit_core import hookimpl
-from audit_core.testing import no_traceback
+from audit_core import Executor, Reporter, build_local, execute_batch, write_text
+from audit_core.testing import no_traceback, plugin_of
 
 
 def _reporter_returning(value_of):
-    class Plugin:
-        @hookimpl
-        def register_reporters(self, register):
-            from audit_core import Reporter, write_text
+    class Sloppy(Reporter):
+        name = "sloppy"
 
-            class Sloppy(Reporter):
-                name = "sloppy"
+        def render(self, view):
+            path = view.dir / "sloppy.txt"
+            write_text(path, "x\n")
+            return value_of(path)
 
-                def render(self, view):
-                    path = view.dir / "sloppy.txt"
-                    write_text(path, "x\n")
-                    return value_of(path)
-
-            register(Sloppy)
-
-    return Plugin()
+    return plugin_of("reporters", Sloppy)
 
 
 @pytest.mark.parametrize("value_of", [str, lambda p: p, lambda p: None], ids=["str", "path", "none"])
@@ -77,27 +70,20 @@ def write_outside(path):
 
 
 def _executor(mode):
-    class Plugin:
-        @hookimpl
-        def register_executors(self, register):
-            from audit_core import Executor, build_local, execute_batch
+    class Sloppy(Executor):
+        name = "sloppy"
 
-            class Sloppy(Executor):
-                name = "sloppy"
+        def run(self, job, batches):
+            target, attack = job.local if job.local is not None else build_local(job)
+            ctx = job.attack_context
+            batches = list(batches)
+            for batch in batches[:1] if mode == "drop" else batches:
+                res = execute_batch(target, attack, batch, ctx["run_seed"], ctx["seed_key"], job.keep_maps)
+                yield res.scores if mode == "raw" else res
+            if mode == "raise":
+                raise RuntimeError("executor bug")
 
-                def run(self, job, batches):
-                    target, attack = job.local if job.local is not None else build_local(job)
-                    ctx = job.attack_context
-                    batches = list(batches)
-                    for batch in batches[:1] if mode == "drop" else batches:
-                        res = execute_batch(target, attack, batch, ctx["run_seed"], ctx["seed_key"], job.keep_maps)
-                        yield res.scores if mode == "raw" else res
-                    if mode == "raise":
-                        raise RuntimeError("executor bug")
-
-            register(Sloppy)
-
-    return Plugin()
+    return plugin_of("executors", Sloppy)
 
 
 @pytest.mark.parametrize(
@@ -120,19 +106,14 @@ def test_an_executor_bug_is_named_like_any_plugin_bug(mode, says, toy, audit_cli
 
 
 def _dataset(mode):
-    class Plugin:
-        @hookimpl
-        def register_datasets(self, register):
-            def load(subset, options):
-                if mode == "raise":
-                    raise KeyError("loader bug")
-                if mode == "none":
-                    return None
-                return [{"id": f"{subset}/{i}"} for i in range(3)]
+    def load(subset, options):
+        if mode == "raise":
+            raise KeyError("loader bug")
+        if mode == "none":
+            return None
+        return [{"id": f"{subset}/{i}"} for i in range(3)]
 
-            register("sloppy-data", load)
-
-    return Plugin()
+    return plugin_of("datasets", ("sloppy-data", load))
 
 
 @pytest.mark.parametrize(
