@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from audit_core.testing import no_traceback
+from audit_core.testing import no_traceback, plugin_of
 
 
 @pytest.fixture
@@ -151,30 +151,27 @@ def test_keep_going_on_report_does_not_claim_the_config_names_no_reporters(toy_c
     assert "names no reporters" not in output
 
 
-class _AtomicMisdirectedReporter:
-    """A reporter that writes through the core's atomic writer into a folder that does not exist."""
+def _misdirected_reporter(reporter_name: str, write) -> object:
+    """A reporter that writes ``write(path, text)`` into a folder that does not exist."""
+    from audit_core import Reporter
 
-    from audit_core import hookimpl
+    class Misdirected(Reporter):
+        name = reporter_name
 
-    @hookimpl
-    def register_reporters(self, register):
-        from audit_core import Reporter, write_text
+        def render(self, view):
+            path = view.dir / "no-such-folder" / "junit.xml"
+            write(path, "<testsuite/>")
+            return [path]
 
-        class AtomicMisdirected(Reporter):
-            name = "atomic-misdirected"
-
-            def render(self, view):
-                path = view.dir / "no-such-folder" / "junit.xml"
-                write_text(path, "<testsuite/>")
-                return [path]
-
-        register(AtomicMisdirected)
+    return plugin_of("reporters", Misdirected)
 
 
 def test_a_reporter_writing_through_write_text_is_named_with_its_path_not_the_temporary_file(
     toy_config, audit_cli, register_plugin, tmp_path
 ):
-    register_plugin(_AtomicMisdirectedReporter(), name="atomic-misdirected-reporter")
+    from audit_core import write_text
+
+    register_plugin(_misdirected_reporter("atomic-misdirected", write_text), name="atomic-misdirected-reporter")
     out = tmp_path / "run"
     code, output = audit_cli("run", toy_config(reports=[{"plugin": "atomic-misdirected"}]), "--output", out)
     flat = " ".join(output.split())
@@ -183,28 +180,8 @@ def test_a_reporter_writing_through_write_text_is_named_with_its_path_not_the_te
     assert ".tmp" not in flat and no_traceback(output)
 
 
-class _MisdirectedReporter:
-    """A reporter that writes into a folder that does not exist."""
-
-    from audit_core import hookimpl
-
-    @hookimpl
-    def register_reporters(self, register):
-        from audit_core.run.reporting import Reporter
-
-        class Misdirected(Reporter):
-            name = "misdirected"
-
-            def render(self, view):
-                path = view.dir / "no-such-folder" / "junit.xml"
-                path.write_text("<testsuite/>")
-                return [path]
-
-        register(Misdirected)
-
-
 def test_a_reporter_that_cannot_write_names_itself_and_the_path(toy_config, audit_cli, register_plugin, tmp_path):
-    register_plugin(_MisdirectedReporter(), name="misdirected-reporter")
+    register_plugin(_misdirected_reporter("misdirected", lambda path, text: path.write_text(text)), name="misdirected-reporter")
     out = tmp_path / "run"
     code, output = audit_cli("run", toy_config(reports=[{"plugin": "misdirected"}]), "--output", out)
     flat = " ".join(output.split())
